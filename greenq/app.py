@@ -1,0 +1,273 @@
+"""GreenQ: the application object — task registry, settings, the lazily built broker.
+
+The only long-lived mutable object in greenq. Producer side only: it never imports gevent,
+the worker or pools, so any service (Django, Flask, FastAPI, scripts) can enqueue.
+Imports: config, message, task, routing, results; the broker lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import runpy
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, overload
+
+from greenq import config
+from greenq.config import Layer, Settings
+from greenq.exceptions import ConfigError
+from greenq.message import Message, encode, new_id, now
+from greenq.results import AsyncResult
+from greenq.routing import route_task, validate_routes
+from greenq.task import Task, check_priority, make_options, to_epoch
+
+if TYPE_CHECKING:
+    from greenq.broker.redis import RedisBroker
+
+TaskCall = tuple[str | Task, Sequence[Any] | None, Mapping[str, Any] | None]
+
+
+class GreenQ:
+    """A greenq application.
+
+    Args:
+        name: the app's name, shown in logs and ``greenq status``.
+        broker: Redis URL; same as the ``broker_url`` setting. None (and no setting anywhere)
+            means the embedded redis-server under ``./.greenq``.
+        **settings: any setting from ``greenq.config.Settings``; unknown names raise ``ConfigError``.
+    """
+
+    def __init__(self, name: str = "greenq", broker: str | None = None, **settings: Any) -> None:
+        self.name = name
+        self.tasks: dict[str, Task] = {}
+        self._layers: list[Layer] = []
+        self._overrides: list[Layer] = []
+        self._settings: Settings | None = None
+        self._origin: dict[str, str] = {}
+        self._broker: RedisBroker | None = None
+        code = dict(settings)
+        if broker is not None:
+            code["broker_url"] = broker
+        if code:
+            self._add_layer(self._layers, ("GreenQ(...) arguments", code))
+
+    def __repr__(self) -> str:
+        return f"<GreenQ {self.name}>"
+
+    # ---- configuration ---------------------------------------------------------------
+
+    def _add_layer(self, target: list[Layer], layer: Layer) -> None:
+        source, mapping = layer
+        for key, value in mapping.items():
+            config.coerce(key, value, source)  # fail at the line that configured it
+        if "task_routes" in mapping:
+            validate_routes(config.coerce("task_routes", mapping["task_routes"], source))
+        target.append(layer)
+        self._settings = None
+        self._broker = None
+
+    def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
+        """Load settings from an object, a mapping, ``"pkg.module"``, ``"pkg.module:attr"`` or a
+        ``path/to/file.py``. Later calls override earlier ones; environment variables and
+        command-line flags still win.
+
+        Raises:
+            ConfigError: unknown setting (with a suggestion), wrong type, or unloadable source.
+        """
+        source, target = self._load_source(obj)
+        self._add_layer(self._layers, (source, config.settings_from_object(target, namespace)))
+
+    @staticmethod
+    def _load_source(obj: Any) -> tuple[str, Any]:
+        if not isinstance(obj, str):
+            return f"config {getattr(obj, '__name__', type(obj).__name__)}", obj
+        if obj.endswith(".py") or os.sep in obj:
+            if not os.path.isfile(obj):
+                raise ConfigError(f"config file {obj!r} does not exist")
+            module = types.ModuleType(os.path.basename(obj)[:-3])
+            module.__dict__.update({k: v for k, v in runpy.run_path(obj).items() if not k.startswith("__")})
+            return obj, module
+        module_name, _, attribute = obj.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(f"cannot import config module {module_name!r}: {exc}") from exc
+        return obj, getattr(module, attribute) if attribute else module
+
+    def override(self, settings: Mapping[str, Any], source: str = "command line") -> None:
+        """Settings that beat every other source (used by the CLI for its flags)."""
+        self._add_layer(self._overrides, (source, dict(settings)))
+
+    def _build(self) -> Settings:
+        env = config.from_env()
+        layers = [*self._layers, ("environment", env), *self._overrides]
+        self._settings, self._origin = config.build_settings(layers)
+        validate_routes(self._settings.task_routes)
+        return self._settings
+
+    @property
+    def conf(self) -> Settings:
+        """The effective settings (defaults < code < environment < command line)."""
+        return self._settings if self._settings is not None else self._build()
+
+    @property
+    def conf_origin(self) -> dict[str, str]:
+        """Where each effective setting came from."""
+        self.conf  # noqa: B018 - builds settings and origins
+        return dict(self._origin)
+
+    # ---- broker ----------------------------------------------------------------------
+
+    def broker_url(self) -> str:
+        """The configured broker URL, or the embedded server's (started if needed)."""
+        url = self.conf.broker_url
+        if url:
+            return url
+        from greenq.embedded import EmbeddedRedis
+
+        return EmbeddedRedis().ensure_running()
+
+    @property
+    def broker(self) -> RedisBroker:
+        """The Redis broker, built on first use (no connection is made until a command runs)."""
+        if self._broker is None:
+            from greenq.broker.redis import RedisBroker
+
+            conf = self.conf
+            self._broker = RedisBroker(
+                self.broker_url(),
+                connect_timeout_s=conf.broker_connect_timeout,
+                socket_timeout_s=conf.broker_socket_timeout,
+                dead_letter_max=conf.dead_letter_max,
+            )
+        return self._broker
+
+    def close(self) -> None:
+        """Drop broker connections (a new broker is built on next use)."""
+        if self._broker is not None:
+            self._broker.client.close()
+            self._broker = None
+
+    # ---- tasks -----------------------------------------------------------------------
+
+    @overload
+    def task(self, fn: Callable[..., Any]) -> Task: ...
+    @overload
+    def task(self, fn: None = None, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+
+    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a function as a task: ``@app.task`` or ``@app.task(queue="http", ...)``.
+
+        Raises:
+            ConfigError: an unknown option, or a second task with the same name.
+        """
+
+        def register(function: Callable[..., Any]) -> Task:
+            name = options.get("name") or f"{function.__module__}.{function.__qualname__}"
+            task_options = make_options(options, f"task {name}")
+            if name in self.tasks:
+                raise ConfigError(
+                    f"task name {name!r} is registered twice "
+                    f"(already by {self.tasks[name].fn.__module__}); pass name=..."
+                )
+            task = Task(self, function, name, task_options)
+            self.tasks[name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def build_message(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> tuple[Message, bytes]:
+        """Route, validate and encode one call; nothing is sent. Raises as ``apply_async`` does."""
+        conf = self.conf
+        args = tuple(args or ())
+        kwargs = dict(kwargs or {})
+        task = self.tasks.get(name)
+        if task is not None:
+            task.check_arguments(args, kwargs)
+        opts = task.options if task is not None else None
+        route = route_task(
+            name,
+            call_queue=queue,
+            task_queue=opts.queue if opts else None,
+            routes=conf.task_routes,
+            default_queue=conf.task_default_queue,
+            args=args,
+            kwargs=kwargs,
+        )
+        from greenq.broker.redis import check_queue_name
+
+        check_queue_name(route.queue)
+        chosen_priority = next(
+            (p for p in (priority, opts.priority if opts else None, route.priority) if p is not None),
+            conf.task_default_priority,
+        )
+        check_priority(chosen_priority, f"task {name}")
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        created = now()
+        eta_s = created + countdown if countdown is not None else to_epoch(eta)
+        expires = expires if expires is not None else (opts.expires if opts else None)
+        expires_s = created + expires if isinstance(expires, int | float) else to_epoch(expires)
+        message = Message(
+            id=task_id or new_id(),
+            task=name,
+            args=args,
+            kwargs=kwargs,
+            queue=route.queue,
+            priority=chosen_priority,
+            eta=eta_s,
+            expires=expires_s,
+            created=created,
+        )
+        return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Enqueue a task by name; it need not be registered in this process.
+
+        Takes the options of ``Task.apply_async``.
+        """
+        message, body = self.build_message(name, args, kwargs, **options)
+        self.broker.enqueue([(message, body)])
+        return AsyncResult(message.id, app=self)
+
+    def enqueue_many(self, calls: Iterable[TaskCall], **options: Any) -> list[AsyncResult]:
+        """Enqueue many calls pipelined, thousands per round trip.
+
+        Args:
+            calls: ``(task or name, args, kwargs)`` tuples.
+            **options: ``apply_async`` options applied to every call (queue, priority, countdown...).
+
+        Every call is validated and encoded before anything is sent, so a bad argument in
+        call 9,000 enqueues nothing.
+        """
+        items = []
+        for task, args, kwargs in calls:
+            name = task.name if isinstance(task, Task) else task
+            items.append(self.build_message(name, args, kwargs, **options))
+        if items:
+            self.broker.enqueue(items)
+        return [AsyncResult(message.id, app=self) for message, _ in items]
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:
+        """A handle on a task's result by id."""
+        return AsyncResult(task_id, app=self)

@@ -1,0 +1,488 @@
+"""RedisBroker: greenq's keyspace on Redis Streams, and every round trip to it.
+
+Owns the key names (only ``Keys`` builds them), the Lua scripts in ``scripts/`` and the
+translation of redis-py errors into greenq's. Must not import the worker or pools.
+
+Keyspace (docs/keyspace.md has the redis-cli commands to look at each):
+
+* ``greenq:{q:NAME}:stream``        stream of ready messages, priority 0; ``...:stream:pP`` for P in 1..9
+* ``greenq:{q:NAME}:delayed``       sorted set of ETA/countdown/retry messages, score = due ms
+* ``greenq:{q:NAME}:dead``          stream of dead letters, with reason, time and worker
+* ``greenq:result:{ID}``            stream (one entry) holding a task's latest state, with a TTL
+* ``greenq:worker:{CONSUMER}``      a worker's heartbeat (JSON stats), TTL = worker_lost_timeout
+* ``greenq:workers``, ``greenq:queues``  sets of known consumers and queues, for ``greenq status``
+
+Every key of one queue shares the hash tag ``{q:NAME}``. Each stream has one consumer group,
+``greenq``; its pending-entries list is the set of unacked messages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis
+import redis.exceptions
+
+from greenq.broker import Delivery
+from greenq.config import mask_url
+from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
+from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
+
+GROUP = "greenq"
+ENQUEUE_CHUNK = 5000
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
+_NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+def check_queue_name(name: str) -> str:
+    """Queue names are letters, digits and ``_ . : @ -``: they go inside a ``{}`` hash tag."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise ConfigError(f"invalid queue name {name!r}: use letters, digits and _ . : @ -")
+    return name
+
+
+class Keys:
+    """The only place greenq's Redis key names are built."""
+
+    @staticmethod
+    def stream(queue: str, priority: int = 0) -> str:
+        base = f"greenq:{{q:{queue}}}:stream"
+        return base if priority == 0 else f"{base}:p{priority}"
+
+    @staticmethod
+    def bands(queue: str) -> list[str]:
+        """The queue's band streams, highest priority first (fetch order)."""
+        return [Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)]
+
+    @staticmethod
+    def delayed(queue: str) -> str:
+        return f"greenq:{{q:{queue}}}:delayed"
+
+    @staticmethod
+    def dead(queue: str) -> str:
+        return f"greenq:{{q:{queue}}}:dead"
+
+    @staticmethod
+    def result(task_id: str) -> str:
+        return f"greenq:result:{{{task_id}}}"
+
+    @staticmethod
+    def worker(consumer: str) -> str:
+        return f"greenq:worker:{{{consumer}}}"
+
+    WORKERS = "greenq:workers"
+    QUEUES = "greenq:queues"
+
+
+_STREAM_KEY = re.compile(r"^greenq:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
+
+
+def parse_stream_key(key: str) -> tuple[str, int]:
+    """``greenq:{q:http}:stream:p5`` -> ("http", 5)."""
+    match = _STREAM_KEY.match(key)
+    if not match:
+        raise BrokerError(f"not a greenq stream key: {key!r}")
+    return match["queue"], int(match["priority"] or 0)
+
+
+@cache
+def script(name: str) -> str:
+    """The text of ``scripts/<name>.lua`` (run with EVAL: Redis caches it by SHA, and a restarted
+    server needs no SCRIPT LOAD)."""
+    return resources.files("greenq.broker").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Link:
+    """One dedicated Redis connection for one worker thread or greenlet.
+
+    No pool checkout, no locks, no per-command health check: the owner sends whole pipelines
+    and reads the replies. A broken connection raises ``BrokerUnavailable`` and reconnects on
+    the next call.
+    """
+
+    def __init__(self, url: str, connect_timeout_s: float, socket_timeout_s: float) -> None:
+        self.url = url
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=socket_timeout_s,
+            health_check_interval=0,
+            protocol=2,
+        )
+        self._conn = client.connection_pool.make_connection()
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send all commands in one write and read every reply; error replies are returned in place."""
+        conn = self._conn
+        try:
+            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except redis.exceptions.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        except _NETWORK_ERRORS as exc:
+            conn.disconnect()
+            raise BrokerUnavailable(f"broker {mask_url(self.url)} unavailable: {exc}") from exc
+
+    def call(self, *args: Any) -> Any:
+        """One command; an error reply raises ``BrokerError``."""
+        reply = self.pipeline([args])[0]
+        if isinstance(reply, Exception):
+            raise BrokerError(f"{_text(args[0])} failed: {reply}")
+        return reply
+
+    def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run commands in MULTI/EXEC: all of them or none, in one round trip."""
+        replies = self.pipeline([("MULTI",), *commands, ("EXEC",)])
+        result = replies[-1]
+        if isinstance(result, Exception) or result is None:
+            raise BrokerError(f"transaction failed: {result or replies}")
+        return list(result)
+
+    def close(self) -> None:
+        self._conn.disconnect()
+
+
+class RedisBroker:
+    """Redis Streams broker. Thread- and greenlet-safe on the producer side (redis-py pool);
+    worker-side methods take a ``Link`` owned by the calling thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        socket_timeout_s: float = 10.0,
+        dead_letter_max: int = 10000,
+    ) -> None:
+        self.url = url
+        self.connect_timeout_s = connect_timeout_s
+        self.socket_timeout_s = socket_timeout_s
+        self.dead_letter_max = dead_letter_max
+        # RESP2 everywhere: reply shapes must not change with the redis-py version's default.
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout_s, socket_timeout=socket_timeout_s, protocol=2
+        )
+        self._known_queues: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"RedisBroker({mask_url(self.url)!r})"
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """Translate redis-py errors at the boundary; the URL is shown with its password masked."""
+        try:
+            yield
+        except _NETWORK_ERRORS as exc:
+            raise BrokerUnavailable(f"broker {mask_url(self.url)} unavailable: {exc}") from exc
+        except redis.exceptions.RedisError as exc:
+            raise BrokerError(f"broker {mask_url(self.url)}: {exc}") from exc
+
+    # ---- producer side -------------------------------------------------------------
+
+    def _enqueue_commands(self, message: Message, body: bytes) -> list[tuple[Any, ...]]:
+        commands: list[tuple[Any, ...]] = []
+        if message.queue not in self._known_queues:
+            commands.append(("SADD", Keys.QUEUES, message.queue))
+        if message.eta is not None and message.eta > now():
+            member = b"%d|%s" % (message.priority, body)
+            commands.append(("ZADD", Keys.delayed(message.queue), int(message.eta * 1000), member))
+        else:
+            commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
+        return commands
+
+    def enqueue(self, items: Sequence[tuple[Message, bytes]]) -> None:
+        """Add messages: ready ones to their band stream, future ones to the delayed set.
+
+        Pipelined in chunks of ``ENQUEUE_CHUNK`` messages per round trip, without MULTI: a
+        failure part way raises ``BrokerUnavailable`` and earlier chunks stay enqueued.
+        """
+        with self.guard():
+            for start in range(0, len(items), ENQUEUE_CHUNK):
+                pipe = self.client.pipeline(transaction=False)
+                queues = set()
+                for message, body in items[start : start + ENQUEUE_CHUNK]:
+                    for command in self._enqueue_commands(message, body):
+                        pipe.execute_command(*command)
+                    queues.add(message.queue)
+                pipe.execute()
+                self._known_queues |= queues
+
+    def read_result(self, task_id: str) -> bytes | None:
+        """The latest state payload of a task, or None (PENDING or expired)."""
+        with self.guard():
+            entries = self.client.xrevrange(Keys.result(task_id), count=1)
+        return entries[0][1][b"r"] if entries else None
+
+    def wait_result(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> tuple[str, bytes] | None:
+        """Block until the task's result stream gets an entry newer than ``after``.
+
+        Blocks in Redis (XREAD BLOCK), woken by the worker's write: no polling. Waits in slices
+        shorter than the socket timeout so a dead server is still noticed. Returns
+        (entry id, payload) or None on timeout.
+        """
+        key = Keys.result(task_id)
+        deadline = None if timeout_s is None else now() + timeout_s
+        slice_ms = max(1, int((self.socket_timeout_s - 1.0) * 1000)) if self.socket_timeout_s > 2 else 1000
+        with self.guard():
+            while True:
+                if deadline is None:
+                    block_ms = slice_ms
+                else:
+                    left_ms = int((deadline - now()) * 1000)
+                    if left_ms <= 0:
+                        return None
+                    block_ms = min(slice_ms, left_ms)
+                reply = self.client.xread({key: after}, count=1, block=block_ms)
+                if reply:
+                    entry_id, fields = reply[0][1][-1]
+                    return _text(entry_id), fields[b"r"]
+
+    def forget(self, task_id: str) -> None:
+        with self.guard():
+            self.client.delete(Keys.result(task_id))
+
+    def ping(self) -> None:
+        """Raise ``BrokerUnavailable`` unless the server answers."""
+        with self.guard():
+            self.client.ping()
+
+    # ---- worker side (each call takes the caller's own Link) -----------------------
+
+    def connect(self, role: str, block_s: float = 0.0) -> Link:
+        """A dedicated connection; ``block_s`` is the longest BLOCK the owner will use."""
+        return Link(self.url, self.connect_timeout_s, max(self.socket_timeout_s, block_s + 5.0))
+
+    def fetch(
+        self, link: Link, queues: Sequence[str], consumer: str, count: int, block_ms: int
+    ) -> list[Delivery]:
+        """Reserve up to ``count`` messages, queues in the given order, high priority first.
+
+        One EVAL per queue until ``count`` is reached. When all are empty, one XREAD BLOCK on
+        the stream tails waits for the next message (or ``block_ms``), then fetches again.
+        """
+        deliveries, tails = self._fetch_once(link, queues, consumer, count)
+        if deliveries or block_ms <= 0:
+            return deliveries
+        keys = [key for queue in queues for key in Keys.bands(queue)]
+        link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])
+        deliveries, _ = self._fetch_once(link, queues, consumer, count)
+        return deliveries
+
+    def _fetch_once(
+        self, link: Link, queues: Sequence[str], consumer: str, count: int
+    ) -> tuple[list[Delivery], list[str]]:
+        deliveries: list[Delivery] = []
+        all_tails: list[str] = []
+        for queue in queues:
+            remaining = count - len(deliveries)
+            if remaining <= 0:
+                break
+            bands = Keys.bands(queue)
+            entries, tails = link.call(
+                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining
+            )
+            all_tails.extend(_text(t) for t in tails)
+            for i in range(0, len(entries), 4):
+                stream = bands[int(entries[i]) - 1]
+                deliveries.append(
+                    Delivery(
+                        stream=stream,
+                        entry_id=_text(entries[i + 1]),
+                        body=entries[i + 2],
+                        deliveries=int(entries[i + 3]),
+                        queue=queue,
+                        priority=PRIORITY_MAX - (int(entries[i]) - 1),
+                    )
+                )
+        return deliveries, all_tails
+
+    @staticmethod
+    def _ack_commands(acks: Sequence[Delivery]) -> list[tuple[Any, ...]]:
+        by_stream: dict[str, list[str]] = defaultdict(list)
+        for delivery in acks:
+            by_stream[delivery.stream].append(delivery.entry_id)
+        commands: list[tuple[Any, ...]] = []
+        for stream, ids in by_stream.items():
+            commands.append(("XACK", stream, GROUP, *ids))
+            commands.append(("XDEL", stream, *ids))
+        return commands
+
+    def flush(
+        self,
+        link: Link,
+        acks: Sequence[Delivery],
+        results: Sequence[tuple[str, bytes]],
+        result_ttl_ms: int,
+        delayed: Sequence[tuple[Message, bytes]] = (),
+    ) -> None:
+        """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
+
+        Late acks ride with their results and retries, so a task is never acked without its
+        result, and a retried task is neither lost nor duplicated.
+        """
+        commands: list[tuple[Any, ...]] = []
+        for message, body in delayed:
+            commands.append(
+                (
+                    "ZADD",
+                    Keys.delayed(message.queue),
+                    int((message.eta or 0) * 1000),
+                    b"%d|%s" % (message.priority, body),
+                )
+            )
+        if results:
+            keys = [Keys.result(task_id) for task_id, _ in results]
+            commands.append(
+                (
+                    "EVAL",
+                    script("store_results"),
+                    len(keys),
+                    *keys,
+                    result_ttl_ms,
+                    *(payload for _, payload in results),
+                )
+            )
+        commands.extend(self._ack_commands(acks))
+        if commands:
+            link.transaction(commands)
+
+    def requeue(self, link: Link, deliveries: Sequence[Delivery]) -> int:
+        """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""
+        by_stream: dict[str, list[str]] = defaultdict(list)
+        for delivery in deliveries:
+            by_stream[delivery.stream].append(delivery.entry_id)
+        commands = [("EVAL", script("requeue"), 1, stream, GROUP, *ids) for stream, ids in by_stream.items()]
+        replies = link.pipeline(commands) if commands else []
+        return sum(int(r) for r in replies if not isinstance(r, Exception))
+
+    def dead_letter(self, link: Link, delivery: Delivery, reason: str, consumer: str) -> None:
+        """Move one message to its queue's dead-letter stream with the reason; ack the original."""
+        link.transaction(
+            [
+                (
+                    "XADD",
+                    Keys.dead(delivery.queue),
+                    "MAXLEN",
+                    "~",
+                    self.dead_letter_max,
+                    "*",
+                    "m",
+                    delivery.body,
+                    "reason",
+                    reason,
+                    "time",
+                    int(now() * 1000),
+                    "worker",
+                    consumer,
+                    "stream",
+                    delivery.stream,
+                ),
+                *self._ack_commands([delivery]),
+            ]
+        )
+
+    def heartbeat(self, link: Link, consumer: str, info: bytes, ttl_ms: int, queues: Sequence[str]) -> bool:
+        """Refresh the worker's heartbeat; returns False if it had expired (others may have
+        recovered this worker's messages)."""
+        replies = link.pipeline(
+            [
+                ("SET", Keys.worker(consumer), info, "PX", ttl_ms, "GET"),
+                ("SADD", Keys.WORKERS, consumer),
+                ("SADD", Keys.QUEUES, *queues),
+            ]
+        )
+        return replies[0] is not None
+
+    def unregister(self, link: Link, consumer: str) -> None:
+        """A clean exit: drop the heartbeat so status stops listing the worker."""
+        link.pipeline([("DEL", Keys.worker(consumer)), ("SREM", Keys.WORKERS, consumer)])
+
+    def recover(
+        self, link: Link, queues: Sequence[str], own_consumer: str, max_deliveries: int
+    ) -> tuple[int, int]:
+        """Requeue (or dead-letter) the unacked messages of consumers whose heartbeat is gone.
+
+        Returns (requeued, dead-lettered). Safe to run from many workers at once: the Lua
+        script re-checks the heartbeat and acks each entry it moves.
+        """
+        streams = [key for queue in queues for key in Keys.bands(queue)]
+        exists = link.pipeline([("EXISTS", key) for key in streams])
+        live = [key for key, found in zip(streams, exists, strict=True) if found == 1]
+        if not live:
+            return 0, 0
+        infos = link.pipeline([("XINFO", "CONSUMERS", key, GROUP) for key in live])
+        candidates: list[tuple[str, str]] = []
+        for key, info in zip(live, infos, strict=True):
+            if isinstance(info, Exception):
+                continue  # no group yet
+            for consumer in info:
+                fields = (
+                    consumer
+                    if isinstance(consumer, dict)
+                    else dict(zip(consumer[::2], consumer[1::2], strict=True))
+                )
+                name = _text(fields[b"name"])
+                if name != own_consumer:
+                    candidates.append((key, name))
+        if not candidates:
+            return 0, 0
+        beats = link.pipeline([("EXISTS", Keys.worker(name)) for _, name in candidates])
+        requeued = dead = 0
+        for (key, name), beat in zip(candidates, beats, strict=True):
+            if beat == 1:
+                continue
+            queue, _ = parse_stream_key(key)
+            left = 1
+            while left > 0:
+                moved, lettered, left = link.call(
+                    "EVAL",
+                    script("recover"),
+                    3,
+                    key,
+                    Keys.dead(queue),
+                    Keys.worker(name),
+                    GROUP,
+                    name,
+                    max_deliveries,
+                    self.dead_letter_max,
+                    int(now() * 1000),
+                    500,
+                )
+                requeued += int(moved)
+                dead += int(lettered)
+            link.call("SREM", Keys.WORKERS, name)
+        return requeued, dead
+
+    def move_due(self, link: Link, queues: Sequence[str]) -> float | None:
+        """Move due delayed messages into their streams; returns seconds until the next one is due."""
+        commands = []
+        for queue in queues:
+            bands = [Keys.stream(queue, p) for p in range(PRIORITY_MIN, PRIORITY_MAX + 1)]
+            commands.append(("EVAL", script("schedule"), 1 + len(bands), Keys.delayed(queue), *bands, 1000))
+        soonest: float | None = None
+        for reply in link.pipeline(commands):
+            if isinstance(reply, Exception):
+                raise BrokerError(f"schedule failed: {reply}")
+            moved, next_due, server_ms = (int(x) for x in reply)
+            if moved >= 1000:
+                return 0.0
+            if next_due >= 0:
+                wait = max(0.0, (next_due - server_ms) / 1000)
+                soonest = wait if soonest is None else min(soonest, wait)
+        return soonest

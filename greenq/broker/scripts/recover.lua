@@ -1,0 +1,45 @@
+-- recover.lua: give a dead consumer's unacked messages back to its queue, or dead-letter them.
+-- KEYS[1]     the band stream
+-- KEYS[2]     the queue's dead-letter stream (greenq:{q:NAME}:dead)
+-- KEYS[3]     the dead consumer's heartbeat key (checked here, atomically, to be missing)
+-- ARGV[1]     consumer group name
+-- ARGV[2]     the dead consumer's name
+-- ARGV[3]     max_deliveries: a message whose delivery number reached this is dead-lettered
+-- ARGV[4]     dead-letter stream cap (approximate MAXLEN)
+-- ARGV[5]     time now, epoch ms, recorded on dead letters
+-- ARGV[6]     batch size: most entries handled in this call
+-- Returns {requeued, dead_lettered, left}; the consumer is deleted once it has none left.
+-- Several workers may run this at once: each entry is acked inside the script, so only
+-- one of them moves it.
+local stream, dead, heartbeat = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer = ARGV[1], ARGV[2]
+local max_deliveries, cap = tonumber(ARGV[3]), ARGV[4]
+if redis.call('EXISTS', heartbeat) == 1 then return {0, 0, -1} end
+local pending = redis.call('XPENDING', stream, group, '-', '+', tonumber(ARGV[6]), consumer)
+local requeued, dead_lettered = 0, 0
+for _, item in ipairs(pending) do
+  local id = item[1]
+  local found = redis.call('XRANGE', stream, id, id)
+  redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  if found[1] then
+    local fields = found[1][2]
+    local body, deliveries = '', 1
+    for i = 1, #fields, 2 do
+      if fields[i] == 'm' then body = fields[i + 1]
+      elseif fields[i] == 'd' then deliveries = tonumber(fields[i + 1]) end
+    end
+    if deliveries >= max_deliveries then
+      redis.call('XADD', dead, 'MAXLEN', '~', cap, '*', 'm', body, 'reason',
+                 'delivery ' .. deliveries .. ' killed its worker', 'time', ARGV[5],
+                 'worker', consumer, 'stream', stream)
+      dead_lettered = dead_lettered + 1
+    else
+      redis.call('XADD', stream, '*', 'm', body, 'd', tostring(deliveries + 1))
+      requeued = requeued + 1
+    end
+  end
+end
+local left = #redis.call('XPENDING', stream, group, '-', '+', 1, consumer)
+if left == 0 then redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer) end
+return {requeued, dead_lettered, left}

@@ -1,0 +1,306 @@
+"""Settings: every setting's name, type, default and meaning in one table, and how sources merge.
+
+Sources, lowest precedence first: built-in defaults; code (``GreenQ(**settings)``,
+``config_from_object``, ``--config``); ``GREENQ_<SETTING>`` environment variables; command-line
+flags. An unknown name from any source is a ``ConfigError`` suggesting the closest known name,
+and a value of the wrong type is a ``ConfigError`` naming setting, value and expected type
+(Celery silently ignores both). Imports only ``exceptions``; reads ``os.environ`` only when asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from greenq.exceptions import ConfigError
+
+ENV_PREFIX = "GREENQ_"
+# Environment variables that start with the prefix but are not settings.
+ENV_NON_SETTINGS = frozenset({"GREENQ_HOME"})
+
+
+def _doc(text: str, secret: bool = False) -> dict[str, Any]:
+    return {"doc": text, "secret": secret}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The effective configuration. Immutable: build a new one with :func:`build_settings`."""
+
+    broker_url: str | None = field(
+        default=None,
+        metadata=_doc(
+            "Redis URL (redis://, rediss://, unix://). None: the embedded redis-server under GREENQ_HOME.",
+            secret=True,
+        ),
+    )
+    result_backend: str | None = field(
+        default=None, metadata=_doc("Redis URL for results; None: the broker.", secret=True)
+    )
+    result_expires: float = field(default=86400.0, metadata=_doc("Seconds a result is kept."))
+    broker_connect_timeout: float = field(
+        default=5.0, metadata=_doc("Seconds to connect to Redis before BrokerUnavailable.")
+    )
+    broker_socket_timeout: float = field(
+        default=10.0, metadata=_doc("Seconds a producer waits on one Redis reply before BrokerUnavailable.")
+    )
+    task_default_queue: str = field(default="default", metadata=_doc("Queue of tasks with no route."))
+    task_routes: Any = field(
+        default=None,
+        metadata=_doc(
+            "Dict of globs, list/tuple of routers ((glob|regex, route) pairs or callables), or a callable."
+        ),
+    )
+    task_acks_late: bool = field(default=False, metadata=_doc("Ack after the task finishes (at-least-once)."))
+    task_track_started: bool = field(default=False, metadata=_doc("Write state STARTED when a task starts."))
+    task_ignore_result: bool = field(default=False, metadata=_doc("Write no results unless a task asks."))
+    task_time_limit: float | None = field(default=None, metadata=_doc("Hard time limit in seconds."))
+    task_soft_time_limit: float | None = field(default=None, metadata=_doc("Soft time limit in seconds."))
+    task_default_priority: int = field(default=0, metadata=_doc("Priority 0 (lowest) to 9 (highest)."))
+    worker_pool: str = field(default="gevent", metadata=_doc("gevent, prefork or solo."))
+    worker_concurrency: int | None = field(
+        default=None,
+        metadata=_doc("Task slots; None: 100 for gevent, the CPU count for prefork, 1 for solo."),
+    )
+    worker_prefetch_multiplier: int = field(
+        default=4,
+        metadata=_doc("A worker holds at most multiplier x concurrency messages (reserved + running)."),
+    )
+    worker_queues: list[str] | None = field(
+        default=None, metadata=_doc("Queues to consume, highest precedence first; None: the default queue.")
+    )
+    worker_lost_timeout: float = field(
+        default=10.0,
+        metadata=_doc("Seconds after a worker's last heartbeat before its unacked messages are recovered."),
+    )
+    worker_max_tasks_per_child: int | None = field(
+        default=None, metadata=_doc("Prefork: recycle a child after this many tasks.")
+    )
+    worker_max_memory_per_child: int | None = field(
+        default=None, metadata=_doc("Prefork: recycle a child whose RSS passed this many KiB.")
+    )
+    worker_block_warning: float = field(
+        default=0.1, metadata=_doc("gevent: log tasks that block the hub longer than this many seconds.")
+    )
+    worker_send_task_events: bool = field(default=False, metadata=_doc("Emit task events to a stream."))
+    shutdown_timeout: float = field(
+        default=30.0, metadata=_doc("Seconds a graceful shutdown waits for running tasks.")
+    )
+    max_deliveries: int = field(
+        default=5, metadata=_doc("Deliveries (counting worker deaths) before a message is dead-lettered.")
+    )
+    max_message_bytes: int = field(default=1024 * 1024, metadata=_doc("Largest encoded message accepted."))
+    message_signing_key: str | None = field(
+        default=None,
+        metadata=_doc(
+            "HMAC-SHA256 key: producers sign, workers reject unsigned or forged messages.", secret=True
+        ),
+    )
+    dead_letter_max: int = field(default=10000, metadata=_doc("Dead letters kept per queue."))
+
+    def get(self, name: str) -> Any:
+        """The value of setting ``name``; ``ConfigError`` with a suggestion if unknown."""
+        check_name(name, "Settings.get")
+        return getattr(self, name)
+
+
+_FIELDS: dict[str, dataclasses.Field[Any]] = {f.name: f for f in dataclasses.fields(Settings)}
+SETTING_NAMES: tuple[str, ...] = tuple(_FIELDS)
+
+
+def suggest(name: str) -> str:
+    """Return ``"; did you mean 'x'?"`` for the closest known setting, or ``""``."""
+    close = difflib.get_close_matches(name, SETTING_NAMES, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def check_name(name: str, source: str) -> None:
+    """Raise ``ConfigError`` if ``name`` is not a setting, naming the source and the closest name."""
+    if name not in _FIELDS:
+        raise ConfigError(f"unknown setting {name!r} (from {source}){suggest(name)}")
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ValueError
+
+
+def _to_number(kind: type) -> Any:
+    def convert(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError
+        if kind is int and isinstance(value, float):
+            raise ValueError
+        return kind(value.strip() if isinstance(value, str) else value)
+
+    return convert
+
+
+def _to_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError
+
+
+_CONVERTERS = {"bool": _to_bool, "int": _to_number(int), "float": _to_number(float), "str": _to_str}
+
+
+def _coerce_scalar(kind: str, value: Any) -> Any:
+    """Convert ``value`` to ``kind`` (int, float, bool, str); raise ValueError when it cannot."""
+    return _CONVERTERS[kind](value)
+
+
+def coerce(name: str, value: Any, source: str) -> Any:
+    """Validate and convert one setting's value; strings (env, CLI) are parsed by the setting's type."""
+    check_name(name, source)
+    annotation = str(_FIELDS[name].type)
+    kinds = [part.strip() for part in annotation.split("|")]
+    optional = "None" in kinds
+    kind = next(k for k in kinds if k != "None")
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in {"", "none"}):
+        if optional:
+            return None
+        raise ConfigError(f"setting {name!r} (from {source}) cannot be None; expected {kind}")
+    if kind == "Any":
+        return _parse_routes(name, value, source) if name == "task_routes" else value
+    if kind == "list[str]":
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected a list of strings")
+    try:
+        return _coerce_scalar(kind, value)
+    except (ValueError, TypeError):
+        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected {kind}") from None
+
+
+def _parse_routes(name: str, value: Any, source: str) -> Any:
+    """``task_routes`` from the environment is JSON; from code it is kept as given."""
+    if not isinstance(value, str):
+        return value
+    import orjson
+
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected JSON") from None
+
+
+Layer = tuple[str, Mapping[str, Any]]
+
+
+def build_settings(layers: Iterable[Layer]) -> tuple[Settings, dict[str, str]]:
+    """Merge layers (lowest precedence first) into Settings, and say where each value came from.
+
+    Returns:
+        The settings and a map of setting name to source ("default", "code", "environment",
+        "command line", a file path, ...).
+    """
+    values: dict[str, Any] = {}
+    origin = {name: "default" for name in SETTING_NAMES}
+    for source, mapping in layers:
+        for name, value in mapping.items():
+            values[name] = coerce(name, value, source)
+            origin[name] = source
+    return Settings(**values), origin
+
+
+def from_env(environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX) -> dict[str, str]:
+    """Settings from ``GREENQ_<SETTING>`` variables; an unknown ``GREENQ_*`` name is an error."""
+    env = os.environ if environ is None else environ
+    found: dict[str, str] = {}
+    for key, value in env.items():
+        if not key.startswith(prefix) or key in ENV_NON_SETTINGS:
+            continue
+        name = key[len(prefix) :].lower()
+        check_name(name, f"environment variable {key}")
+        found[name] = value
+    return found
+
+
+def _public_attributes(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    return {name: getattr(obj, name) for name in dir(obj) if not name.startswith("_")}
+
+
+def _is_setting_like(value: Any) -> bool:
+    """Modules, functions and classes in a config module are helpers, not settings."""
+    import inspect
+
+    return not (inspect.ismodule(value) or inspect.isroutine(value) or inspect.isclass(value))
+
+
+def settings_from_object(obj: Any, namespace: str | None = None) -> dict[str, Any]:
+    """Read settings from a mapping, module or object.
+
+    With ``namespace="GREENQ"`` only attributes named ``GREENQ_<SETTING>`` are read (the Django
+    convention) and each must be a known setting. Without a namespace, every public lowercase
+    attribute that is not a module, function or class must be a known setting; UPPERCASE
+    attributes are constants and are ignored. Mapping keys must all be settings.
+    """
+    attributes = _public_attributes(obj)
+    found: dict[str, Any] = {}
+    label = getattr(obj, "__name__", type(obj).__name__)
+    for key, value in attributes.items():
+        if namespace:
+            prefix = namespace.rstrip("_") + "_"
+            if not key.startswith(prefix):
+                continue
+            name = key[len(prefix) :].lower()
+        elif isinstance(obj, Mapping):
+            name = key
+        else:
+            if key != key.lower() or not _is_setting_like(value):
+                continue
+            name = key
+        check_name(name, f"config {label}:{key}")
+        found[name] = value
+    return found
+
+
+def mask_url(url: str | None) -> str | None:
+    """Hide a URL's password: ``redis://user:***@host:6379/0``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+
+
+def display_value(name: str, value: Any) -> str:
+    """A setting's value as ``greenq config`` shows it: URLs masked, secrets hidden."""
+    if value is not None and _FIELDS[name].metadata.get("secret"):
+        if isinstance(value, str) and "://" in value:
+            return str(mask_url(value))
+        return "***"
+    return repr(value)
+
+
+def describe(settings: Settings, origin: Mapping[str, str]) -> list[tuple[str, str, str, str]]:
+    """Rows of (name, shown value, source, meaning) for every setting, in table order."""
+    return [
+        (
+            name,
+            display_value(name, getattr(settings, name)),
+            origin.get(name, "default"),
+            _FIELDS[name].metadata.get("doc", ""),
+        )
+        for name in SETTING_NAMES
+    ]

@@ -1,0 +1,1 @@
+"""``greenq demo``: a local HTTP target, a gevent worker and a few thousand HTTP tasks."""

@@ -1,0 +1,172 @@
+"""AsyncResult: a task's state and result, read from its result stream in Redis.
+
+Owns the result payload format (docs/protocol.md) and waiting: ``get()`` blocks inside Redis
+(XREAD BLOCK on the task's result stream) and is woken by the worker's write; it never sleeps
+and polls. Imports: exceptions, orjson; the broker is reached through the app passed in.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from greenq.exceptions import ResultTimeout, TaskError, TaskRevoked
+
+if TYPE_CHECKING:
+    from greenq.app import GreenQ
+
+PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED = (
+    "PENDING",
+    "STARTED",
+    "RETRY",
+    "SUCCESS",
+    "FAILURE",
+    "REVOKED",
+)
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+
+def result_payload(
+    task_id: str,
+    task: str,
+    state: str,
+    *,
+    result: Any = None,
+    exc_type: str | None = None,
+    exc_message: str | None = None,
+    traceback: str | None = None,
+    retries: int = 0,
+    worker: str | None = None,
+) -> bytes:
+    """Encode one state record. A result that is not JSON raises ``TypeError`` (the worker turns
+    that into FAILURE)."""
+    record: dict[str, Any] = {
+        "id": task_id,
+        "task": task,
+        "state": state,
+        "date_done": time.time(),
+        "retries": retries,
+    }
+    if state == SUCCESS:
+        record["result"] = result
+    if exc_type is not None:
+        record.update(exc_type=exc_type, exc_message=exc_message, traceback=traceback)
+    if worker:
+        record["worker"] = worker
+    return orjson.dumps(record, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+
+
+class AsyncResult:
+    """A handle on one task's outcome.
+
+    ``state`` is PENDING until a worker writes something (also when the id is unknown or the
+    result expired), then STARTED (with ``task_track_started``), RETRY, and one of the ready
+    states SUCCESS, FAILURE, REVOKED.
+    """
+
+    def __init__(self, id: str, app: GreenQ | None = None) -> None:
+        if app is None:
+            raise TypeError("AsyncResult needs the app: AsyncResult(id, app=app) or app.AsyncResult(id)")
+        self.id = id
+        self.app = app
+        self._record: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AsyncResult) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def _refresh(self) -> dict[str, Any] | None:
+        if self._record is not None and self._record["state"] in READY_STATES:
+            return self._record
+        payload = self.app.broker.read_result(self.id)
+        self._record = orjson.loads(payload) if payload is not None else None
+        return self._record
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The whole state record (empty while PENDING)."""
+        return dict(self._refresh() or {})
+
+    @property
+    def state(self) -> str:
+        record = self._refresh()
+        return record["state"] if record else PENDING
+
+    status = state
+
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == FAILURE
+
+    @property
+    def result(self) -> Any:
+        """The return value on SUCCESS; a TaskError describing the exception on FAILURE."""
+        record = self._refresh()
+        if not record:
+            return None
+        if record["state"] == SUCCESS:
+            return record.get("result")
+        if record.get("exc_type"):
+            return self._error(record)
+        return None
+
+    @property
+    def traceback(self) -> str | None:
+        record = self._refresh()
+        return record.get("traceback") if record else None
+
+    def _error(self, record: dict[str, Any]) -> TaskError:
+        cls = TaskRevoked if record["state"] == REVOKED else TaskError
+        return cls(
+            self.id,
+            record.get("exc_type") or record["state"],
+            record.get("exc_message") or "",
+            record.get("traceback"),
+        )
+
+    def get(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        """Wait for a ready state and return the task's return value.
+
+        Args:
+            timeout: seconds to wait; None waits for ever.
+            propagate: on FAILURE or REVOKED, raise ``TaskError``/``TaskRevoked`` (default)
+                or return it.
+
+        Raises:
+            ResultTimeout: (a ``TimeoutError``) the task was not ready in time; names the id.
+            TaskError: the task failed; holds exception type, message and traceback.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        after = "0-0"
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            found = self.app.broker.wait_result(self.id, left, after=after)
+            if found is None:
+                raise ResultTimeout(f"task {self.id} not ready after {timeout}s")
+            after, payload = found
+            record = orjson.loads(payload)
+            if record["state"] in READY_STATES:
+                self._record = record
+                if record["state"] == SUCCESS:
+                    return record.get("result")
+                error = self._error(record)
+                if propagate:
+                    raise error
+                return error
+
+    def forget(self) -> None:
+        """Delete the stored result now instead of waiting for ``result_expires``."""
+        self.app.broker.forget(self.id)
+        self._record = None

@@ -1,0 +1,239 @@
+"""Task: a function plus its options, and the calls that enqueue it through its app.
+
+Owns the task options table (unknown options are an error, not silently dropped), the
+per-execution ``request`` context and ``retry()``. Imports: message, exceptions; the app is
+reached through the task's ``app`` attribute, never imported.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import inspect
+import random
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from greenq.exceptions import ConfigError, Retry
+from greenq.message import PRIORITY_MAX, PRIORITY_MIN, now
+
+if TYPE_CHECKING:
+    from greenq.app import GreenQ
+    from greenq.results import AsyncResult
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Options given to ``@app.task(...)``; None means "use the app's setting"."""
+
+    name: str | None = None
+    queue: str | None = None
+    acks_late: bool | None = None
+    bind: bool = False
+    max_retries: int | None = 3
+    default_retry_delay: float = 180.0
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | float = False
+    retry_backoff_max: float = 600.0
+    retry_jitter: bool = True
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
+    expires: float | None = None
+    priority: int | None = None
+    cpu: bool = False
+    ignore_result: bool | None = None
+    track_started: bool | None = None
+    dead_letter_on_failure: bool = False
+    typing: bool = True
+
+
+OPTION_NAMES = tuple(f.name for f in fields(TaskOptions))
+
+
+def make_options(given: dict[str, Any], where: str) -> TaskOptions:
+    """Build TaskOptions; an unknown option raises ``ConfigError`` with the closest name."""
+    for key in given:
+        if key not in OPTION_NAMES:
+            close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: unknown task option {key!r}{hint}")
+    if "autoretry_for" in given:
+        given = {**given, "autoretry_for": tuple(given["autoretry_for"])}
+    options = TaskOptions(**given)
+    check_priority(options.priority, where)
+    return options
+
+
+def check_priority(priority: int | None, where: str) -> None:
+    if priority is not None and (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise ConfigError(
+            f"{where}: priority {priority!r} must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}"
+        )
+
+
+def to_epoch(when: datetime | float | None) -> float | None:
+    """A datetime (naive means UTC) or epoch seconds, as epoch seconds."""
+    if when is None or isinstance(when, int | float):
+        return when
+    if isinstance(when, datetime):
+        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+    raise TypeError(f"expected a datetime or epoch seconds, got {type(when).__name__}")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a running task knows about its own call (``self.request`` with ``bind=True``)."""
+
+    id: str | None = None
+    task: str | None = None
+    args: Sequence[Any] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    retries: int = 0
+    deliveries: int = 1
+    eta: float | None = None
+    expires: float | None = None
+    queue: str | None = None
+    priority: int = 0
+    worker: str | None = None
+
+
+_current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+    "greenq_request", default=None
+)
+_NO_REQUEST = Request()
+
+
+def set_request(request: Request) -> contextvars.Token[Request | None]:
+    """Called by the executor around a task body (per greenlet, thread or child process)."""
+    return _current_request.set(request)
+
+
+def reset_request(token: contextvars.Token[Request | None]) -> None:
+    _current_request.reset(token)
+
+
+class Task:
+    """A registered task. Calling it runs the function here; ``delay()`` sends it to a worker."""
+
+    def __init__(self, app: GreenQ, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.options = options
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self._signature = inspect.signature(fn) if options.typing else None
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.options.bind:
+            return self.fn(self, *args, **kwargs)
+        return self.fn(*args, **kwargs)
+
+    @property
+    def request(self) -> Request:
+        """The current call's request inside a worker; an empty Request elsewhere."""
+        return _current_request.get() or _NO_REQUEST
+
+    def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` at enqueue if the function could not take these arguments."""
+        if self._signature is None:
+            return
+        try:
+            if self.options.bind:
+                self._signature.bind(None, *args, **kwargs)
+            else:
+                self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(f"{self.name}: {exc}") from None
+
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Enqueue with default options; returns an AsyncResult at once."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> AsyncResult:
+        """Enqueue one call.
+
+        Args:
+            queue: overrides the task's queue and ``task_routes``.
+            priority: 0 (lowest, the default) to 9; higher is fetched first within a queue.
+            countdown: run no sooner than this many seconds from now.
+            eta: run no sooner than this time (datetime, naive = UTC, or epoch seconds).
+            expires: seconds from now, or a time, after which the task is not run (REVOKED).
+            task_id: use this id instead of a fresh one.
+
+        Raises:
+            EncodeError: an argument is not JSON serialisable (the argument is named).
+            MessageTooLarge: the message is over ``max_message_bytes``.
+            BrokerUnavailable: Redis cannot be reached within the connect/socket timeout.
+        """
+        return self.app.send_task(
+            self.name,
+            args,
+            kwargs,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
+        )
+
+    def map(self, arg_tuples: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
+        """Enqueue one call per argument tuple, pipelined (thousands per round trip)."""
+        return self.app.enqueue_many(((self.name, tuple(a), None) for a in arg_tuples), **options)
+
+    def retry(
+        self,
+        exc: BaseException | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        max_retries: int | None = -1,
+    ) -> Retry:
+        """Ask the worker to run this call again later; use as ``raise self.retry(exc=exc)``.
+
+        Past ``max_retries`` it raises ``exc`` itself (the task fails with the original error).
+        ``max_retries=None`` retries forever; the default -1 means the task's option.
+        """
+        request = self.request
+        limit = self.options.max_retries if max_retries == -1 else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise RuntimeError(f"{self.name}: max_retries={limit} exceeded")
+        if eta is not None:
+            delay = max(0.0, (to_epoch(eta) or 0.0) - now())
+        elif countdown is not None:
+            delay = countdown
+        else:
+            delay = self.backoff_delay(request.retries)
+        raise Retry(exc=exc, countdown_s=delay)
+
+    def backoff_delay(self, retries: int) -> float:
+        """Delay before retry number ``retries + 1``: ``retry_backoff`` (exponential, capped,
+        optionally jittered) or ``default_retry_delay``."""
+        backoff = self.options.retry_backoff
+        if not backoff:
+            return self.options.default_retry_delay
+        base = 1.0 if backoff is True else float(backoff)
+        delay = min(self.options.retry_backoff_max, base * (2**retries))
+        return random.uniform(0, delay) if self.options.retry_jitter else delay

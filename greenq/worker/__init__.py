@@ -1,0 +1,1 @@
+"""The worker layer: the consumer loop, task execution and the process entry (run_worker)."""

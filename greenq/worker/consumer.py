@@ -1,0 +1,512 @@
+"""Consumer: the loop between Redis and a pool. The only layer that knows both.
+
+Five threads (greenlets once gevent has patched ``threading``), each with its own Redis link:
+
+* fetcher: keeps reserved + running <= prefetch_multiplier x concurrency, one round trip per batch;
+* dispatcher: hands reserved messages to free pool slots, early-acking each batch in one round
+  trip *before* the bodies start (a started task is never run again);
+* on completion (in the pool's thread): results, late acks and retries are queued for the flusher;
+* flusher: writes them in one MULTI per round — natural batching, since completions pile up
+  while a flush is in flight;
+* maintenance: heartbeat, moving due delayed messages, recovering dead workers' messages.
+
+Imports: app, broker (protocol types and errors), message, pools.base, worker.execute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from greenq.broker import Delivery
+from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
+from greenq.message import Message, decode, encode, now, verify
+from greenq.pools.base import Job, Outcome, Pool
+from greenq.results import FAILURE, RETRY, REVOKED, result_payload
+from greenq.routing import route_task
+
+if TYPE_CHECKING:
+    from greenq.app import GreenQ
+    from greenq.task import Task
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_MAX_S = 2.0
+
+
+@dataclass
+class Stats:
+    """Counters shown in the heartbeat and ``greenq status``."""
+
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    revoked: int = 0
+    dead_lettered: int = 0
+    recovered: int = 0
+    reconnects: int = 0
+    started_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Reserved:
+    delivery: Delivery
+    message: Message
+    task: Task
+    acks_late: bool
+
+
+class Backoff:
+    """Capped exponential backoff for broker outages, logging the outage once and the recovery."""
+
+    def __init__(self, log: logging.LoggerAdapter[logging.Logger], what: str, stats: Stats) -> None:
+        self.log, self.what, self.stats = log, what, stats
+        self.delay = 0.0
+
+    def failed(self, exc: Exception, stopping: threading.Event) -> None:
+        if self.delay == 0.0:
+            self.log.warning("%s: %s; retrying with backoff", self.what, exc)
+        self.delay = min(BACKOFF_MAX_S, max(0.05, self.delay * 2))
+        stopping.wait(self.delay)
+
+    def ok(self) -> None:
+        if self.delay:
+            self.log.warning("%s: broker is back", self.what)
+            self.stats.reconnects += 1
+            self.delay = 0.0
+
+
+class Consumer:
+    """Moves messages from the broker through a pool and back, under the delivery contract
+    of docs/semantics.md. ``start()`` returns once the worker is registered; ``stop()`` is
+    graceful; ``abort()`` leaves unacked messages for recovery."""
+
+    def __init__(
+        self,
+        app: GreenQ,
+        pool: Pool,
+        *,
+        queues: Sequence[str],
+        name: str,
+        prefetch_multiplier: int,
+        extra_info: dict[str, Any] | None = None,
+        block_ms: int = 500,
+    ) -> None:
+        self.app = app
+        self.conf = app.conf
+        self.broker = app.broker
+        self.pool = pool
+        self.queues = list(queues)
+        self.name = name
+        self.consumer_id = f"{name}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.capacity = max(1, prefetch_multiplier * pool.concurrency)
+        self.refetch_at = max(1, self.capacity // 4)
+        self.block_ms = block_ms
+        self.extra_info = extra_info or {}
+        self.stats = Stats()
+        self.log = logging.LoggerAdapter(logger, {"worker": self.consumer_id})
+        self.signing_keys = [k for k in [self.conf.message_signing_key] if k]
+        self.result_ttl_ms = int(self.conf.result_expires * 1000)
+        self._cond = threading.Condition()
+        self._ready: deque[Reserved] = deque()
+        self._held = 0
+        self._running: dict[int, Reserved] = {}
+        self._next_key = 0
+        self._flush_cond = threading.Condition()
+        self._flush_results: list[tuple[str, bytes]] = []
+        self._flush_acks: list[Delivery] = []
+        self._flush_delayed: list[tuple[Message, bytes]] = []
+        self._stopping = threading.Event()
+        self._flusher_done = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register (first heartbeat), then start the loops. Raises BrokerUnavailable if Redis
+        cannot be reached at all at start."""
+        self._maintenance_link = self.broker.connect("maintenance")
+        self._heartbeat(self._maintenance_link)
+        self.pool.start()
+        for target in (self._fetch_loop, self._dispatch_loop, self._flush_loop, self._maintenance_loop):
+            thread = threading.Thread(target=self._guarded, args=(target,), name=target.__name__, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _guarded(self, loop: Callable[[], None]) -> None:
+        """Run a loop; a bug in one round is logged and the loop restarts, never silently dies."""
+        while True:
+            try:
+                loop()
+                return
+            except Exception:
+                self.log.exception("%s crashed; restarting it", loop.__name__)
+                self._stopping.wait(1.0)
+
+    def stop(self, timeout_s: float, force: threading.Event | None = None) -> bool:
+        """Graceful stop: stop fetching, return reserved messages at once, wait for running tasks
+        up to ``timeout_s``, flush results and acks, unregister. True if nothing was left running."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        fetcher, dispatcher = self._threads[0], self._threads[1]
+        fetcher.join(self.block_ms / 1000 + 5)
+        dispatcher.join(5)
+        with self._cond:
+            returned = list(self._ready)
+            self._ready.clear()
+            self._held -= len(returned)
+        link = self.broker.connect("shutdown")
+        if returned:
+            self._requeue_with_retry(link, [r.delivery for r in returned])
+        running = self.pool.running()
+        self.log.info(
+            "returned %s reserved; waiting for %s running (up to %ss)",
+            f"{len(returned):,}",
+            f"{running:,}",
+            timeout_s,
+        )
+        finished = self._wait_pool(timeout_s, force)
+        with self._flush_cond:
+            self._flush_cond.notify_all()
+        self._flusher_done.wait(timeout_s + 10)
+        if finished:
+            self._unregister(link)
+        link.close()
+        self.log.info(
+            "stopped: %s processed, %s failed", f"{self.stats.processed:,}", f"{self.stats.failed:,}"
+        )
+        return finished
+
+    def _wait_pool(self, timeout_s: float, force: threading.Event | None) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.pool.stop(min(0.5, max(0.0, deadline - time.monotonic()))):
+                return True
+            if time.monotonic() >= deadline or (force is not None and force.is_set()):
+                self.log.warning("%s tasks still running at shutdown; left for recovery", self.pool.running())
+                return False
+
+    def _requeue_with_retry(self, link: Any, deliveries: list[Delivery]) -> None:
+        for _ in range(20):
+            try:
+                self.broker.requeue(link, deliveries)
+                return
+            except BrokerUnavailable as exc:
+                self.log.warning("requeue failed (%s); retrying", exc)
+                time.sleep(0.5)
+        self.log.error(
+            "could not return %s reserved messages; they will be recovered after worker_lost_timeout",
+            len(deliveries),
+        )
+
+    def _unregister(self, link: Any) -> None:
+        with contextlib.suppress(BrokerUnavailable):
+            self.broker.unregister(link, self.consumer_id)
+
+    # ---- fetch -----------------------------------------------------------------------
+
+    def _free(self) -> int:
+        return self.capacity - self._held
+
+    def _fetch_loop(self) -> None:
+        link = self.broker.connect("fetch", self.block_ms / 1000)
+        backoff = Backoff(self.log, "fetch", self.stats)
+        while not self._stopping.is_set():
+            with self._cond:
+                while not self._stopping.is_set() and not (
+                    self._free() >= self.refetch_at or (self._free() > 0 and not self._ready)
+                ):
+                    self._cond.wait(1.0)
+                count = self._free()
+            if self._stopping.is_set():
+                break
+            try:
+                deliveries = self.broker.fetch(link, self.queues, self.consumer_id, count, self.block_ms)
+                backoff.ok()
+            except (BrokerUnavailable, BrokerError) as exc:
+                backoff.failed(exc, self._stopping)
+                continue
+            if deliveries:
+                self._admit_all(link, deliveries)
+
+    def _admit_all(self, link: Any, deliveries: list[Delivery]) -> None:
+        accepted = []
+        for delivery in deliveries:
+            reserved = self._admit(link, delivery)
+            if reserved is not None:
+                accepted.append(reserved)
+        with self._cond:
+            self._held += len(accepted)
+            self._ready.extend(accepted)
+            self._cond.notify_all()
+
+    def _admit(self, link: Any, delivery: Delivery) -> Reserved | None:
+        """Decode and check one delivery; dead-letter what cannot run, revoke what expired."""
+        if self.signing_keys and not verify(delivery.body, self.signing_keys):
+            return self._reject(link, delivery, "signature missing or invalid")
+        try:
+            message = decode(delivery.body)
+        except DecodeError as exc:
+            return self._reject(link, delivery, f"malformed message: {exc}")
+        task = self.app.tasks.get(message.task)
+        if task is None:
+            return self._reject(link, delivery, f"unknown task {message.task!r}")
+        if message.expires is not None and message.expires < now():
+            self.stats.revoked += 1
+            payload = result_payload(
+                message.id,
+                message.task,
+                REVOKED,
+                exc_type="TaskRevoked",
+                exc_message="expired",
+                retries=message.retries,
+            )
+            with self._cond:
+                self._held += 1  # released when the flusher has acked it
+            self._queue_flush(result=(message.id, payload), ack=delivery)
+            return None
+        acks_late = task.options.acks_late if task.options.acks_late is not None else self.conf.task_acks_late
+        return Reserved(delivery, message, task, acks_late)
+
+    def _reject(self, link: Any, delivery: Delivery, reason: str) -> None:
+        self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
+        self.stats.dead_lettered += 1
+        try:
+            self.broker.dead_letter(link, delivery, reason, self.consumer_id)
+        except BrokerUnavailable as exc:
+            self.log.warning("could not dead-letter %s (%s); it will be recovered", delivery.entry_id, exc)
+        return None
+
+    # ---- dispatch --------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        link = self.broker.connect("dispatch")
+        backoff = Backoff(self.log, "ack", self.stats)
+        while True:
+            with self._cond:
+                while not self._stopping.is_set() and not (self._ready and self.pool.free_slots() > 0):
+                    self._cond.wait(1.0)
+                if self._stopping.is_set():
+                    return
+                count = min(len(self._ready), self.pool.free_slots())
+                batch = [self._ready.popleft() for _ in range(count)]
+            early = [r.delivery for r in batch if not r.acks_late]
+            if early:
+                try:
+                    self.broker.flush(link, early, (), 0)
+                    backoff.ok()
+                except (BrokerUnavailable, BrokerError) as exc:
+                    with self._cond:
+                        self._ready.extendleft(reversed(batch))
+                    backoff.failed(exc, self._stopping)
+                    continue
+            for reserved in batch:
+                self._submit(reserved)
+
+    def _submit(self, reserved: Reserved) -> None:
+        message = reserved.message
+        options = reserved.task.options
+        self._next_key += 1
+        key = self._next_key
+        self._running[key] = reserved
+        job = Job(
+            key=key,
+            task=message.task,
+            args=list(message.args),
+            kwargs=message.kwargs,
+            request={
+                "id": message.id,
+                "task": message.task,
+                "args": message.args,
+                "kwargs": message.kwargs,
+                "retries": message.retries,
+                "deliveries": reserved.delivery.deliveries,
+                "eta": message.eta,
+                "expires": message.expires,
+                "queue": message.queue,
+                "priority": message.priority,
+                "worker": self.consumer_id,
+            },
+            time_limit=options.time_limit if options.time_limit is not None else self.conf.task_time_limit,
+            soft_time_limit=(
+                options.soft_time_limit
+                if options.soft_time_limit is not None
+                else self.conf.task_soft_time_limit
+            ),
+            started=time.time(),
+        )
+        self.pool.submit(job, self._on_done)
+
+    # ---- completion and flush --------------------------------------------------------
+
+    def _on_done(self, job: Job, outcome: Outcome) -> None:
+        reserved = self._running.pop(job.key)
+        message = reserved.message
+        stats = self.stats
+        stats.processed += 1
+        delayed = None
+        if outcome.state == RETRY:
+            stats.retried += 1
+            retry = message.with_changes(
+                id=message.id, retries=message.retries + 1, eta=now() + (outcome.retry_in_s or 0.0)
+            )
+            delayed = (retry, encode(retry, None, self.conf.message_signing_key))
+            self.log.info(
+                "task %s[%s] retry %s in %.2fs: %s",
+                message.task,
+                message.id,
+                retry.retries,
+                outcome.retry_in_s or 0.0,
+                outcome.error,
+            )
+        elif outcome.state == FAILURE:
+            stats.failed += 1
+            self.log.warning("task %s[%s] failed: %s", message.task, message.id, outcome.error)
+        else:
+            stats.succeeded += 1
+        result = (message.id, outcome.payload) if outcome.payload is not None else None
+        self._queue_flush(
+            result=result, ack=reserved.delivery if reserved.acks_late else None, delayed=delayed
+        )
+        if not reserved.acks_late:
+            self._release(1)  # a late-acked message is held until its ack is flushed
+
+    def _release(self, count: int) -> None:
+        with self._cond:
+            self._held -= count
+            self._cond.notify_all()
+
+    def _queue_flush(
+        self,
+        result: tuple[str, bytes] | None = None,
+        ack: Delivery | None = None,
+        delayed: tuple[Message, bytes] | None = None,
+    ) -> None:
+        with self._flush_cond:
+            if result is not None:
+                self._flush_results.append(result)
+            if ack is not None:
+                self._flush_acks.append(ack)
+            if delayed is not None:
+                self._flush_delayed.append(delayed)
+            self._flush_cond.notify()
+
+    def _flush_loop(self) -> None:
+        link = self.broker.connect("flush")
+        backoff = Backoff(self.log, "flush", self.stats)
+        while True:
+            with self._flush_cond:
+                while not (self._flush_results or self._flush_acks or self._flush_delayed):
+                    if self._stopping.is_set() and self.pool.running() == 0 and not self._running:
+                        self._flusher_done.set()
+                        return
+                    self._flush_cond.wait(0.5)
+                results, acks, delayed = self._flush_results, self._flush_acks, self._flush_delayed
+                self._flush_results, self._flush_acks, self._flush_delayed = [], [], []
+            try:
+                self.broker.flush(link, acks, results, self.result_ttl_ms, delayed=delayed)
+                backoff.ok()
+                if acks:
+                    self._release(len(acks))
+            except (BrokerUnavailable, BrokerError) as exc:
+                with self._flush_cond:
+                    self._flush_results[:0] = results
+                    self._flush_acks[:0] = acks
+                    self._flush_delayed[:0] = delayed
+                backoff.failed(exc, threading.Event())
+
+    # ---- maintenance -----------------------------------------------------------------
+
+    def info(self) -> bytes:
+        """The heartbeat record: who this worker is and what it is doing."""
+        stats = self.stats
+        return orjson.dumps(
+            {
+                "consumer": self.consumer_id,
+                "name": self.name,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "pool": self.pool.kind,
+                "concurrency": self.pool.concurrency,
+                "queues": self.queues,
+                "prefetch_capacity": self.capacity,
+                "held": self._held,
+                "reserved": len(self._ready),
+                "running": self.pool.running(),
+                "processed": stats.processed,
+                "succeeded": stats.succeeded,
+                "failed": stats.failed,
+                "retried": stats.retried,
+                "revoked": stats.revoked,
+                "dead_lettered": stats.dead_lettered,
+                "recovered": stats.recovered,
+                "reconnects": stats.reconnects,
+                "started_at": stats.started_at,
+                "heartbeat_at": time.time(),
+                "active": [
+                    {"id": r.message.id, "task": r.message.task} for r in list(self._running.values())[:100]
+                ],
+                **self.pool.stats(),
+                **self.extra_info,
+            }
+        )
+
+    def _heartbeat(self, link: Any) -> None:
+        ttl_ms = int(self.conf.worker_lost_timeout * 1000)
+        fresh = self.broker.heartbeat(link, self.consumer_id, self.info(), ttl_ms, self.queues)
+        if not fresh and self.stats.processed:
+            self.log.error(
+                "heartbeat had expired: this worker was presumed dead and its unacked "
+                "messages may have been recovered by others (was the hub blocked?)"
+            )
+
+    def _maintenance_loop(self) -> None:
+        link = self._maintenance_link
+        backoff = Backoff(self.log, "maintenance", self.stats)
+        beat_every = max(0.2, self.conf.worker_lost_timeout / 4)
+        recover_every = max(0.2, min(1.0, self.conf.worker_lost_timeout / 4))
+        next_beat = time.monotonic() + beat_every
+        next_recover = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                soonest = self.broker.move_due(link, self.queues)
+                clock = time.monotonic()
+                if clock >= next_beat:
+                    self._heartbeat(link)
+                    next_beat = clock + beat_every
+                if clock >= next_recover:
+                    self._recover(link)
+                    next_recover = clock + recover_every
+                backoff.ok()
+            except (BrokerUnavailable, BrokerError) as exc:
+                backoff.failed(exc, self._stopping)
+                continue
+            tick = 0.1 if soonest is None else min(0.1, soonest)
+            self._stopping.wait(tick)
+
+    def _recover(self, link: Any) -> None:
+        requeued, dead = self.broker.recover(link, self.queues, self.consumer_id, self.conf.max_deliveries)
+        if requeued or dead:
+            self.stats.recovered += requeued
+            self.log.warning("recovered %s messages of dead workers, dead-lettered %s", requeued, dead)
+
+    def pool_for(self, message: Message) -> str | None:
+        """The pool kind a route asks for (hybrid workers send "prefork" routes to children)."""
+        return route_task(
+            message.task,
+            routes=self.conf.task_routes,
+            task_pool="prefork" if self.app.tasks[message.task].options.cpu else None,
+        ).pool

@@ -1,0 +1,109 @@
+"""Running one task body and turning whatever happens into an ``Outcome``.
+
+The same function runs in a greenlet, inline (solo) or in a prefork child, so it takes only
+the app and a picklable ``Job``. A task that raises, returns something that is not JSON, or
+calls ``sys.exit()`` gives FAILURE; it never takes the worker down. Imports: app (registry),
+task, results, pools.base; no Redis.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import TYPE_CHECKING
+
+from greenq.exceptions import Retry
+from greenq.pools.base import Job, Outcome
+from greenq.results import FAILURE, RETRY, SUCCESS, result_payload
+from greenq.task import Request, reset_request, set_request
+
+if TYPE_CHECKING:
+    from greenq.app import GreenQ
+    from greenq.task import Task
+
+
+def _failure(task: Task, job: Job, exc: BaseException, ignore: bool, worker: str | None) -> Outcome:
+    name = type(exc).__name__
+    text = str(exc)
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    payload = (
+        None
+        if ignore
+        else result_payload(
+            str(job.request["id"]),
+            task.name,
+            FAILURE,
+            exc_type=name,
+            exc_message=text,
+            traceback=trace,
+            retries=int(job.request.get("retries", 0)),
+            worker=worker,
+        )
+    )
+    return Outcome(FAILURE, payload, error=f"{name}: {text}")
+
+
+def _retry(task: Task, job: Job, exc: BaseException | None, delay_s: float, worker: str | None) -> Outcome:
+    name = type(exc).__name__ if exc else "Retry"
+    text = str(exc) if exc else ""
+    payload = result_payload(
+        str(job.request["id"]),
+        task.name,
+        RETRY,
+        exc_type=name,
+        exc_message=text,
+        retries=int(job.request.get("retries", 0)),
+        worker=worker,
+    )
+    return Outcome(RETRY, payload, retry_in_s=delay_s, error=f"{name}: {text}")
+
+
+def execute(app: GreenQ, job: Job) -> Outcome:
+    """Run ``job`` with ``app``'s task registry; never raises (but lets GreenletExit through)."""
+    task = app.tasks[job.task]
+    options = task.options
+    ignore = options.ignore_result if options.ignore_result is not None else app.conf.task_ignore_result
+    worker = job.request.get("worker")
+    token = set_request(Request(**job.request))
+    started = time.perf_counter()
+    try:
+        try:
+            value = task(*job.args, **job.kwargs)
+        except Retry as retry:
+            outcome = _retry(task, job, retry.exc, retry.countdown_s or 0.0, worker)
+        except options.autoretry_for as exc:
+            outcome = _autoretry(task, job, exc, ignore, worker)
+        except (Exception, SystemExit) as exc:
+            outcome = _failure(task, job, exc, ignore, worker)
+        else:
+            outcome = _success(task, job, value, ignore, worker)
+    finally:
+        reset_request(token)
+    outcome.runtime_s = time.perf_counter() - started
+    return outcome
+
+
+def _success(task: Task, job: Job, value: object, ignore: bool, worker: str | None) -> Outcome:
+    if ignore:
+        return Outcome(SUCCESS)
+    try:
+        payload = result_payload(
+            str(job.request["id"]),
+            task.name,
+            SUCCESS,
+            result=value,
+            retries=int(job.request.get("retries", 0)),
+            worker=worker,
+        )
+    except TypeError:
+        error = TypeError(f"result of type {type(value).__name__} is not JSON serialisable")
+        return _failure(task, job, error, False, worker)
+    return Outcome(SUCCESS, payload)
+
+
+def _autoretry(task: Task, job: Job, exc: BaseException, ignore: bool, worker: str | None) -> Outcome:
+    retries = int(job.request.get("retries", 0))
+    limit = task.options.max_retries
+    if limit is not None and retries >= limit:
+        return _failure(task, job, exc, ignore, worker)
+    return _retry(task, job, exc, task.backoff_delay(retries), worker)

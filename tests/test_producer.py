@@ -1,0 +1,218 @@
+"""The producer side: enqueue, batch enqueue, bad input, unreachable broker, results, no gevent."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from greenq import BrokerUnavailable, ConfigError, EncodeError, GreenQ, MessageTooLarge, ResultTimeout
+from greenq.broker.redis import Keys
+from greenq.message import decode, encode, sign, verify
+from greenq.results import SUCCESS, result_payload
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class Foo:
+    x: int
+
+
+def _app(url: str, **settings: object) -> GreenQ:
+    app = GreenQ("producer-test", broker=url, **settings)
+
+    @app.task
+    def work(a: int, when: object = None) -> None: ...
+
+    return app
+
+
+def _redis_keys(r: redis.Redis) -> list[bytes]:
+    return sorted(r.keys("*"))
+
+
+def test_delay_writes_one_versioned_message_to_the_queue_stream(r: redis.Redis, redis_url: str) -> None:
+    app = _app(redis_url)
+    result = next(iter(app.tasks.values())).delay(1, when="now")
+    entries = r.xrange(Keys.stream("default"))
+    assert len(entries) == 1
+    envelope = json.loads(entries[0][1][b"m"])
+    assert envelope["v"] == 1 and envelope["id"] == result.id
+    assert envelope["args"] == [1] and envelope["kwargs"] == {"when": "now"}
+    assert envelope["queue"] == "default"
+
+
+def test_non_serialisable_argument_names_it_and_sends_nothing(r: redis.Redis, redis_url: str) -> None:
+    app = _app(redis_url)
+    task = next(iter(app.tasks.values()))
+    with pytest.raises(EncodeError, match=r"kwargs\['when'\]: type Foo is not JSON serialisable"):
+        task.delay(1, when=Foo(1))
+    with pytest.raises(EncodeError, match=r"args\[0\]: type datetime is not JSON serialisable"):
+        task.delay(datetime.datetime.now())
+    with pytest.raises(EncodeError, match=r"args\[0\]: type set"):
+        task.map([(1,), ({1, 2},)])
+    assert _redis_keys(r) == []
+
+
+def test_message_over_max_bytes_raises_with_size_and_limit(r: redis.Redis, redis_url: str) -> None:
+    app = _app(redis_url, max_message_bytes=1000)
+    task = next(iter(app.tasks.values()))
+    with pytest.raises(MessageTooLarge, match=r"is [\d,]+ bytes, over max_message_bytes=1,000"):
+        task.delay(1, when="x" * 2000)
+    assert _redis_keys(r) == []
+
+
+def test_wrong_arguments_for_the_function_fail_at_enqueue(r: redis.Redis, redis_url: str) -> None:
+    task = next(iter(_app(redis_url).tasks.values()))
+    with pytest.raises(TypeError, match="missing a required argument: 'a'"):
+        task.delay()
+    with pytest.raises(TypeError, match="unexpected keyword argument 'b'"):
+        task.delay(1, b=2)
+    assert _redis_keys(r) == []
+
+
+def test_invalid_priority_and_queue_names_fail_at_enqueue(r: redis.Redis, redis_url: str) -> None:
+    task = next(iter(_app(redis_url).tasks.values()))
+    with pytest.raises(ConfigError, match="priority 12"):
+        task.apply_async((1,), priority=12)
+    with pytest.raises(ConfigError, match="invalid queue name"):
+        task.apply_async((1,), queue="a{b}")
+    assert _redis_keys(r) == []
+
+
+def test_duplicate_task_name_and_unknown_option_are_errors() -> None:
+    app = GreenQ("t")
+
+    @app.task(name="same")
+    def one() -> None: ...
+
+    with pytest.raises(ConfigError, match="registered twice"):
+
+        @app.task(name="same")
+        def two() -> None: ...
+
+    with pytest.raises(ConfigError, match=r"unknown task option 'acks_lat'.*did you mean 'acks_late'"):
+        app.task(acks_lat=True)(lambda: None)
+
+
+def test_every_task_option_is_accepted_and_stored() -> None:
+    app = GreenQ("t")
+
+    @app.task(
+        queue="q",
+        acks_late=True,
+        bind=True,
+        max_retries=7,
+        autoretry_for=[IOError],
+        retry_backoff=2,
+        retry_jitter=False,
+        time_limit=5,
+        soft_time_limit=4,
+        expires=60,
+        priority=3,
+        cpu=True,
+        ignore_result=True,
+    )
+    def job(self) -> None: ...
+
+    options = job.options
+    assert (options.queue, options.acks_late, options.bind, options.max_retries) == ("q", True, True, 7)
+    assert options.autoretry_for == (IOError,)
+    assert (options.retry_backoff, options.retry_jitter, options.time_limit) == (2, False, 5)
+    assert (options.soft_time_limit, options.expires, options.priority, options.cpu) == (4, 60, 3, True)
+    assert options.ignore_result is True
+    assert job.name == "tests.test_producer.test_every_task_option_is_accepted_and_stored.<locals>.job"
+
+
+def test_map_pipelines_thousands_and_countdown_goes_to_delayed(r: redis.Redis, redis_url: str) -> None:
+    app = _app(redis_url)
+    task = next(iter(app.tasks.values()))
+    results = task.map([(i,) for i in range(12_000)])
+    assert len({res.id for res in results}) == 12_000
+    assert r.xlen(Keys.stream("default")) == 12_000
+    task.apply_async((1,), countdown=60, priority=4)
+    members = r.zrange(Keys.delayed("default"), 0, -1, withscores=True)
+    assert len(members) == 1 and members[0][0].startswith(b"4|")
+    assert members[0][1] > (time.time() + 55) * 1000
+
+
+def test_enqueue_many_mixes_tasks_and_names(r: redis.Redis, redis_url: str) -> None:
+    app = _app(redis_url)
+    task = next(iter(app.tasks.values()))
+    results = app.enqueue_many([(task, (1,), None), ("remote.task", [2], {"k": 1})], queue="bulk")
+    assert len(results) == 2
+    assert r.xlen(Keys.stream("bulk")) == 2
+
+
+def test_unreachable_broker_raises_quickly_with_masked_url() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connection refused
+        app = GreenQ("t", broker=f"redis://user:hunter2@127.0.0.1:{port}/0", broker_connect_timeout=1.0)
+        started = time.monotonic()
+        with pytest.raises(BrokerUnavailable) as info:
+            app.send_task("x.y", [1])
+    assert time.monotonic() - started < 5
+    assert "hunter2" not in str(info.value) and "user:***@127.0.0.1" in str(info.value)
+
+
+def test_unresponsive_broker_times_out_instead_of_hanging() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)  # accepts TCP but never answers
+        app = GreenQ("t", broker=f"redis://127.0.0.1:{server.getsockname()[1]}/0", broker_socket_timeout=1.0)
+        with pytest.raises(BrokerUnavailable, match="unavailable"):
+            app.send_task("x.y", [1])
+
+
+def test_result_get_times_out_naming_the_id_and_reads_stored_results(redis_url: str, r: redis.Redis) -> None:
+    app = _app(redis_url)
+    result = app.AsyncResult("abc123")
+    assert result.state == "PENDING"
+    with pytest.raises(ResultTimeout, match="abc123") as info:
+        result.get(timeout=0.2)
+    assert isinstance(info.value, TimeoutError)
+    r.xadd(Keys.result("abc123"), {"r": result_payload("abc123", "t", SUCCESS, result={"n": 1})})
+    assert result.get(timeout=1) == {"n": 1}
+    assert result.state == SUCCESS and result.ready() and result.successful()
+    result.forget()
+    assert r.exists(Keys.result("abc123")) == 0
+    assert app.AsyncResult("abc123").state == "PENDING"
+
+
+def test_signing_round_trip_and_forgery_detection() -> None:
+    app = GreenQ("t")
+    message, body = app.build_message("x.y", [1])
+    signed = sign(body, "k1")
+    assert verify(signed, ["old", "k1"]) and not verify(signed, ["k2"]) and not verify(body, ["k1"])
+    assert not verify(signed.replace(b"[1]", b"[2]"), ["k1"])
+    assert decode(signed).id == message.id
+    assert decode(encode(message, None, "k1")).args == [1]
+
+
+def test_producer_never_imports_gevent(redis_url: str) -> None:
+    code = (
+        "import sys\n"
+        "from greenq import GreenQ\n"
+        f"app = GreenQ('p', broker={redis_url!r})\n"
+        "@app.task\n"
+        "def f(x): return x\n"
+        "r = f.delay(1)\n"
+        "f.map([(i,) for i in range(10)])\n"
+        "print(r.state)\n"
+        "app.AsyncResult(r.id).get(timeout=0.1) if False else None\n"
+        "print('gevent' in sys.modules, 'greenq.worker.consumer' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout.split()
+    assert out == ["PENDING", "False", "False"]

@@ -1,0 +1,121 @@
+"""End-to-end: real ``greenq worker`` subprocesses against a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from greenq import GreenQ, TaskError
+from greenq.broker.redis import GROUP, Keys
+from tests.apps import basic
+
+
+@pytest.fixture
+def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
+    """The test app as a producer, pointed at this test's Redis."""
+    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
+    basic.app._settings = None
+    basic.app._broker = None
+    basic._client = None
+    return basic.app
+
+
+def test_ten_thousand_tasks_from_map_each_run_exactly_once(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    start_worker("--pool", "gevent", "-c", "500")
+    results = basic.count_run.map([("drain",)] * 10_000)
+    ids = [res.get(timeout=120) for res in results]
+    assert ids == [res.id for res in results]
+    runs = r.hgetall("runs:drain")
+    assert len(runs) == 10_000
+    assert set(runs.values()) == {b"1"}
+    assert r.xlen(Keys.stream("default")) == 0
+
+
+def test_prefetch_multiplier_one_holds_at_most_concurrency(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    results = [basic.count_run_late.delay("pf", 1.0) for _ in range(50)]
+    worker = start_worker("-c", "2", "--prefetch-multiplier", "1")
+    most = 0
+    for res in results[:4]:  # sample the pending-entries list while the first 4 run
+        while not res.ready():
+            try:
+                pending = r.xpending(Keys.stream("default"), GROUP)["pending"]
+            except redis.ResponseError:  # the worker has not created the group yet
+                pending = 0
+            most = max(most, pending)
+            assert pending <= 2, f"worker held {pending} messages"
+    assert most == 2
+    assert r.xlen(Keys.stream("default")) >= 40  # the rest still wait in Redis, not in the worker
+    worker.stop()
+
+
+def test_gevent_worker_is_patched_and_runs_300_sleeps_concurrently(app: GreenQ, start_worker) -> None:
+    start_worker("--pool", "gevent", "-c", "300")
+    assert basic.socket_module.delay().get(timeout=10) == "gevent._socket3"
+    started = time.monotonic()
+    results = basic.sleepy.map([(1.0,)] * 300)
+    assert [res.get(timeout=30) for res in results] == [1.0] * 300
+    assert time.monotonic() - started < 15  # serially it would take 300 s
+
+
+def test_failures_are_recorded_and_the_worker_carries_on(app: GreenQ, start_worker) -> None:
+    worker = start_worker("-c", "10")
+    failed = basic.fail.delay("kaboom")
+    with pytest.raises(TaskError) as info:
+        failed.get(timeout=10)
+    assert info.value.exc_type == "ValueError" and info.value.exc_message == "kaboom"
+    assert "raise ValueError(message)" in info.value.traceback
+    assert failed.state == "FAILURE"
+    error = failed.get(timeout=1, propagate=False)
+    assert isinstance(error, TaskError)
+    exited = basic.exit_task.delay().get(timeout=10, propagate=False)
+    assert exited.exc_type == "SystemExit"
+    bad = basic.bad_result.delay().get(timeout=10, propagate=False)
+    assert bad.exc_type == "TypeError" and "not JSON serialisable" in bad.exc_message
+    assert basic.add.delay(2, 3).get(timeout=10) == 5
+    assert worker.proc.poll() is None
+
+
+def test_unknown_task_and_malformed_messages_are_dead_lettered(
+    app: GreenQ, r: redis.Redis, start_worker
+) -> None:
+    worker = start_worker("-c", "5")
+    app.send_task("no.such.task", [1])
+    r.xadd(Keys.stream("default"), {"m": b"{not json"})
+    r.xadd(Keys.stream("default"), {"m": b'{"v": 99}'})
+    assert basic.add.delay(1, 1).get(timeout=10) == 2
+    worker.wait_for("dead-lettering", count=3)
+    dead = r.xrange(Keys.dead("default"))
+    reasons = sorted(entry[b"reason"].decode() for _, entry in dead)
+    assert reasons[0].startswith("malformed message: invalid JSON")
+    assert reasons[1] == "malformed message: unsupported protocol version 99"
+    assert reasons[2] == "unknown task 'no.such.task'"
+    assert {entry[b"m"] for _, entry in dead} >= {b"{not json", b'{"v": 99}'}
+    assert r.xlen(Keys.stream("default")) == 0
+
+
+def test_ignore_result_writes_nothing(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    start_worker("-c", "5")
+    quiet = basic.quiet.delay()
+    marker = basic.add.delay(1, 2)  # FIFO: once this is done, quiet ran before it
+    assert marker.get(timeout=10) == 3
+    assert r.exists(Keys.result(quiet.id)) == 0
+    assert r.exists(Keys.result(marker.id)) == 1
+    assert r.pttl(Keys.result(marker.id)) > 86_000_000
+
+
+def test_solo_pool_runs_in_the_worker_process_unpatched(app: GreenQ, start_worker) -> None:
+    worker = start_worker("--pool", "solo")
+    assert basic.whoami.delay().get(timeout=10) == worker.pid
+    assert basic.socket_module.delay().get(timeout=10) == "socket"
+
+
+def test_queues_are_consumed_in_the_order_given(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    low = [basic.count_run.apply_async(("order",), queue="low") for _ in range(20)]
+    high = [basic.count_run.apply_async(("order",), queue="high") for _ in range(20)]
+    start_worker("--pool", "solo", "-Q", "high,low", "--prefetch-multiplier", "1")
+    for res in low + high:
+        res.get(timeout=20)
+    done = {res.id: float(res.info["date_done"]) for res in low + high}
+    assert max(done[res.id] for res in high) <= min(done[res.id] for res in low)
