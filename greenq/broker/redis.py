@@ -364,12 +364,33 @@ class RedisBroker:
 
     def requeue(self, link: Link, deliveries: Sequence[Delivery]) -> int:
         """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""
+        return self.requeue_entries(link, [(d.stream, d.entry_id) for d in deliveries])
+
+    def requeue_entries(self, link: Link, entries: Sequence[tuple[str, str]]) -> int:
+        """Return (stream, entry id) pairs of this consumer to their streams, atomically each."""
         by_stream: dict[str, list[str]] = defaultdict(list)
-        for delivery in deliveries:
-            by_stream[delivery.stream].append(delivery.entry_id)
+        for stream, entry_id in entries:
+            by_stream[stream].append(entry_id)
         commands = [("EVAL", script("requeue"), 1, stream, GROUP, *ids) for stream, ids in by_stream.items()]
         replies = link.pipeline(commands) if commands else []
         return sum(int(r) for r in replies if not isinstance(r, Exception))
+
+    def own_pending(self, link: Link, queues: Sequence[str], consumer: str) -> list[tuple[str, str]]:
+        """(stream, entry id) of every message the broker thinks ``consumer`` holds unacked.
+
+        Used after a connection error: a fetch whose reply was lost leaves entries in this live
+        consumer's pending list that it never saw; they are found here and requeued.
+        """
+        streams = [key for queue in queues for key in Keys.bands(queue)]
+        exists = link.pipeline([("EXISTS", key) for key in streams])
+        live = [key for key, found in zip(streams, exists, strict=True) if found == 1]
+        replies = link.pipeline([("XPENDING", key, GROUP, "-", "+", 100_000, consumer) for key in live])
+        return [
+            (key, _text(item[0]))
+            for key, reply in zip(live, replies, strict=True)
+            if not isinstance(reply, Exception)
+            for item in reply
+        ]
 
     def dead_letter(self, link: Link, delivery: Delivery, reason: str, consumer: str) -> None:
         """Move one message to its queue's dead-letter stream with the reason; ack the original."""

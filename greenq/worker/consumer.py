@@ -123,6 +123,9 @@ class Consumer:
         self._ready: deque[Reserved] = deque()
         self._held = 0
         self._running: dict[int, Reserved] = {}
+        # (stream, entry id) of every message this worker holds unacked; anything else the
+        # broker lists in this consumer's pending entries is an orphan (see _sweep_orphans).
+        self._owned: set[tuple[str, str]] = set()
         self._next_key = 0
         self._flush_cond = threading.Condition()
         self._flush_results: list[tuple[str, bytes]] = []
@@ -171,6 +174,7 @@ class Consumer:
         link = self.broker.connect("shutdown")
         if returned:
             self._requeue_with_retry(link, [r.delivery for r in returned])
+            self._disown([r.delivery for r in returned])
         running = self.pool.running()
         self.log.info(
             "returned %s reserved; waiting for %s running (up to %ss)",
@@ -182,8 +186,9 @@ class Consumer:
         with self._flush_cond:
             self._flush_cond.notify_all()
         self._flusher_done.wait(timeout_s + 10)
-        if finished:
-            self._unregister(link)
+        # Unregister even if tasks are still running: this process is about to exit, and
+        # other workers should recover its late-acked messages now, not after the timeout.
+        self._unregister(link)
         link.close()
         self.log.info(
             "stopped: %s processed, %s failed", f"{self.stats.processed:,}", f"{self.stats.failed:,}"
@@ -224,7 +229,15 @@ class Consumer:
     def _fetch_loop(self) -> None:
         link = self.broker.connect("fetch", self.block_ms / 1000)
         backoff = Backoff(self.log, "fetch", self.stats)
+        needs_sweep = False
         while not self._stopping.is_set():
+            if needs_sweep:
+                try:
+                    self._sweep_orphans(link)
+                    needs_sweep = False
+                except (BrokerUnavailable, BrokerError) as exc:
+                    backoff.failed(exc, self._stopping)
+                    continue
             with self._cond:
                 while not self._stopping.is_set() and not (
                     self._free() >= self.refetch_at or (self._free() > 0 and not self._ready)
@@ -237,10 +250,20 @@ class Consumer:
                 deliveries = self.broker.fetch(link, self.queues, self.consumer_id, count, self.block_ms)
                 backoff.ok()
             except (BrokerUnavailable, BrokerError) as exc:
+                needs_sweep = True  # the fetch may have reserved messages whose reply was lost
                 backoff.failed(exc, self._stopping)
                 continue
             if deliveries:
                 self._admit_all(link, deliveries)
+
+    def _sweep_orphans(self, link: Any) -> None:
+        """Requeue entries reserved for this consumer that it does not hold (lost fetch replies)."""
+        pending = self.broker.own_pending(link, self.queues, self.consumer_id)
+        with self._cond:
+            orphans = [entry for entry in pending if entry not in self._owned]
+        if orphans:
+            moved = self.broker.requeue_entries(link, orphans)
+            self.log.warning("returned %s messages reserved by a fetch whose reply was lost", moved)
 
     def _admit_all(self, link: Any, deliveries: list[Delivery]) -> None:
         accepted = []
@@ -251,6 +274,7 @@ class Consumer:
         with self._cond:
             self._held += len(accepted)
             self._ready.extend(accepted)
+            self._owned.update((r.delivery.stream, r.delivery.entry_id) for r in accepted)
             self._cond.notify_all()
 
     def _admit(self, link: Any, delivery: Delivery) -> Reserved | None:
@@ -276,6 +300,7 @@ class Consumer:
             )
             with self._cond:
                 self._held += 1  # released when the flusher has acked it
+                self._owned.add((delivery.stream, delivery.entry_id))
             self._queue_flush(result=(message.id, payload), ack=delivery)
             return None
         acks_late = task.options.acks_late if task.options.acks_late is not None else self.conf.task_acks_late
@@ -308,6 +333,7 @@ class Consumer:
                 try:
                     self.broker.flush(link, early, (), 0)
                     backoff.ok()
+                    self._disown(early)
                 except (BrokerUnavailable, BrokerError) as exc:
                     with self._cond:
                         self._ready.extendleft(reversed(batch))
@@ -384,6 +410,10 @@ class Consumer:
         if not reserved.acks_late:
             self._release(1)  # a late-acked message is held until its ack is flushed
 
+    def _disown(self, deliveries: Sequence[Delivery]) -> None:
+        with self._cond:
+            self._owned.difference_update((d.stream, d.entry_id) for d in deliveries)
+
     def _release(self, count: int) -> None:
         with self._cond:
             self._held -= count
@@ -420,6 +450,7 @@ class Consumer:
                 self.broker.flush(link, acks, results, self.result_ttl_ms, delayed=delayed)
                 backoff.ok()
                 if acks:
+                    self._disown(acks)
                     self._release(len(acks))
             except (BrokerUnavailable, BrokerError) as exc:
                 with self._flush_cond:

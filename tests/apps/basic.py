@@ -16,10 +16,12 @@ _client: redis.Redis | None = None
 
 
 def client() -> redis.Redis:
-    """One shared client per process, sized for a -c 500 worker."""
+    """One shared client per process, sized for a -c 500 worker; COUNTER_URL lets a test count
+    runs in a Redis other than the broker (for broker-outage tests)."""
     global _client
     if _client is None:
-        _client = redis.Redis.from_url(app.conf.broker_url, max_connections=600)
+        url = os.environ.get("COUNTER_URL") or app.conf.broker_url
+        _client = redis.Redis.from_url(url, max_connections=600)
     return _client
 
 
@@ -37,6 +39,8 @@ def count_run(tag: str) -> str:
 
 @app.task(acks_late=True)
 def count_run_late(tag: str, sleep_s: float = 0.0) -> str:
+    client().hset(f"pid:{tag}", count_run_late.request.id, os.getpid())
+    client().hsetnx(f"firstpid:{tag}", count_run_late.request.id, os.getpid())
     client().hincrby(f"runs:{tag}", count_run_late.request.id, 1)
     client().rpush(f"started:{tag}", count_run_late.request.id)
     time.sleep(sleep_s)
@@ -46,6 +50,7 @@ def count_run_late(tag: str, sleep_s: float = 0.0) -> str:
 
 @app.task
 def count_sleep(tag: str, sleep_s: float) -> str:
+    client().hset(f"pid:{tag}", count_sleep.request.id, os.getpid())
     client().hincrby(f"runs:{tag}", count_sleep.request.id, 1)
     client().rpush(f"started:{tag}", count_sleep.request.id)
     time.sleep(sleep_s)
@@ -88,3 +93,10 @@ def whoami() -> int:
 @app.task(ignore_result=True)
 def quiet() -> int:
     return 1
+
+
+@app.task(acks_late=True)
+def die(tag: str) -> None:
+    """Kills its worker process every time: a poison message."""
+    client().incr(f"deaths:{tag}")
+    os._exit(1)
