@@ -101,6 +101,9 @@ class Settings:
             "HMAC-SHA256 key: producers sign, workers reject unsigned or forged messages.", secret=True
         ),
     )
+    message_signing_old_keys: list[str] | None = field(
+        default=None, metadata=_doc("Older signing keys workers still accept, for key rotation.", secret=True)
+    )
     dead_letter_max: int = field(default=10000, metadata=_doc("Dead letters kept per queue."))
 
     def get(self, name: str) -> Any:

@@ -1,6 +1,6 @@
 """Consumer: the loop between Redis and a pool. The only layer that knows both.
 
-Five threads (greenlets once gevent has patched ``threading``), each with its own Redis link:
+Four threads (greenlets once gevent has patched ``threading``), each with its own Redis link:
 
 * fetcher: keeps reserved + running <= prefetch_multiplier x concurrency, one round trip per batch;
 * dispatcher: hands reserved messages to free pool slots, early-acking each batch in one round
@@ -33,7 +33,7 @@ from greenq.broker import Delivery
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
 from greenq.message import Message, decode, encode, now, verify
 from greenq.pools.base import Job, Outcome, Pool
-from greenq.results import FAILURE, RETRY, REVOKED, result_payload
+from greenq.results import FAILURE, RETRY, REVOKED, STARTED, result_payload
 from greenq.routing import route_task
 
 if TYPE_CHECKING:
@@ -117,7 +117,9 @@ class Consumer:
         self.extra_info = extra_info or {}
         self.stats = Stats()
         self.log = logging.LoggerAdapter(logger, {"worker": self.consumer_id})
-        self.signing_keys = [k for k in [self.conf.message_signing_key] if k]
+        self.signing_keys = [
+            k for k in [self.conf.message_signing_key, *(self.conf.message_signing_old_keys or [])] if k
+        ]
         self.result_ttl_ms = int(self.conf.result_expires * 1000)
         self._cond = threading.Condition()
         self._ready: deque[Reserved] = deque()
@@ -288,21 +290,6 @@ class Consumer:
         task = self.app.tasks.get(message.task)
         if task is None:
             return self._reject(link, delivery, f"unknown task {message.task!r}")
-        if message.expires is not None and message.expires < now():
-            self.stats.revoked += 1
-            payload = result_payload(
-                message.id,
-                message.task,
-                REVOKED,
-                exc_type="TaskRevoked",
-                exc_message="expired",
-                retries=message.retries,
-            )
-            with self._cond:
-                self._held += 1  # released when the flusher has acked it
-                self._owned.add((delivery.stream, delivery.entry_id))
-            self._queue_flush(result=(message.id, payload), ack=delivery)
-            return None
         acks_late = task.options.acks_late if task.options.acks_late is not None else self.conf.task_acks_late
         return Reserved(delivery, message, task, acks_late)
 
@@ -328,6 +315,7 @@ class Consumer:
                     return
                 count = min(len(self._ready), self.pool.free_slots())
                 batch = [self._ready.popleft() for _ in range(count)]
+            batch = self._drop_expired(batch)
             early = [r.delivery for r in batch if not r.acks_late]
             if early:
                 try:
@@ -340,7 +328,40 @@ class Consumer:
                     backoff.failed(exc, self._stopping)
                     continue
             for reserved in batch:
+                self._track_started(reserved)
                 self._submit(reserved)
+
+    def _drop_expired(self, batch: list[Reserved]) -> list[Reserved]:
+        """A task whose ``expires`` passed before it could start does not run: REVOKED."""
+        clock = now()
+        keep = []
+        for reserved in batch:
+            message = reserved.message
+            if message.expires is None or message.expires >= clock:
+                keep.append(reserved)
+                continue
+            self.stats.revoked += 1
+            self.log.info("task %s[%s] expired before it started; revoked", message.task, message.id)
+            payload = result_payload(
+                message.id,
+                message.task,
+                REVOKED,
+                exc_type="TaskRevoked",
+                exc_message="expired",
+                retries=message.retries,
+                worker=self.consumer_id,
+            )
+            self._queue_flush(result=(message.id, payload), ack=reserved.delivery)
+        return keep
+
+    def _track_started(self, reserved: Reserved) -> None:
+        option = reserved.task.options.track_started
+        if option if option is not None else self.conf.task_track_started:
+            message = reserved.message
+            payload = result_payload(
+                message.id, message.task, STARTED, retries=message.retries, worker=self.consumer_id
+            )
+            self._queue_flush(result=(message.id, payload))
 
     def _submit(self, reserved: Reserved) -> None:
         message = reserved.message

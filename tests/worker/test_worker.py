@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
@@ -119,3 +120,46 @@ def test_queues_are_consumed_in_the_order_given(app: GreenQ, r: redis.Redis, sta
         res.get(timeout=20)
     done = {res.id: float(res.info["date_done"]) for res in low + high}
     assert max(done[res.id] for res in high) <= min(done[res.id] for res in low)
+
+
+def test_expired_task_is_revoked_not_run(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    past = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)
+    expired = basic.count_run.apply_async(("exp",), expires=past)
+    fresh = basic.count_run.apply_async(("exp",), expires=60)
+    start_worker("-c", "2")
+    assert fresh.get(timeout=10) == fresh.id
+    error = expired.get(timeout=10, propagate=False)
+    assert expired.state == "REVOKED" and error.exc_message == "expired"
+    assert r.hgetall("runs:exp") == {fresh.id.encode(): b"1"}
+
+
+def test_track_started_shows_started_while_running(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    start_worker("-c", "2", env={"GREENQ_TASK_TRACK_STARTED": "true"})
+    result = basic.count_sleep.delay("ts", 3.0)
+    found = app.broker.wait_result(result.id, 10)
+    assert found is not None and b'"state":"STARTED"' in found[1]
+    assert result.state == "STARTED"
+    assert result.get(timeout=10) == result.id
+
+
+def test_signed_messages_run_and_unsigned_or_forged_are_dead_lettered(
+    app: GreenQ, r: redis.Redis, start_worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = start_worker(
+        "-c", "2", env={"GREENQ_MESSAGE_SIGNING_KEY": "new", "GREENQ_MESSAGE_SIGNING_OLD_KEYS": "old"}
+    )
+    unsigned = basic.add.delay(1, 1)
+    monkeypatch.setenv("GREENQ_MESSAGE_SIGNING_KEY", "old")
+    app._settings = None
+    rotated = basic.add.delay(2, 2)
+    monkeypatch.setenv("GREENQ_MESSAGE_SIGNING_KEY", "wrong")
+    app._settings = None
+    forged = basic.add.delay(3, 3)
+    monkeypatch.setenv("GREENQ_MESSAGE_SIGNING_KEY", "new")
+    app._settings = None
+    assert basic.add.delay(4, 4).get(timeout=10) == 8
+    assert rotated.get(timeout=10) == 4
+    worker.wait_for("dead-lettering", count=2)
+    dead = r.xrange(Keys.dead("default"))
+    assert sorted(e[b"reason"] for _, e in dead) == [b"signature missing or invalid"] * 2
+    assert unsigned.state == forged.state == "PENDING"
