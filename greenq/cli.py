@@ -79,7 +79,8 @@ def load_app(spec: str | None) -> Any:
     return apps[0]
 
 
-def _apply_common(app: Any, args: argparse.Namespace) -> None:
+def _apply_common(app: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Apply --config and the flags; returns the flag overrides (prefork children reuse them)."""
     if getattr(args, "config", None):
         app.config_from_object(args.config)
     overrides: dict[str, Any] = {}
@@ -91,6 +92,7 @@ def _apply_common(app: Any, args: argparse.Namespace) -> None:
             overrides[setting] = value
     if overrides:
         app.override(overrides, "command line")
+    return overrides
 
 
 WORKER_FLAGS = {
@@ -121,7 +123,7 @@ def _setup_logging(level: str) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.loglevel)
     app = load_app(args.app)
-    _apply_common(app, args)
+    overrides = _apply_common(app, args)
     wanted = app.conf.worker_pool
     monkey = sys.modules.get("gevent.monkey")
     patched = bool(monkey and monkey.is_module_patched("socket"))
@@ -131,9 +133,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import socket
 
     name = args.hostname.replace("%h", socket.gethostname()).replace("%p", str(os.getpid()))
+    from greenq.worker.execute import ChildApp
     from greenq.worker.main import run_worker
 
-    return run_worker(app, name=name)
+    return run_worker(app, name=name, child_app=ChildApp(args.app, args.config, overrides))
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -375,6 +375,34 @@ class RedisBroker:
         replies = link.pipeline(commands) if commands else []
         return sum(int(r) for r in replies if not isinstance(r, Exception))
 
+    def nack(self, link: Link, deliveries: Sequence[Delivery], max_deliveries: int, consumer: str) -> int:
+        """Requeue messages whose process died mid-task (delivery count + 1), or dead-letter them
+        at ``max_deliveries``; returns how many were dead-lettered."""
+        by_stream: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            by_stream[delivery.stream].append(delivery)
+        commands = [
+            (
+                "EVAL",
+                script("nack"),
+                2,
+                stream,
+                Keys.dead(items[0].queue),
+                GROUP,
+                max_deliveries,
+                self.dead_letter_max,
+                int(now() * 1000),
+                consumer,
+                *(d.entry_id for d in items),
+            )
+            for stream, items in by_stream.items()
+        ]
+        replies = link.pipeline(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise BrokerError(f"nack failed: {reply}")
+        return sum(int(reply[1]) for reply in replies)
+
     def own_pending(self, link: Link, queues: Sequence[str], consumer: str) -> list[tuple[str, str]]:
         """(stream, entry id) of every message the broker thinks ``consumer`` holds unacked.
 

@@ -133,6 +133,7 @@ class Consumer:
         self._flush_results: list[tuple[str, bytes]] = []
         self._flush_acks: list[Delivery] = []
         self._flush_delayed: list[tuple[Message, bytes]] = []
+        self._flush_nacks: list[Delivery] = []
         self._stopping = threading.Event()
         self._flusher_done = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -424,6 +425,14 @@ class Consumer:
             self.log.warning("task %s[%s] failed: %s", message.task, message.id, outcome.error)
         else:
             stats.succeeded += 1
+        if outcome.lost and reserved.acks_late:
+            # The process running it died: at-least-once means it runs again (counted toward
+            # max_deliveries), not FAILURE.
+            self.log.warning("task %s[%s] lost with its process; requeued", message.task, message.id)
+            with self._flush_cond:
+                self._flush_nacks.append(reserved.delivery)
+                self._flush_cond.notify()
+            return
         result = (message.id, outcome.payload) if outcome.payload is not None else None
         self._queue_flush(
             result=result, ack=reserved.delivery if reserved.acks_late else None, delayed=delayed
@@ -460,14 +469,24 @@ class Consumer:
         backoff = Backoff(self.log, "flush", self.stats)
         while True:
             with self._flush_cond:
-                while not (self._flush_results or self._flush_acks or self._flush_delayed):
+                while not (
+                    self._flush_results or self._flush_acks or self._flush_delayed or self._flush_nacks
+                ):
                     if self._stopping.is_set() and self.pool.running() == 0 and not self._running:
                         self._flusher_done.set()
                         return
                     self._flush_cond.wait(0.5)
                 results, acks, delayed = self._flush_results, self._flush_acks, self._flush_delayed
                 self._flush_results, self._flush_acks, self._flush_delayed = [], [], []
+                nacks, self._flush_nacks = self._flush_nacks, []
             try:
+                if nacks:
+                    self.stats.dead_lettered += self.broker.nack(
+                        link, nacks, self.conf.max_deliveries, self.consumer_id
+                    )
+                    self._disown(nacks)
+                    self._release(len(nacks))
+                    nacks = []
                 self.broker.flush(link, acks, results, self.result_ttl_ms, delayed=delayed)
                 backoff.ok()
                 if acks:
@@ -478,6 +497,7 @@ class Consumer:
                     self._flush_results[:0] = results
                     self._flush_acks[:0] = acks
                     self._flush_delayed[:0] = delayed
+                    self._flush_nacks[:0] = nacks
                 backoff.failed(exc, threading.Event())
 
     # ---- maintenance -----------------------------------------------------------------

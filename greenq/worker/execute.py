@@ -8,8 +8,10 @@ task, results, pools.base; no Redis.
 
 from __future__ import annotations
 
+import functools
 import time
 import traceback
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from greenq.exceptions import Retry
@@ -107,3 +109,28 @@ def _autoretry(task: Task, job: Job, exc: BaseException, ignore: bool, worker: s
     if limit is not None and retries >= limit:
         return _failure(task, job, exc, ignore, worker)
     return _retry(task, job, exc, task.backoff_delay(retries), worker)
+
+
+def lost_outcome(app: GreenQ, job: Job, exc: BaseException) -> Outcome:
+    """FAILURE for a job whose process died or hit its hard time limit (built in the parent)."""
+    task = app.tasks[job.task]
+    option = task.options.ignore_result
+    ignore = option if option is not None else app.conf.task_ignore_result
+    return _failure(task, job, exc, bool(ignore), job.request.get("worker"))
+
+
+class ChildApp:
+    """Picklable recipe for a prefork child's runner: import the app, apply the same settings."""
+
+    def __init__(self, app_spec: str | None, config: str | None, overrides: dict[str, object]) -> None:
+        self.app_spec, self.config, self.overrides = app_spec, config, overrides
+
+    def __call__(self) -> Callable[[Job], Outcome]:
+        from greenq.cli import load_app
+
+        app = load_app(self.app_spec)
+        if self.config:
+            app.config_from_object(self.config)
+        if self.overrides:
+            app.override(self.overrides)
+        return functools.partial(execute, app)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from greenq.config import mask_url
 from greenq.pools.base import Pool
 from greenq.worker.consumer import Consumer
-from greenq.worker.execute import execute
+from greenq.worker.execute import ChildApp, execute, lost_outcome
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
@@ -30,9 +30,25 @@ def default_concurrency(pool_kind: str) -> int:
     return {"gevent": 100, "solo": 1}.get(pool_kind, os.cpu_count() or 1)
 
 
-def make_pool(app: GreenQ, kind: str, concurrency: int) -> Pool:
+def make_pool(app: GreenQ, kind: str, concurrency: int, child_app: ChildApp | None = None) -> Pool:
     """The pool for ``kind``; gevent and prefork are imported only when chosen."""
     runner = functools.partial(execute, app)
+    if kind == "prefork":
+        from greenq.pools.prefork import PreforkPool
+
+        conf = app.conf
+        child_app = child_app or ChildApp(None, None, {})
+        preload = ["greenq.worker.execute"]
+        if child_app.app_spec:
+            preload.append(child_app.app_spec.partition(":")[0])
+        return PreforkPool(
+            child_app,
+            functools.partial(lost_outcome, app),
+            concurrency,
+            max_tasks_per_child=conf.worker_max_tasks_per_child,
+            max_memory_kib=conf.worker_max_memory_per_child,
+            preload=preload,
+        )
     if kind == "gevent":
         from greenq.pools.gevent import GeventPool
 
@@ -45,7 +61,12 @@ def make_pool(app: GreenQ, kind: str, concurrency: int) -> Pool:
 
 
 def run_worker(
-    app: GreenQ, *, name: str, queues: Sequence[str] | None = None, extra_info: dict[str, Any] | None = None
+    app: GreenQ,
+    *,
+    name: str,
+    queues: Sequence[str] | None = None,
+    extra_info: dict[str, Any] | None = None,
+    child_app: ChildApp | None = None,
 ) -> int:
     """Run a worker until signalled; returns the process exit code."""
     conf = app.conf
@@ -63,7 +84,7 @@ def run_worker(
         concurrency,
         ",".join(queues),
     )
-    pool = make_pool(app, kind, concurrency)
+    pool = make_pool(app, kind, concurrency, child_app)
     consumer = Consumer(
         app,
         pool,

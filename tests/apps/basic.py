@@ -100,3 +100,49 @@ def die(tag: str) -> None:
     """Kills its worker process every time: a poison message."""
     client().incr(f"deaths:{tag}")
     os._exit(1)
+
+
+@app.task(cpu=True)
+def burn(n: int) -> int:
+    """Pure-Python CPU work; returns the pid that ran it."""
+    total = 0
+    for i in range(n):
+        total += i * i
+    return os.getpid()
+
+
+@app.task(time_limit=1)
+def spin_forever() -> None:
+    counter = 0
+    while True:
+        counter += 1
+
+
+@app.task(soft_time_limit=0.5)
+def soft_limited() -> str:
+    from greenq import SoftTimeLimitExceeded
+
+    counter = 0
+    try:
+        while True:
+            counter += 1
+    except SoftTimeLimitExceeded:
+        return "cleaned up"
+
+
+@app.task
+def exit_process() -> None:
+    os._exit(1)
+
+
+@app.task(acks_late=True)
+def exit_process_late(tag: str) -> None:
+    client().incr(f"deaths:{tag}")
+    os._exit(1)
+
+
+@app.task
+def hog(megabytes: int) -> int:
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])
+    return os.getpid()

@@ -1,0 +1,175 @@
+"""Task bodies for ``scripts/bench.py``: the same functions run under greenq and under Celery.
+
+Workers import this module with ``BENCH_FRAMEWORK=greenq`` (``-A bench_tasks``) or
+``BENCH_FRAMEWORK=celery`` (``-A bench_tasks:celery``), so a greenq worker never imports Celery
+and a Celery worker never imports greenq. The bench process builds both apps with
+``make_greenq_app`` and ``make_celery_app``. Every Redis and HTTP client is created lazily, after
+the worker has monkey-patched and after a prefork child has forked.
+
+``python bench_tasks.py ceiling http|incr ARG N CONCURRENCY`` runs the no-queue ceilings: the
+same bodies, called from CONCURRENCY greenlets of one gevent-patched process; it prints one
+JSON line ``{"n": N, "elapsed_s": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+QUEUE = "bench"
+COUNTER = "bench:counter"  # INCR'd by every incr/burn body: the bench polls it for completion
+PIDS = "bench:pids"  # set of the process ids that ran burn bodies (is prefork/hybrid real?)
+
+_clients: dict[str, Any] = {}
+
+
+def redis_client() -> Any:
+    """This process's redis-py client for task bodies: one pool of up to 600 connections."""
+    if "redis" not in _clients:
+        import redis
+
+        _clients["redis"] = redis.Redis.from_url(os.environ["BENCH_REDIS_URL"], max_connections=600)
+    return _clients["redis"]
+
+
+def http_session() -> Any:
+    """This process's requests.Session, with a connection pool sized for -c 500."""
+    if "http" not in _clients:
+        import requests
+        from requests.adapters import HTTPAdapter
+
+        session = requests.Session()
+        session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=1000))
+        _clients["http"] = session
+    return _clients["http"]
+
+
+# ---- the bodies ----------------------------------------------------------------------
+
+
+def incr() -> int:
+    """One Redis round trip."""
+    return int(redis_client().incr(COUNTER))
+
+
+def noop() -> None:
+    """Nothing at all: what is left is the queue's own cost."""
+
+
+def fetch(url: str) -> int:
+    """One HTTP GET through the shared session."""
+    return int(http_session().get(url, timeout=30).status_code)
+
+
+def echo() -> int:
+    """A result and no work: for enqueue-to-done latency."""
+    return 1
+
+
+def spin(loops: int) -> int:
+    """Pure-Python CPU work; ``loops`` is calibrated by the bench to take ~50 ms."""
+    total = 0
+    for i in range(loops):
+        total += i * i % 7
+    return total
+
+
+def burn(loops: int) -> int:
+    """``spin`` then record which process ran it and count it, in one round trip."""
+    spin(loops)
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.sadd(PIDS, os.getpid())
+    pipe.incr(COUNTER)
+    pipe.execute()
+    return os.getpid()
+
+
+# name -> (function, options). "burn_cpu" asks greenq for its hybrid child pool (cpu=True).
+BODIES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "incr": (incr, {}),
+    "noop": (noop, {"ignore_result": True}),
+    "fetch": (fetch, {}),
+    "echo": (echo, {}),
+    "burn": (burn, {}),
+    "burn_cpu": (burn, {"cpu": True}),
+}
+
+
+def make_greenq_app(url: str | None = None) -> Any:
+    """A greenq app with every body registered as ``bench.<name>`` on queue ``bench``."""
+    from greenq import GreenQ
+
+    app = GreenQ("bench", broker=url, task_default_queue=QUEUE)
+    for name, (function, options) in BODIES.items():
+        app.task(name=f"bench.{name}", **options)(function)
+    return app
+
+
+def make_celery_app(url: str, worker: bool = False) -> Any:
+    """A Celery app on the same Redis (broker and result backend), prefetch multiplier 4.
+
+    In the worker, ``result_backend_thread_safe`` shares one result backend (one connection
+    pool) between greenlets; Celery's default keeps one per thread, which gevent makes one per
+    greenlet, i.e. a new backend and connection per task. The producer keeps the default so
+    that its threads each wait on their own backend.
+    """
+    from celery import Celery
+
+    app = Celery("bench", broker=url, backend=url)
+    app.conf.update(
+        task_default_queue=QUEUE,
+        worker_prefetch_multiplier=4,
+        task_ignore_result=False,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        result_backend_thread_safe=worker,
+    )
+    for name, (function, options) in BODIES.items():
+        if not options.get("cpu"):
+            app.task(name=f"bench.{name}", ignore_result=bool(options.get("ignore_result")))(function)
+    return app
+
+
+_framework = os.environ.get("BENCH_FRAMEWORK")
+if _framework == "greenq":
+    app = make_greenq_app()
+elif _framework == "celery":
+    celery = make_celery_app(os.environ["BENCH_REDIS_URL"], worker=True)
+
+
+# ---- ceilings: the bodies without a queue --------------------------------------------
+
+
+def ceiling(kind: str, arg: str, n: int, concurrency: int) -> dict[str, float]:
+    """Call the body ``n`` times from ``concurrency`` greenlets; cold clients, as a worker has."""
+    import gevent
+
+    def body() -> None:
+        if kind == "http":
+            fetch(arg)
+        else:
+            incr()
+
+    calls = iter(range(n))
+
+    def loop() -> None:
+        for _ in calls:
+            body()
+
+    started = time.perf_counter()
+    gevent.joinall([gevent.spawn(loop) for _ in range(concurrency)], raise_error=True)
+    return {"n": n, "elapsed_s": time.perf_counter() - started}
+
+
+if __name__ == "__main__":
+    from gevent import monkey
+
+    monkey.patch_all()
+    if len(sys.argv) != 6 or sys.argv[1] != "ceiling" or sys.argv[2] not in ("http", "incr"):
+        sys.exit("usage: bench_tasks.py ceiling http|incr URL N CONCURRENCY")
+    print(json.dumps(ceiling(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))), flush=True)
