@@ -105,6 +105,7 @@ WORKER_FLAGS = {
     "max_tasks_per_child": "worker_max_tasks_per_child",
     "max_memory_per_child": "worker_max_memory_per_child",
     "time_limit": "task_time_limit",
+    "cpu_workers": "worker_cpu_workers",
     "soft_time_limit": "task_soft_time_limit",
 }
 
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-tasks-per-child", type=int)
     worker.add_argument("--max-memory-per-child", type=int, help="KiB")
     worker.add_argument("--time-limit", type=float)
+    worker.add_argument("--cpu-workers", type=int, help="gevent: child processes for cpu=True tasks")
     worker.add_argument("--soft-time-limit", type=float)
     worker.set_defaults(handler=cmd_worker)
 

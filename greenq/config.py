@@ -84,6 +84,12 @@ class Settings:
     worker_max_memory_per_child: int | None = field(
         default=None, metadata=_doc("Prefork: recycle a child whose RSS passed this many KiB.")
     )
+    worker_cpu_workers: int | None = field(
+        default=None,
+        metadata=_doc(
+            "gevent: child processes for cpu=True tasks; None: CPU count if any task has cpu=True; 0: none."
+        ),
+    )
     worker_block_warning: float = field(
         default=0.1, metadata=_doc("gevent: log tasks that block the hub longer than this many seconds.")
     )

@@ -87,24 +87,30 @@ def burn(loops: int) -> int:
     return os.getpid()
 
 
-# name -> (function, options). "burn_cpu" asks greenq for its hybrid child pool (cpu=True).
+# name -> (function, options)
 BODIES: dict[str, tuple[Any, dict[str, Any]]] = {
     "incr": (incr, {}),
     "noop": (noop, {"ignore_result": True}),
     "fetch": (fetch, {}),
     "echo": (echo, {}),
     "burn": (burn, {}),
-    "burn_cpu": (burn, {"cpu": True}),
 }
 
 
-def make_greenq_app(url: str | None = None) -> Any:
-    """A greenq app with every body registered as ``bench.<name>`` on queue ``bench``."""
+def make_greenq_app(url: str | None = None, hybrid: bool = False) -> Any:
+    """A greenq app with every body registered as ``bench.<name>`` on queue ``bench``.
+
+    ``hybrid`` adds ``bench.burn_cpu`` (``cpu=True``). Only the hybrid run registers it: a
+    gevent worker that knows a ``cpu=True`` task starts child processes for it, which would add
+    their start-up and memory to every other workload.
+    """
     from greenq import GreenQ
 
     app = GreenQ("bench", broker=url, task_default_queue=QUEUE)
     for name, (function, options) in BODIES.items():
         app.task(name=f"bench.{name}", **options)(function)
+    if hybrid:
+        app.task(name="bench.burn_cpu", cpu=True)(burn)
     return app
 
 
@@ -130,14 +136,13 @@ def make_celery_app(url: str, worker: bool = False) -> Any:
         result_backend_thread_safe=worker,
     )
     for name, (function, options) in BODIES.items():
-        if not options.get("cpu"):
-            app.task(name=f"bench.{name}", ignore_result=bool(options.get("ignore_result")))(function)
+        app.task(name=f"bench.{name}", ignore_result=bool(options.get("ignore_result")))(function)
     return app
 
 
 _framework = os.environ.get("BENCH_FRAMEWORK")
 if _framework == "greenq":
-    app = make_greenq_app()
+    app = make_greenq_app(hybrid=os.environ.get("BENCH_HYBRID") == "1")
 elif _framework == "celery":
     celery = make_celery_app(os.environ["BENCH_REDIS_URL"], worker=True)
 

@@ -6,6 +6,8 @@ time limits via ``gevent.Timeout``. Imports: gevent, pools.base; never Redis or 
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import gevent
@@ -13,6 +15,8 @@ import gevent.pool
 
 from greenq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from greenq.pools.base import Job, OnDone, Outcome, Runner
+
+logger = logging.getLogger(__name__)
 
 
 def patch() -> None:
@@ -43,6 +47,34 @@ class GeventPool:
         self.runner = runner
         self.concurrency = concurrency
         self._pool = gevent.pool.Pool(concurrency)
+        self.hub_blocks = 0
+        # greenlet -> monotonic time the monitor thread first saw it blocking the hub. Written
+        # by gevent's native monitor thread, read by the task's own greenlet.
+        self._blocked: dict[Any, float] = {}
+        self._block_threshold_s = 0.0
+
+    def enable_block_detection(self, threshold_s: float) -> None:
+        """Log every task that blocks the event loop longer than ``threshold_s`` (0 disables).
+
+        Uses gevent's monitor thread; its own multi-line report is replaced by one log line per
+        task, written when the task ends, naming it and saying how long it held the hub.
+        """
+        if threshold_s <= 0:
+            return
+        import gevent.events
+        from zope.event import subscribers
+
+        gevent.config.monitor_thread = True
+        gevent.config.max_blocking_time = threshold_s
+        self._block_threshold_s = threshold_s
+
+        def on_event(event: object) -> None:
+            if isinstance(event, gevent.events.EventLoopBlocked):
+                event.info[:] = []  # no stack dump on stderr; the task's log line says it
+                self._blocked.setdefault(event.greenlet, time.monotonic() - threshold_s)
+
+        subscribers.append(on_event)
+        gevent.get_hub().start_periodic_monitoring_thread()
 
     def start(self) -> None:
         pass
@@ -61,7 +93,23 @@ class GeventPool:
             outcome = self.runner(job)
         else:
             outcome = self._run_limited(job)
+        if self._blocked:
+            self._report_block(job)
         on_done(job, outcome)
+
+    def _report_block(self, job: Job) -> None:
+        since = self._blocked.pop(gevent.getcurrent(), None)
+        if since is None:
+            return
+        self.hub_blocks += 1
+        logger.warning(
+            "task %s[%s] blocked the event loop for %.2fs (worker_block_warning=%ss): no other task "
+            "ran meanwhile; mark it @app.task(cpu=True) to run it in a child process",
+            job.task,
+            job.request.get("id"),
+            time.monotonic() - since,
+            self._block_threshold_s,
+        )
 
     def _run_limited(self, job: Job) -> Outcome:
         hard = (
@@ -96,4 +144,4 @@ class GeventPool:
         self._pool.kill(block=False)
 
     def stats(self) -> dict[str, Any]:
-        return {"busy": self.running()}
+        return {"busy": self.running(), "hub_blocks": self.hub_blocks}

@@ -48,6 +48,7 @@ def child_main(
     max_memory_kib: int | None,
 ) -> None:
     """Loop in a child: receive a Job, run it, send (Outcome, recycle?) back."""
+    os.set_blocking(conn.fileno(), True)  # a gevent-patched parent made the socketpair non-blocking
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     signal.signal(signal.SIGALRM, _soft_limit)
     runner = make_runner()
@@ -130,6 +131,9 @@ class PreforkPool:
         )
         process.start()
         child_conn.close()
+        # NOTE: blocking on purpose, also under gevent: the collector reads only after wait()
+        # reports data, and whole small messages arrive at once.
+        os.set_blocking(parent_conn.fileno(), True)
         return _Child(process, parent_conn)
 
     def start(self) -> None:

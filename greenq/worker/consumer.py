@@ -66,6 +66,66 @@ class Reserved:
     message: Message
     task: Task
     acks_late: bool
+    lane: str = "main"
+
+
+class Lanes:
+    """The worker's pools by lane — "main" (the worker's pool) and, in a hybrid gevent worker,
+    "cpu" (child processes for ``cpu=True`` tasks) — each with its own queue of reserved
+    messages, so CPU work waiting for a child never holds up I/O work behind it."""
+
+    def __init__(self, main: Pool, cpu: Pool | None) -> None:
+        self.pools: dict[str, Pool] = {"main": main}
+        if cpu is not None:
+            self.pools["cpu"] = cpu
+        self.ready: dict[str, deque[Reserved]] = {lane: deque() for lane in self.pools}
+
+    @property
+    def concurrency(self) -> int:
+        return sum(pool.concurrency for pool in self.pools.values())
+
+    def reserved(self) -> int:
+        return sum(len(queue) for queue in self.ready.values())
+
+    def running(self) -> int:
+        return sum(pool.running() for pool in self.pools.values())
+
+    def can_dispatch(self) -> bool:
+        return any(self.ready[lane] and pool.free_slots() > 0 for lane, pool in self.pools.items())
+
+    def take(self) -> list[Reserved]:
+        batch: list[Reserved] = []
+        for lane, pool in self.pools.items():
+            queue = self.ready[lane]
+            batch.extend(queue.popleft() for _ in range(min(len(queue), pool.free_slots())))
+        return batch
+
+    def put_back(self, batch: list[Reserved]) -> None:
+        for reserved in reversed(batch):
+            self.ready[reserved.lane].appendleft(reserved)
+
+    def drain(self) -> list[Reserved]:
+        taken = [reserved for queue in self.ready.values() for reserved in queue]
+        for queue in self.ready.values():
+            queue.clear()
+        return taken
+
+    def stop(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all(pool.stop(max(0.0, deadline - time.monotonic())) for pool in self.pools.values())
+
+    def stats(self) -> dict[str, Any]:
+        main = self.pools["main"]
+        info = {"pool": main.kind, "concurrency": main.concurrency, **main.stats()}
+        if "cpu" in self.pools:
+            cpu = self.pools["cpu"]
+            info.update(
+                cpu_pool=cpu.kind,
+                cpu_concurrency=cpu.concurrency,
+                cpu_busy=cpu.running(),
+                cpu_stats=cpu.stats(),
+            )
+        return info
 
 
 class Backoff:
@@ -97,6 +157,7 @@ class Consumer:
         self,
         app: GreenQ,
         pool: Pool,
+        cpu_pool: Pool | None = None,
         *,
         queues: Sequence[str],
         name: str,
@@ -108,10 +169,11 @@ class Consumer:
         self.conf = app.conf
         self.broker = app.broker
         self.pool = pool
+        self.lanes = Lanes(pool, cpu_pool)
         self.queues = list(queues)
         self.name = name
         self.consumer_id = f"{name}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.capacity = max(1, prefetch_multiplier * pool.concurrency)
+        self.capacity = max(1, prefetch_multiplier * self.lanes.concurrency)
         self.refetch_at = max(1, self.capacity // 4)
         self.block_ms = block_ms
         self.extra_info = extra_info or {}
@@ -122,7 +184,6 @@ class Consumer:
         ]
         self.result_ttl_ms = int(self.conf.result_expires * 1000)
         self._cond = threading.Condition()
-        self._ready: deque[Reserved] = deque()
         self._held = 0
         self._running: dict[int, Reserved] = {}
         # (stream, entry id) of every message this worker holds unacked; anything else the
@@ -145,7 +206,8 @@ class Consumer:
         cannot be reached at all at start."""
         self._maintenance_link = self.broker.connect("maintenance")
         self._heartbeat(self._maintenance_link)
-        self.pool.start()
+        for lane_pool in self.lanes.pools.values():
+            lane_pool.start()
         for target in (self._fetch_loop, self._dispatch_loop, self._flush_loop, self._maintenance_loop):
             thread = threading.Thread(target=self._guarded, args=(target,), name=target.__name__, daemon=True)
             thread.start()
@@ -171,14 +233,13 @@ class Consumer:
         fetcher.join(self.block_ms / 1000 + 5)
         dispatcher.join(5)
         with self._cond:
-            returned = list(self._ready)
-            self._ready.clear()
+            returned = self.lanes.drain()
             self._held -= len(returned)
         link = self.broker.connect("shutdown")
         if returned:
             self._requeue_with_retry(link, [r.delivery for r in returned])
             self._disown([r.delivery for r in returned])
-        running = self.pool.running()
+        running = self.lanes.running()
         self.log.info(
             "returned %s reserved; waiting for %s running (up to %ss)",
             f"{len(returned):,}",
@@ -201,10 +262,12 @@ class Consumer:
     def _wait_pool(self, timeout_s: float, force: threading.Event | None) -> bool:
         deadline = time.monotonic() + timeout_s
         while True:
-            if self.pool.stop(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if self.lanes.stop(min(0.5, max(0.0, deadline - time.monotonic()))):
                 return True
             if time.monotonic() >= deadline or (force is not None and force.is_set()):
-                self.log.warning("%s tasks still running at shutdown; left for recovery", self.pool.running())
+                self.log.warning(
+                    "%s tasks still running at shutdown; left for recovery", self.lanes.running()
+                )
                 return False
 
     def _requeue_with_retry(self, link: Any, deliveries: list[Delivery]) -> None:
@@ -243,7 +306,7 @@ class Consumer:
                     continue
             with self._cond:
                 while not self._stopping.is_set() and not (
-                    self._free() >= self.refetch_at or (self._free() > 0 and not self._ready)
+                    self._free() >= self.refetch_at or (self._free() > 0 and not self.lanes.reserved())
                 ):
                     self._cond.wait(1.0)
                 count = self._free()
@@ -276,7 +339,8 @@ class Consumer:
                 accepted.append(reserved)
         with self._cond:
             self._held += len(accepted)
-            self._ready.extend(accepted)
+            for reserved in accepted:
+                self.lanes.ready[reserved.lane].append(reserved)
             self._owned.update((r.delivery.stream, r.delivery.entry_id) for r in accepted)
             self._cond.notify_all()
 
@@ -292,7 +356,8 @@ class Consumer:
         if task is None:
             return self._reject(link, delivery, f"unknown task {message.task!r}")
         acks_late = task.options.acks_late if task.options.acks_late is not None else self.conf.task_acks_late
-        return Reserved(delivery, message, task, acks_late)
+        lane = "cpu" if "cpu" in self.lanes.pools and self._wants_child(task, message) else "main"
+        return Reserved(delivery, message, task, acks_late, lane)
 
     def _reject(self, link: Any, delivery: Delivery, reason: str) -> None:
         self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
@@ -310,12 +375,11 @@ class Consumer:
         backoff = Backoff(self.log, "ack", self.stats)
         while True:
             with self._cond:
-                while not self._stopping.is_set() and not (self._ready and self.pool.free_slots() > 0):
+                while not self._stopping.is_set() and not self.lanes.can_dispatch():
                     self._cond.wait(1.0)
                 if self._stopping.is_set():
                     return
-                count = min(len(self._ready), self.pool.free_slots())
-                batch = [self._ready.popleft() for _ in range(count)]
+                batch = self.lanes.take()
             batch = self._drop_expired(batch)
             early = [r.delivery for r in batch if not r.acks_late]
             if early:
@@ -325,7 +389,7 @@ class Consumer:
                     self._disown(early)
                 except (BrokerUnavailable, BrokerError) as exc:
                     with self._cond:
-                        self._ready.extendleft(reversed(batch))
+                        self.lanes.put_back(batch)
                     backoff.failed(exc, self._stopping)
                     continue
             for reserved in batch:
@@ -396,7 +460,7 @@ class Consumer:
             ),
             started=time.time(),
         )
-        self.pool.submit(job, self._on_done)
+        self.lanes.pools[reserved.lane].submit(job, self._on_done)
 
     # ---- completion and flush --------------------------------------------------------
 
@@ -472,7 +536,7 @@ class Consumer:
                 while not (
                     self._flush_results or self._flush_acks or self._flush_delayed or self._flush_nacks
                 ):
-                    if self._stopping.is_set() and self.pool.running() == 0 and not self._running:
+                    if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
                         self._flusher_done.set()
                         return
                     self._flush_cond.wait(0.5)
@@ -511,13 +575,11 @@ class Consumer:
                 "name": self.name,
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "pool": self.pool.kind,
-                "concurrency": self.pool.concurrency,
                 "queues": self.queues,
                 "prefetch_capacity": self.capacity,
                 "held": self._held,
-                "reserved": len(self._ready),
-                "running": self.pool.running(),
+                "reserved": self.lanes.reserved(),
+                "running": self.lanes.running(),
                 "processed": stats.processed,
                 "succeeded": stats.succeeded,
                 "failed": stats.failed,
@@ -531,7 +593,7 @@ class Consumer:
                 "active": [
                     {"id": r.message.id, "task": r.message.task} for r in list(self._running.values())[:100]
                 ],
-                **self.pool.stats(),
+                **self.lanes.stats(),
                 **self.extra_info,
             }
         )
@@ -575,10 +637,13 @@ class Consumer:
             self.stats.recovered += requeued
             self.log.warning("recovered %s messages of dead workers, dead-lettered %s", requeued, dead)
 
-    def pool_for(self, message: Message) -> str | None:
-        """The pool kind a route asks for (hybrid workers send "prefork" routes to children)."""
-        return route_task(
-            message.task,
-            routes=self.conf.task_routes,
-            task_pool="prefork" if self.app.tasks[message.task].options.cpu else None,
-        ).pool
+    def _wants_child(self, task: Task, message: Message) -> bool:
+        """``cpu=True`` tasks, and tasks routed with ``{"pool": "prefork"}``, go to child processes."""
+        if task.options.cpu:
+            return True
+        if self.conf.task_routes is None:
+            return False
+        route = route_task(
+            message.task, routes=self.conf.task_routes, args=message.args, kwargs=message.kwargs
+        )
+        return route.pool == "prefork"

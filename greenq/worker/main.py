@@ -60,6 +60,18 @@ def make_pool(app: GreenQ, kind: str, concurrency: int, child_app: ChildApp | No
     raise ValueError(f"unknown pool {kind!r}; expected gevent, prefork or solo")
 
 
+def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | None:
+    """Hybrid: a gevent worker's child-process pool for ``cpu=True`` tasks, when it needs one."""
+    wanted = app.conf.worker_cpu_workers
+    if kind != "gevent" or wanted == 0:
+        return None
+    if wanted is None:
+        if not any(task.options.cpu for task in app.tasks.values()):
+            return None
+        wanted = os.cpu_count() or 1
+    return make_pool(app, "prefork", wanted, child_app)
+
+
 def run_worker(
     app: GreenQ,
     *,
@@ -85,9 +97,15 @@ def run_worker(
         ",".join(queues),
     )
     pool = make_pool(app, kind, concurrency, child_app)
+    cpu_pool = make_cpu_pool(app, kind, child_app)
+    if kind == "gevent":
+        pool.enable_block_detection(conf.worker_block_warning)  # type: ignore[attr-defined]
+    if cpu_pool is not None:
+        logger.info("hybrid: %s child processes for cpu=True tasks", cpu_pool.concurrency)
     consumer = Consumer(
         app,
         pool,
+        cpu_pool,
         queues=queues,
         name=name,
         prefetch_multiplier=conf.worker_prefetch_multiplier,

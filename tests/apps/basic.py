@@ -146,3 +146,20 @@ def hog(megabytes: int) -> int:
     block = bytearray(megabytes * 1024 * 1024)
     block[::4096] = b"x" * len(block[::4096])
     return os.getpid()
+
+
+@app.task
+def busy_loop(seconds: float) -> int:
+    """CPU work that forgot cpu=True: blocks a gevent worker's hub."""
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return os.getpid()
+
+
+@app.task(cpu=True)
+def busy_loop_cpu(seconds: float) -> int:
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        pass
+    return os.getpid()
