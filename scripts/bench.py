@@ -3,19 +3,19 @@
 
     python scripts/bench.py [--quick] [--repeats 3] [--only drain,noop,...] [--out docs/benchmarks.md]
 
-Starts its own redis-server (greenq.embedded, the bundled binary, a free port) and the local HTTP
-target (greenq.demo.target) on 127.0.0.1; runs every workload ``--repeats`` times per framework,
-interleaved; FLUSHALLs between runs; prints a progress line per step to stderr and the table to
-stdout; writes the table and a chart into ``--out`` (only between the ``bench:begin/end`` markers,
-so the hand-written analysis around them survives a rerun). Every child process is bounded in
-time and stopped by its PID. Workloads: drain, noop, http (with peak RSS), ceilings, enqueue,
-latency, cpu. Task bodies live in ``scripts/bench_tasks.py``.
+Starts its own redis-server (greenq.embedded, bundled binary) and HTTP target (greenq.demo.target)
+on 127.0.0.1 free ports; runs each workload ``--repeats`` times per framework, interleaved, FLUSHALL
+between runs; logs steps to stderr, prints the table to stdout and writes it with a chart between
+the ``bench:begin/end`` markers of ``--out``. Children are time-bounded and stopped by PID. On a
+shared machine each run first waits (bounded) for quiet, and other processes' CPU is reported.
+Task bodies and the no-queue ceilings: ``scripts/bench_tasks.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import datetime
 import json
 import os
@@ -44,42 +44,34 @@ SCRIPTS = Path(__file__).resolve().parent
 ROOT = SCRIPTS.parent
 FRAMEWORKS = ("greenq", "celery")
 WORKLOADS = ("drain", "noop", "http", "ceilings", "enqueue", "latency", "cpu")
-CONCURRENCY = 500
-HTTP_DELAY_MS = 100
-CPU_TASK_S = 0.05
+CONCURRENCY, HTTP_DELAY_MS, CPU_TASK_S = 500, 100, 0.05
 FULL = {"drain": 20_000, "noop": 20_000, "http": 10_000, "enqueue": 20_000, "latency_s": 5, "cpu": 200}
 QUICK = {"drain": 2_000, "noop": 2_000, "http": 1_000, "enqueue": 2_000, "latency_s": 2, "cpu": 20}
-CHART = {
-    "drain": "drain (tasks/s)",
-    "noop": "noop (tasks/s)",
-    "http_s": "http (time to finish)",
-    "rss": "peak RSS (http)",
-    "enqueue": "enqueue, single calls",
-    "lat_p50": "latency p50",
-    "lat_p99": "latency p99",
-    "cpu_prefork": "cpu, prefork",
-}
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 STARTED = time.monotonic()
+EXPECTED = (RuntimeError, AssertionError, redis.RedisError, subprocess.SubprocessError)  # a run failed
 
-# key -> (label, unit, higher is better)
-METRICS: dict[str, tuple[str, str, bool]] = {
-    "drain": ("drain: {drain:,} x INCR, results on, -c 500", "tasks/s", True),
-    "noop": ("noop: {noop:,} x no-op, results off, -c 500", "tasks/s", True),
-    "http_s": ("http: {http:,} x GET /delay/100, -c 500", "s", False),
-    "http_eff": ("http efficiency (ideal {ideal:.1f} s / actual)", "", True),
-    "rss": ("peak RSS of the worker during http", "MB", False),
-    "enqueue": ("enqueue: {enqueue:,} single delay() calls", "tasks/s", True),
-    "enqueue_batch": ("enqueue: {enqueue:,} batch (greenq task.map)", "tasks/s", True),
-    "lat_p50": ("latency enqueue→get() p50 at 100 tasks/s", "ms", False),
-    "lat_p99": ("latency enqueue→get() p99 at 100 tasks/s", "ms", False),
-    "cpu_prefork": ("cpu: {cpu} x 50 ms, prefork -c {cores}, efficiency", "", True),
-    "cpu_hybrid": ("cpu: {cpu} x 50 ms, hybrid (gevent + cpu=True), efficiency", "", True),
-    "drain_cpu": ("worker CPU per task, drain", "ms", False),
-    "noop_cpu": ("worker CPU per task, noop", "ms", False),
-    "http_cpu": ("worker CPU per task, http", "ms", False),
-    "drain_rcpu": ("redis-server CPU per task, drain", "ms", False),
-    "http_rcpu": ("redis-server CPU per task, http", "ms", False),
+# key -> (row label, unit, higher is better, chart label or "")
+METRICS: dict[str, tuple[str, str, bool, str]] = {
+    "drain": ("drain: {drain:,} x INCR, results on, -c 500", "tasks/s", True, "drain"),
+    "drain_steady": ("drain after the first task completed", "tasks/s", True, ""),
+    "startup": ("worker spawn → first task done (drain)", "s", False, "worker start-up"),
+    "noop": ("noop: {noop:,} x no-op, results off, -c 500", "tasks/s", True, "noop"),
+    "http_s": ("http: {http:,} x GET /delay/100, -c 500", "s", False, "http (time)"),
+    "http_eff": ("http efficiency (ideal {ideal:.1f} s / actual)", "", True, ""),
+    "rss": ("peak RSS of the worker during http", "MB", False, "peak RSS"),
+    "enqueue": ("enqueue: {enqueue:,} single delay() calls", "tasks/s", True, "enqueue (single)"),
+    "enqueue_batch": ("enqueue: {enqueue:,} batch (greenq task.map)", "tasks/s", True, ""),
+    "lat_p50": ("latency delay()→get() p50 at 100 tasks/s", "ms", False, "latency p50"),
+    "lat_p99": ("latency delay()→get() p99 at 100 tasks/s", "ms", False, "latency p99"),
+    "cpu_prefork": ("cpu: {cpu} x 50 ms, prefork -c {cores}, efficiency", "", True, "cpu (prefork)"),
+    "cpu_hybrid": ("cpu: {cpu} x 50 ms, hybrid (gevent + cpu=True), efficiency", "", True, ""),
+    "drain_cpu": ("worker CPU per task, drain", "ms", False, ""),
+    "noop_cpu": ("worker CPU per task, noop", "ms", False, ""),
+    "http_cpu": ("worker CPU per task, http", "ms", False, ""),
+    "drain_rcpu": ("redis-server CPU per task, drain", "ms", False, ""),
+    "noop_rcpu": ("redis-server CPU per task, noop", "ms", False, ""),
+    "http_rcpu": ("redis-server CPU per task, http", "ms", False, ""),
 }
 
 
@@ -87,27 +79,24 @@ def log(message: str) -> None:
     print(f"[bench {time.monotonic() - STARTED:7.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-# ---- processes ---------------------------------------------------------------------------
+# ---- processes and machine load --------------------------------------------------------------
 
 
 class Procs:
-    """Children of this run: started with output to a log file, stopped by PID, never by name."""
+    """Children of this run: output to a log file each, stopped by PID, never by name."""
 
     def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.live: list[subprocess.Popen[bytes]] = []
-        self.count = 0
+        self.log_dir, self.live = log_dir, []
 
-    def spawn(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        self.count += 1
-        path = self.log_dir / f"{self.count:03d}-{name}.log"
+    def spawn(self, args: list[str], env: dict[str, str], name: str) -> Any:
+        path = self.log_dir / f"{len(list(self.log_dir.iterdir())):03d}-{name}.log"
         with open(path, "wb") as out:
             proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         proc.log_path = path  # type: ignore[attr-defined]
         self.live.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    def stop(self, proc: Any, grace_s: float = 20.0) -> None:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
             try:
@@ -119,80 +108,79 @@ class Procs:
         if proc in self.live:
             self.live.remove(proc)
 
-    def stop_all(self) -> None:
-        for proc in list(self.live):
-            self.stop(proc, grace_s=5.0)
+
+def tail(proc: Any, lines: int = 5) -> str:
+    return " | ".join(Path(proc.log_path).read_text(errors="replace").strip().splitlines()[-lines:])
 
 
-def tail(proc: subprocess.Popen[bytes], lines: int = 5) -> str:
-    text = Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
-
-
-class Sampler(threading.Thread):
-    """Peak RSS of a process and its children, sampled every 50 ms."""
-
-    def __init__(self, pid: int) -> None:
-        super().__init__(daemon=True)
-        self.proc = psutil.Process(pid)
-        self.peak = 0
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        while not self.done.wait(0.05):
-            try:
-                procs = [self.proc, *self.proc.children(recursive=True)]
-                self.peak = max(self.peak, sum(p.memory_info().rss for p in procs))
-            except psutil.Error:
-                return
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and its live children so far."""
+def tree_cpu(pid: int | None = None) -> float:
+    """User + system CPU seconds of a process and its descendants (live, and reaped)."""
     proc = psutil.Process(pid)
-    return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
+    try:
+        return sum(sum(p.cpu_times()[:4]) for p in [proc, *proc.children(recursive=True)])
+    except psutil.Error:
+        return 0.0
 
 
-# ---- the bench -------------------------------------------------------------------------------
+def snapshot() -> tuple[float, float, float]:
+    """(wall, CPU busy on the whole machine, CPU of this bench and its children)."""
+    t = psutil.cpu_times()
+    busy = t.user + t.nice + t.system + sum(getattr(t, f, 0.0) for f in ("irq", "softirq", "steal"))
+    return time.monotonic(), busy, tree_cpu()
+
+
+def other_load(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """Share of all cores used by processes outside this bench between two snapshots."""
+    wall = max(1e-6, after[0] - before[0]) * (os.cpu_count() or 1)
+    return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall
+
+
+def wait_quiet(patience_s: float, limit: float = 0.15) -> None:
+    deadline = time.monotonic() + patience_s
+    while time.monotonic() < deadline:
+        before = snapshot()
+        time.sleep(0.5)
+        if (load := other_load(before, snapshot())) <= limit:
+            return
+        log(f"other processes use {load:.0%} of the machine; waiting for quiet")
+        time.sleep(2)
+
+
+# ---- the workloads -------------------------------------------------------------------------
 
 
 class Bench:
     def __init__(self, args: argparse.Namespace, procs: Procs, server: RedisServer) -> None:
-        self.args = args
-        self.sizes = QUICK if args.quick else FULL
-        self.procs = procs
-        self.url = server.url
+        self.args, self.procs, self.url, self.target = args, procs, server.url, ""
+        self.sizes, self.cores = QUICK if args.quick else FULL, os.cpu_count() or 1
         self.r = redis.Redis.from_url(self.url)
-        self.cores = os.cpu_count() or 1
-        self.target = ""
         self.values: dict[tuple[str, str], list[float]] = defaultdict(list)
         self.notes: dict[tuple[str, str], str] = {}
         self.failures: list[str] = []
+        self.loads: dict[str, list[float]] = defaultdict(list)
         self.open_apps: list[Any] = []
         self.loops, self.task_s = 0, CPU_TASK_S
 
-    def env(self, framework: str | None) -> dict[str, str]:
+    def env(self, framework: str | None, hybrid: bool = False) -> dict[str, str]:
         path = os.pathsep.join(p for p in (str(SCRIPTS), os.environ.get("PYTHONPATH")) if p)
         env = dict(os.environ, BENCH_REDIS_URL=self.url, GREENQ_BROKER_URL=self.url, PYTHONPATH=path)
-        env.pop("BENCH_FRAMEWORK", None)
-        if framework:
-            env["BENCH_FRAMEWORK"] = framework
+        env.update(BENCH_FRAMEWORK=framework or "", BENCH_HYBRID="1" if hybrid else "")
         return env
 
     def record(self, key: str, framework: str, value: float) -> None:
         self.values[key, framework].append(value)
 
-    # -- helpers shared by workloads
-
-    def apps(self, framework: str) -> Any:
+    def apps(self, framework: str, hybrid: bool = False) -> Any:
         """A fresh producer app per run: no caches survive a FLUSHALL (kombu's declared queues)."""
-        maker = bench_tasks.make_greenq_app if framework == "greenq" else bench_tasks.make_celery_app
-        app = maker(self.url)
+        greenq = framework == "greenq"
+        app = (
+            bench_tasks.make_greenq_app(self.url, hybrid) if greenq else bench_tasks.make_celery_app(self.url)
+        )
         self.open_apps.append(app)
         return app
 
     def prefill(self, framework: str, name: str, args: list[tuple[Any, ...]]) -> list[str]:
-        app = self.apps(framework)
+        app = self.apps(framework, hybrid=name == "burn_cpu")
         task = app.tasks[f"bench.{name}"]
         if framework == "greenq":
             return [result.id for result in task.map(args)]
@@ -200,8 +188,8 @@ class Bench:
             return [task.apply_async(a, producer=producer).id for a in args]
 
     def backlog(self, framework: str) -> int:
-        """Messages not yet handed to the pool: greenq acks (XDELs) when it dispatches; Celery
-        acks on accept, and holds prefetched messages in the ``unacked`` hash."""
+        """Messages not yet handed to the pool: greenq XDELs a message when it dispatches it;
+        Celery acks on accept and keeps prefetched messages in its ``unacked`` hash."""
         if framework == "greenq":
             return int(self.r.xlen(Keys.stream(bench_tasks.QUEUE)))
         return int(self.r.llen(bench_tasks.QUEUE)) + int(self.r.hlen("unacked"))
@@ -210,18 +198,17 @@ class Bench:
         return int(self.r.get(bench_tasks.COUNTER) or 0)
 
     def redis_cpu(self) -> float:
-        info = self.r.info("cpu")
-        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return sum(float(v) for k, v in self.r.info("cpu").items() if k in ("used_cpu_user", "used_cpu_sys"))
 
-    def start_worker(self, framework: str, pool: str = "gevent", concurrency: int = CONCURRENCY) -> Any:
+    def start_worker(self, framework: str, pool: str = "gevent", c: int = 0, hybrid: bool = False) -> Any:
         if framework == "greenq":
-            args = ["-m", "greenq", "worker", "-A", "bench_tasks", "--pool", pool, "-c", str(concurrency)]
-            args += ["-Q", bench_tasks.QUEUE, "-l", "WARNING"]
+            args = ["-m", "greenq", "worker", "-A", "bench_tasks", "--pool", pool]
         else:
-            args = ["-m", "celery", "-A", "bench_tasks:celery", "worker", "-P", pool, "-c", str(concurrency)]
-            args += ["--without-gossip", "--without-mingle", "--without-heartbeat", "-Q", bench_tasks.QUEUE]
-            args += ["-l", "WARNING"]
-        return self.procs.spawn([sys.executable, *args], self.env(framework), f"{framework}-{pool}")
+            args = ["-m", "celery", "-A", "bench_tasks:celery", "worker", "-P", pool]
+            args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        args += ["-c", str(c or CONCURRENCY), "-Q", bench_tasks.QUEUE, "-l", "WARNING"]
+        name = f"{framework}-{pool}{'-hybrid' * hybrid}"
+        return self.procs.spawn([sys.executable, *args], self.env(framework, hybrid), name)
 
     def wait(self, done: Callable[[], bool], proc: Any, timeout_s: float, what: str) -> float:
         """Poll ``done`` every 10 ms; the time it became true. Raises if the worker died or timed out."""
@@ -234,64 +221,71 @@ class Bench:
             time.sleep(0.01)
         return time.perf_counter()
 
-    def finish(self, proc: Any) -> None:
-        """Stop the worker, close this run's producer apps, FLUSHALL."""
-        if proc is not None:
-            self.procs.stop(proc)
+    def finish(self) -> None:
+        """After every run: close its producer apps, FLUSHALL."""
         while self.open_apps:
             self.open_apps.pop().close()
         self.r.flushall()
 
-    # -- workloads: each runs one repeat for one framework
-
-    def drain(self, framework: str) -> str:
-        n = self.sizes["drain"]
-        self.prefill(framework, "incr", [()] * n)
-        assert self.backlog(framework) == n, "prefill did not land in the queue"
+    def timed(self, framework: str, key: str, n: int, done: Callable[[], bool]) -> dict[str, float]:
+        """Spawn a worker on the pre-filled queue and poll ``done``; times from the spawn."""
         redis_cpu = self.redis_cpu()
         started = time.perf_counter()
         proc = self.start_worker(framework)
+        worker, peak, stop = psutil.Process(proc.pid), [0], threading.Event()
+
+        def sample_rss() -> None:  # every 50 ms, the worker and its children
+            while not stop.wait(0.05) and proc.poll() is None:
+                with contextlib.suppress(psutil.Error):
+                    procs = [worker, *worker.children(recursive=True)]
+                    peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs))
+
+        threading.Thread(target=sample_rss, daemon=True).start()
         try:
-            ended = self.wait(lambda: self.counter() >= n, proc, 60 + n / 50, "drain")
-            worker_cpu = cpu_seconds(proc.pid)
+            elapsed = self.wait(done, proc, 60 + n / 20, key) - started
+            worker_cpu = tree_cpu(proc.pid)
         finally:
-            self.finish(proc)
-        self.record("drain", framework, n / (ended - started))
-        self.record("drain_cpu", framework, worker_cpu / n * 1000)
-        self.record("drain_rcpu", framework, (self.redis_cpu() - redis_cpu) / n * 1000)
-        return f"{n / (ended - started):,.0f} tasks/s, worker CPU {worker_cpu / n * 1e3:.3f} ms/task"
+            stop.set()
+            self.procs.stop(proc)
+        self.record(f"{key}_cpu", framework, worker_cpu / n * 1000)
+        self.record(f"{key}_rcpu", framework, (self.redis_cpu() - redis_cpu) / n * 1000)
+        return {"started": started, "elapsed": elapsed, "rss": peak[0] / 2**20}
+
+    def drain(self, framework: str) -> str:
+        n, first = self.sizes["drain"], []
+        self.prefill(framework, "incr", [()] * n)
+        assert self.backlog(framework) == n, "the prefill did not land in the queue"
+
+        def done() -> bool:
+            count = self.counter()
+            if count and not first:
+                first.append(time.perf_counter())
+            return count >= n
+
+        run = self.timed(framework, "drain", n, done)
+        startup = first[0] - run["started"]
+        self.record("drain", framework, n / run["elapsed"])
+        self.record("startup", framework, startup)
+        self.record("drain_steady", framework, (n - 1) / max(1e-3, run["elapsed"] - startup))
+        return f"{n / run['elapsed']:,.0f} tasks/s, first task done after {startup:.2f} s"
 
     def noop(self, framework: str) -> str:
         n = self.sizes["noop"]
-        # The INCR sentinel is fetched last (FIFO): done = sentinel ran and nothing left queued.
+        # An INCR sentinel is fetched last (FIFO): done = it ran and nothing is left queued.
         self.prefill(framework, "noop", [()] * (n - 1))
         self.prefill(framework, "incr", [()])
-        started = time.perf_counter()
-        proc = self.start_worker(framework)
-
-        def done() -> bool:
-            return self.counter() >= 1 and self.backlog(framework) == 0
-
-        try:
-            ended = self.wait(done, proc, 60 + n / 50, "noop")
-            worker_cpu = cpu_seconds(proc.pid)
-        finally:
-            self.finish(proc)
-        self.record("noop", framework, n / (ended - started))
-        self.record("noop_cpu", framework, worker_cpu / n * 1000)
-        return f"{n / (ended - started):,.0f} tasks/s"
+        run = self.timed(framework, "noop", n, lambda: self.counter() >= 1 and not self.backlog(framework))
+        self.record("noop", framework, n / run["elapsed"])
+        return f"{n / run['elapsed']:,.0f} tasks/s"
 
     def http(self, framework: str) -> str:
         n = self.sizes["http"]
         ideal = n / CONCURRENCY * HTTP_DELAY_MS / 1000
         ids = self.prefill(framework, "fetch", [(f"{self.target}/delay/{HTTP_DELAY_MS}",)] * n)
-        if framework == "greenq":
-            keys = [Keys.result(i) for i in ids]
-        else:
-            keys = [self.apps(framework).backend.get_key_for_task(i) for i in ids[:1]]
-            keys = [keys[0].replace(ids[0].encode(), i.encode()) for i in ids]
+        app = self.apps(framework)
+        key = Keys.result(ids[0]) if framework == "greenq" else app.backend.get_key_for_task(ids[0]).decode()
         probe = self.r.connection_pool.make_connection()
-        packed = probe.pack_command("EXISTS", *keys)  # packed once: the poll costs Redis, not us
+        packed = probe.pack_command("EXISTS", *(key.replace(ids[0], i) for i in ids))  # packed once
 
         def all_results() -> bool:
             if self.backlog(framework):
@@ -299,88 +293,60 @@ class Bench:
             probe.send_packed_command(packed, check_health=False)
             return int(probe.read_response()) == n
 
-        redis_cpu = self.redis_cpu()
-        started = time.perf_counter()
-        proc = self.start_worker(framework)
-        sampler = Sampler(proc.pid)
-        sampler.start()
         try:
-            ended = self.wait(all_results, proc, 60 + n / 20, "http")
-            worker_cpu = cpu_seconds(proc.pid)
-            sampler.done.set()
-            self.check_results(framework, ids[:: max(1, n // 5)], 200)
+            run = self.timed(framework, "http", n, all_results)
         finally:
-            sampler.done.set()
             probe.disconnect()
-            self.finish(proc)
-        elapsed = ended - started
-        self.record("http_s", framework, elapsed)
-        self.record("http_eff", framework, ideal / elapsed)
-        self.record("rss", framework, sampler.peak / 2**20)
-        self.record("http_cpu", framework, worker_cpu / n * 1000)
-        self.record("http_rcpu", framework, (self.redis_cpu() - redis_cpu) / n * 1000)
-        return f"{elapsed:.2f} s (efficiency {ideal / elapsed:.2f}), peak RSS {sampler.peak / 2**20:.1f} MB"
-
-    def check_results(self, framework: str, ids: list[str], expected: Any) -> None:
-        app = self.apps(framework)
-        for task_id in ids:
-            value = app.AsyncResult(task_id).get(timeout=10)
-            if value != expected:
-                raise RuntimeError(f"{framework} task {task_id} returned {value!r}, expected {expected!r}")
+        statuses = {app.AsyncResult(i).get(timeout=10) for i in ids[:: max(1, n // 5)]}
+        assert statuses == {200}, f"http tasks returned {statuses}"
+        self.record("http_s", framework, run["elapsed"])
+        self.record("http_eff", framework, ideal / run["elapsed"])
+        self.record("rss", framework, run["rss"])
+        return f"{run['elapsed']:.2f} s (efficiency {ideal / run['elapsed']:.2f}), RSS {run['rss']:.0f} MB"
 
     def ceilings(self, _framework: str) -> str:
+        """The bodies without a queue, in a gevent-patched child (``bench_tasks.py ceiling``)."""
         out = []
-        for kind, arg, n in (
-            ("http", f"{self.target}/delay/{HTTP_DELAY_MS}", self.sizes["http"]),
-            ("incr", "-", self.sizes["drain"]),
-        ):
-            args = [sys.executable, str(SCRIPTS / "bench_tasks.py"), "ceiling", kind, arg, str(n)]
-            proc = self.procs.spawn([*args, str(CONCURRENCY)], self.env(None), f"ceiling-{kind}")
-            try:
-                proc.wait(60 + n / 50)
-            except subprocess.TimeoutExpired:
-                raise RuntimeError(f"ceiling {kind} not done in time") from None
-            finally:
-                self.finish(proc)
-            if proc.returncode != 0:
-                raise RuntimeError(f"ceiling {kind} failed: {tail(proc)}")
-            result = json.loads(Path(proc.log_path).read_text().strip().splitlines()[-1])
-            rate = result["n"] / result["elapsed_s"]
-            self.record(f"ceiling_{kind}", "ceiling", rate)
-            out.append(f"{kind} {rate:,.0f}/s")
+        for kind, arg, n in (("http", self.target + f"/delay/{HTTP_DELAY_MS}", self.sizes["http"]),
+                             ("incr", "-", self.sizes["drain"])):  # fmt: skip
+            args = [sys.executable, str(SCRIPTS / "bench_tasks.py"), "ceiling", kind, arg, str(n), "500"]
+            done = subprocess.run(
+                args, env=self.env(None), capture_output=True, text=True, timeout=60 + n / 50
+            )
+            if done.returncode != 0:  # on timeout, run() kills the child by its PID and raises
+                raise RuntimeError(f"ceiling {kind} failed: {done.stderr[-500:]}")
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            self.record(f"ceiling_{kind}", "ceiling", result["n"] / result["elapsed_s"])
+            out.append(f"{kind} {result['n'] / result['elapsed_s']:,.0f}/s")
         return ", ".join(out)
 
     def enqueue(self, framework: str) -> str:
         n = self.sizes["enqueue"]
         task = self.apps(framework).tasks["bench.incr"]
-        started = time.perf_counter()
-        for _ in range(n):
-            task.delay()
-        single = n / (time.perf_counter() - started)
-        self.record("enqueue", framework, single)
-        assert self.backlog(framework) == n
-        self.finish(None)
-        if framework == "celery":
+        modes = {"enqueue": lambda: [task.delay() for _ in range(n)]}
+        if framework == "greenq":
+            modes["enqueue_batch"] = lambda: task.map([()] * n)
+        else:
             self.notes["enqueue_batch", "celery"] = "no pipelined batch API"
-            return f"single {single:,.0f}/s"
-        started = time.perf_counter()
-        task.map([()] * n)
-        batch = n / (time.perf_counter() - started)
-        self.record("enqueue_batch", framework, batch)
-        assert self.backlog(framework) == n
-        self.finish(None)
-        return f"single {single:,.0f}/s, batch {batch:,.0f}/s"
+        out = []
+        for key, send in modes.items():
+            started = time.perf_counter()
+            send()
+            rate = n / (time.perf_counter() - started)
+            assert self.backlog(framework) == n, f"{key}: {self.backlog(framework)} queued, not {n}"
+            self.r.flushall()
+            self.record(key, framework, rate)
+            out.append(f"{key} {rate:,.0f}/s")
+        return ", ".join(out)
 
     def latency(self, framework: str) -> str:
-        app = self.apps(framework)
-        task = app.tasks["bench.echo"]
+        task = self.apps(framework).tasks["bench.echo"]
         proc = self.start_worker(framework)
         rate, count = 100, 100 * self.sizes["latency_s"]
 
         def one() -> float:
             started = time.perf_counter()
-            result = task.delay().get(timeout=10)
-            assert result == 1
+            assert task.delay().get(timeout=10) == 1
             return (time.perf_counter() - started) * 1000
 
         try:
@@ -389,63 +355,68 @@ class Bench:
                 one()
             with concurrent.futures.ThreadPoolExecutor(32) as pool:
                 futures, start = [], time.perf_counter()
-                for i in range(count):
+                for i in range(count):  # open loop: sends on schedule, whatever the latency
                     time.sleep(max(0.0, start + i / rate - time.perf_counter()))
                     futures.append(pool.submit(one))
                 samples = [f.result() for f in futures]
         finally:
-            self.finish(proc)
+            self.procs.stop(proc)
         cuts = statistics.quantiles(samples, n=100)
         self.record("lat_p50", framework, cuts[49])
         self.record("lat_p99", framework, cuts[98])
         return f"p50 {cuts[49]:.2f} ms, p99 {cuts[98]:.2f} ms over {count} tasks"
 
     def cpu(self, framework: str) -> str:
-        out = [self.cpu_run(framework, "prefork", self.cores, "burn", "cpu_prefork")]
-        if framework == "greenq":
-            out.append(self.cpu_run(framework, "gevent", CONCURRENCY, "burn_cpu", "cpu_hybrid"))
-        else:
+        if framework == "celery":
             self.notes["cpu_hybrid", "celery"] = "no hybrid pool"
-        return "; ".join(out)
+            return self.cpu_run(framework, hybrid=False)
+        prefork = self.cpu_run(framework, hybrid=False)
+        self.finish()
+        return f"{prefork}; {self.cpu_run(framework, hybrid=True)}"
 
-    def cpu_run(self, framework: str, pool: str, concurrency: int, name: str, key: str) -> str:
-        n, loops = self.sizes["cpu"], self.loops
-        proc = self.start_worker(framework, pool, concurrency)
+    def cpu_run(self, framework: str, hybrid: bool) -> str:
+        """prefork -c cores, or a hybrid gevent worker running ``cpu=True`` tasks in its children."""
+        n, name, key, pool = self.sizes["cpu"], "burn", "cpu_prefork", "prefork"
+        if hybrid:
+            name, key, pool = "burn_cpu", "cpu_hybrid", "gevent"
+        proc = self.start_worker(framework, pool, 0 if hybrid else self.cores, hybrid)
+        what = f"{pool}{' hybrid' * hybrid}"
         try:
             self.prefill(framework, name, [(0,)])
             try:
-                self.wait(lambda: self.counter() >= 1, proc, 60, f"cpu {pool} warm-up")
+                self.wait(lambda: self.counter() >= 1, proc, 60, f"cpu {what} warm-up")
             except RuntimeError as exc:
                 if proc.poll() is None:
                     raise
-                self.notes[key, framework] = f"not yet available: {tail(proc, 1)[:90]}"
-                return f"{pool}: not yet available ({exc})"
-            pids = {int(p) for p in self.r.smembers(bench_tasks.PIDS)}
-            if pids == {proc.pid}:
-                self.notes[key, framework] = f"not yet available: ran in the worker process ({pool})"
-                return f"{pool} {name}: not yet available, the task ran in the worker process itself"
+                self.notes[key, framework] = f"not yet available: {tail(proc, 1)[:80]}"
+                return f"{what}: not yet available for {framework} ({exc})"
+            if {int(p) for p in self.r.smembers(bench_tasks.PIDS)} == {proc.pid}:
+                self.notes[key, framework] = "not yet available (ran in the worker process)"
+                return f"{what}: not yet available, the task ran in the worker process itself"
             started = time.perf_counter()
-            self.prefill(framework, name, [(loops,)] * n)
+            self.prefill(framework, name, [(self.loops,)] * n)
             ended = self.wait(lambda: self.counter() >= n + 1, proc, 60 + n * CPU_TASK_S * 4, "cpu")
         finally:
-            self.finish(proc)
+            self.procs.stop(proc)
         efficiency = n * self.task_s / self.cores / (ended - started)
         self.record(key, framework, efficiency)
-        return f"{pool}: {ended - started:.2f} s, efficiency {efficiency:.2f}"
+        return f"{what}: {ended - started:.2f} s, efficiency {efficiency:.2f}"
+
+    def start_target(self) -> None:
+        port, args = free_port(), [sys.executable, "-m", "greenq.demo.target", "--port"]
+        proc = self.procs.spawn([*args, str(port)], self.env(None), "target")
+        self.wait(lambda: "listening on" in Path(proc.log_path).read_text(), proc, 30, "HTTP target")
+        self.target = f"http://127.0.0.1:{port}"
 
     def calibrate(self) -> None:
-        """Loops of ``spin`` that take CPU_TASK_S here; ``task_s`` is the measured time of one."""
-        probe = 200_000
-        timings = []
-        for _ in range(5):
-            started = time.perf_counter()
-            bench_tasks.spin(probe)
-            timings.append(time.perf_counter() - started)
-        self.loops = int(probe * CPU_TASK_S / statistics.median(timings))
-        started = time.perf_counter()
+        """``loops`` of ``spin`` take CPU_TASK_S of CPU here (process time: blind to other load)."""
+        started = time.process_time()
+        bench_tasks.spin(1_000_000)
+        self.loops = int(1_000_000 * CPU_TASK_S / (time.process_time() - started))
+        started = time.process_time()
         bench_tasks.spin(self.loops)
-        self.task_s = time.perf_counter() - started
-        log(f"cpu task: spin({self.loops:,}) takes {self.task_s * 1000:.1f} ms")
+        self.task_s = time.process_time() - started
+        log(f"cpu task: spin({self.loops:,}) takes {self.task_s * 1000:.1f} ms of CPU")
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -457,19 +428,17 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
 
 
-def cell(bench: Bench, key: str, framework: str, unit: str) -> str:
-    values = bench.values.get((key, framework))
-    if not values:
-        return bench.notes.get((key, framework), "—")
-    med = statistics.median(values)
-    if len(values) == 1:
-        return fmt(med, unit)
-    return f"{fmt(med, unit)} ({fmt(min(values), unit)}-{fmt(max(values), unit)})"
-
-
 def median(bench: Bench, key: str, framework: str) -> float | None:
     values = bench.values.get((key, framework))
     return statistics.median(values) if values else None
+
+
+def cell(bench: Bench, key: str, framework: str, unit: str) -> str:
+    """Median (min-max), or the note saying why there is no figure."""
+    if not (values := bench.values.get((key, framework))):
+        return bench.notes.get((key, framework), "—")
+    spread = f" ({fmt(min(values), unit)}-{fmt(max(values), unit)})" if len(values) > 1 else ""
+    return fmt(statistics.median(values), unit) + spread
 
 
 def table(bench: Bench) -> tuple[str, list[tuple[str, float]]]:
@@ -478,61 +447,46 @@ def table(bench: Bench) -> tuple[str, list[tuple[str, float]]]:
     sizes = dict(bench.sizes, cores=bench.cores, ideal=ideal)
     rows = ["| workload | unit | greenq | Celery | greenq/Celery | better |", "|---|---|--:|--:|--:|:-:|"]
     chart = []
-    for key, (label, unit, higher) in METRICS.items():
+    for key, (label, unit, higher, chart_label) in METRICS.items():
         g, c = median(bench, key, "greenq"), median(bench, key, "celery")
         if g is None and c is None and (key, "greenq") not in bench.notes:
             continue
         ratio = f"{g / c:.2f}x" if g is not None and c else "—"
-        rows.append(
-            f"| {label.format(**sizes)} | {unit} | {cell(bench, key, 'greenq', unit)} | "
-            f"{cell(bench, key, 'celery', unit)} | {ratio} | {'higher' if higher else 'lower'} |"
-        )
-        if g and c and key in CHART:
-            chart.append((CHART[key], g / c if higher else c / g))
-    ceilings = (
-        ("ceiling_http", "http", "raw requests.get, 500 greenlets, no queue"),
-        ("ceiling_incr", "drain", "raw INCR, 500 greenlets, no queue"),
-    )
-    for key, workload, label in ceilings:
-        ceiling = median(bench, key, "ceiling")
-        if ceiling is None:
+        greenq, celery = cell(bench, key, "greenq", unit), cell(bench, key, "celery", unit)
+        better = "higher" if higher else "lower"
+        rows.append(f"| {label.format(**sizes)} | {unit} | {greenq} | {celery} | {ratio} | {better} |")
+        if g and c and chart_label:
+            chart.append((chart_label, g / c if higher else c / g))
+    for key, workload, label in (
+        ("ceiling_http", "http", "raw requests.get from 500 greenlets, no queue"),
+        ("ceiling_incr", "drain", "raw INCR from 500 greenlets, no queue"),
+    ):
+        if (ceiling := median(bench, key, "ceiling")) is None:
             continue
-        rows.append(f"| ceiling: {label} | /s | {cell(bench, key, 'ceiling', 'tasks/s')} | | | |")
+        rows.append(f"| ceiling: {label} | /s | {cell(bench, key, 'ceiling', '/s')} | | | |")
         fractions = []
         for framework in FRAMEWORKS:
+            rate = median(bench, "drain", framework)
             if workload == "http":
                 seconds = median(bench, "http_s", framework)
                 rate = bench.sizes["http"] / seconds if seconds else None
-            else:
-                rate = median(bench, "drain", framework)
             fractions.append(f"{rate / ceiling:.0%}" if rate else "—")
-        rows.append(f"| {workload} throughput as a fraction of it | | {' | '.join(fractions)} | | |")
+        rows.append(f"| {workload} throughput as a share of that ceiling | | {' | '.join(fractions)} | | |")
     if bench.failures:
-        rows.append("\nFailed runs (left out of the figures): " + "; ".join(bench.failures))
+        rows.append("\nFailed runs, left out of the figures: " + "; ".join(bench.failures))
     return "\n".join(rows), chart
 
 
 def versions(bench: Bench) -> str:
     names = ("greenq", "celery", "kombu", "redis", "hiredis", "gevent", "requests")
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
+    found = ", ".join(f"{name} {metadata.version(name)}" for name in names)
     server = bench.r.info("server")["redis_version"]
-    return f"Python {platform.python_version()}, " + ", ".join(found) + f", Redis server {server}"
+    return f"Python {platform.python_version()}, {found}, Redis server {server} (bundled)"
 
 
 def machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
     memory = psutil.virtual_memory().total / 2**30
     return f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB RAM, {platform.platform()}"
 
@@ -544,27 +498,18 @@ def draw_chart(chart: list[tuple[str, float]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(chart) + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(chart) + 1.6))
     labels, values = [c[0] for c in chart][::-1], [c[1] for c in chart][::-1]
     bars = ax.barh(labels, values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("greenq advantage over Celery (x, log scale; > 1 = greenq better)")
+    ax.set_xlabel("greenq advantage over Celery (x, log scale; > 1: greenq better)")
     for bar, value in zip(bars, values, strict=True):
         ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.1f}x", va="center")
-    ax.set_title("greenq vs Celery 5 (gevent -c 500, same Redis, same task bodies)")
+    ax.set_xlim(right=max(values) * 3)
+    ax.set_title("greenq vs Celery 5: gevent -c 500, same Redis, same task bodies")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def write_doc(out: Path, section: str) -> None:
-    text = out.read_text() if out.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = f"{text.rstrip()}\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(f"{head}{BEGIN}\n{section}\n{END}{rest.split(END, 1)[1]}")
 
 
 def report(bench: Bench, command: str, elapsed_s: float) -> None:
@@ -575,50 +520,39 @@ def report(bench: Bench, command: str, elapsed_s: float) -> None:
     if chart:
         draw_chart(chart, image)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    repeats = bench.args.repeats
-    section = "\n".join(
-        [
-            f"Command: `{command}` ({'1 repeat' if repeats == 1 else f'{repeats} repeats'}; "
-            f"median, with min-max; the run took {elapsed_s / 60:.1f} min)  ",
-            f"Date: {date}  ",
-            f"Machine: {machine()}  ",
-            f"Versions: {versions(bench)}",
-            "",
-            rows,
-            "",
-            f"![greenq advantage over Celery]({image.relative_to(out.parent).as_posix()})" if chart else "",
-        ]
-    )
-    write_doc(out, section)
+    repeats, image_link = bench.args.repeats, image.relative_to(out.parent).as_posix()
+    took, loads = f"{elapsed_s / 60:.1f} min", [v for values in bench.loads.values() for v in values] or [0]
+    section = f"""- Command: `{command}` ({repeats} repeat(s): median, with min-max; took {took})
+- Date: {date}
+- Machine: {machine()}
+- Versions: {versions(bench)}
+- Other processes used a median {statistics.median(loads):.0%} (max {max(loads):.0%}) of the machine's CPU
+  during the runs (worst run per workload: {", ".join(f"{w} {max(v):.0%}" for w, v in bench.loads.items())})
+
+{rows}
+
+{f"![greenq advantage over Celery]({image_link})" if chart else ""}"""
+    text = out.read_text() if out.exists() else "# Benchmarks\n"
+    text = text if BEGIN in text and END in text else f"{text.rstrip()}\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"{head}{BEGIN}\n{section}\n{END}{rest.split(END, 1)[1]}")
     log(f"wrote {out} and {image}")
 
 
 # ---- main -----------------------------------------------------------------------------------
 
 
-def start_target(procs: Procs, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = procs.spawn([sys.executable, "-m", "greenq.demo.target", "--port", str(port)], env, "target")
-    deadline = time.monotonic() + 30
-    while "listening on" not in Path(proc.log_path).read_text():  # type: ignore[attr-defined]
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"HTTP target did not start: {tail(proc)}")
-        time.sleep(0.05)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
-    parser.add_argument("--quick", action="store_true", help="1 repeat, ~10x smaller workloads")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, 10x smaller workloads")
     parser.add_argument("--repeats", type=int, help="runs per workload and framework (default 3; quick 1)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)} (memory = http)")
     parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     wanted = [w.strip().replace("memory", "http") for w in (args.only or ",".join(WORKLOADS)).split(",")]
-    unknown = set(wanted) - set(WORKLOADS)
-    if unknown:
+    if unknown := set(wanted) - set(WORKLOADS):
         parser.error(f"unknown workload(s) {', '.join(sorted(unknown))}; choose from {', '.join(WORKLOADS)}")
     args.workloads = [w for w in WORKLOADS if w in wanted]
     return args
@@ -626,30 +560,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = "python scripts/bench.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
     log_dir = Path(tempfile.mkdtemp(prefix="greenq-bench-"))
     procs = Procs(log_dir)
-    server = RedisServer(binary=bundled_binary()).start()
+    server = RedisServer(binary=bundled_binary(), data_dir=tempfile.mkdtemp(dir=log_dir)).start()
     log(f"redis-server pid {server.pid} on {server.url}; child logs in {log_dir}")
     try:
         bench = Bench(args, procs, server)
-        _, bench.target = start_target(procs, bench.env(None))
+        bench.start_target()
         log(f"HTTP target {bench.target}; workloads {', '.join(args.workloads)}, {args.repeats} repeat(s)")
         bench.calibrate()
         for workload in args.workloads:
-            runners = ["ceiling"] if workload == "ceilings" else list(FRAMEWORKS)
             for repeat in range(1, args.repeats + 1):
-                for framework in runners:
+                for framework in ["ceiling"] if workload == "ceilings" else FRAMEWORKS:
                     bench.r.flushall()
+                    wait_quiet(patience_s=10 if args.quick else 120)
+                    before = snapshot()
                     try:
                         summary = getattr(bench, workload)(framework)
-                    except (RuntimeError, AssertionError, redis.RedisError) as exc:
+                    except EXPECTED as exc:
                         summary = f"FAILED: {exc}"
                         bench.failures.append(f"{workload} {framework} #{repeat}: {exc}")
-                    log(f"{workload} {framework} {repeat}/{args.repeats}: {summary}")
+                    finally:
+                        bench.finish()
+                    load = other_load(before, snapshot())
+                    bench.loads[workload].append(load)
+                    log(f"{workload} {framework} {repeat}/{args.repeats}: {summary} [other load {load:.0%}]")
         report(bench, command, time.monotonic() - STARTED)
     finally:
-        procs.stop_all()
+        for proc in list(procs.live):
+            procs.stop(proc, grace_s=5.0)
         server.stop()
         log(f"stopped redis-server pid {server.pid} and every child")
     return 0

@@ -362,6 +362,21 @@ class RedisBroker:
         if commands:
             link.transaction(commands)
 
+    def ack_to_start(self, link: Link, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Early ack: ack a batch before the tasks start, one XACK per entry in one MULTI.
+
+        Returns, per delivery, whether this consumer still held it. False means another worker
+        recovered it (this worker's heartbeat had lapsed): the caller must not run it, or the
+        task would run twice.
+        """
+        commands: list[tuple[Any, ...]] = [("XACK", d.stream, GROUP, d.entry_id) for d in deliveries]
+        by_stream: dict[str, list[str]] = defaultdict(list)
+        for delivery in deliveries:
+            by_stream[delivery.stream].append(delivery.entry_id)
+        commands.extend(("XDEL", stream, *ids) for stream, ids in by_stream.items())
+        replies = link.transaction(commands)
+        return [reply == 1 for reply in replies[: len(deliveries)]]
+
     def requeue(self, link: Link, deliveries: Sequence[Delivery]) -> int:
         """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""
         return self.requeue_entries(link, [(d.stream, d.entry_id) for d in deliveries])

@@ -381,20 +381,37 @@ class Consumer:
                     return
                 batch = self.lanes.take()
             batch = self._drop_expired(batch)
-            early = [r.delivery for r in batch if not r.acks_late]
+            early = [r for r in batch if not r.acks_late]
             if early:
                 try:
-                    self.broker.flush(link, early, (), 0)
+                    still_ours = self.broker.ack_to_start(link, [r.delivery for r in early])
                     backoff.ok()
-                    self._disown(early)
                 except (BrokerUnavailable, BrokerError) as exc:
                     with self._cond:
                         self.lanes.put_back(batch)
                     backoff.failed(exc, self._stopping)
                     continue
+                self._disown([r.delivery for r in early])
+                batch = self._drop_recovered(batch, early, still_ours)
             for reserved in batch:
                 self._track_started(reserved)
                 self._submit(reserved)
+
+    def _drop_recovered(
+        self, batch: list[Reserved], early: list[Reserved], still_ours: list[bool]
+    ) -> list[Reserved]:
+        """Skip messages another worker recovered while this one's heartbeat had lapsed: they
+        were acked by nobody here, and running them would run them twice."""
+        lost = {id(r) for r, ours in zip(early, still_ours, strict=True) if not ours}
+        if not lost:
+            return batch
+        self.log.error(
+            "%s reserved messages were recovered by other workers (this worker's heartbeat "
+            "had lapsed; was the hub blocked?); not running them here",
+            len(lost),
+        )
+        self._release(len(lost))
+        return [r for r in batch if id(r) not in lost]
 
     def _drop_expired(self, batch: list[Reserved]) -> list[Reserved]:
         """A task whose ``expires`` passed before it could start does not run: REVOKED."""

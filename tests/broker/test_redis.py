@@ -99,3 +99,14 @@ def test_move_due_moves_only_due_messages_into_their_band(any_redis_url: str) ->
     assert r.xlen(Keys.stream("default", 7)) == 1
     assert r.zcard(Keys.delayed("default")) == 1
     assert 55 < broker.move_due(link, ["default"]) <= 60
+
+
+def test_ack_to_start_reports_messages_recovered_by_others(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    app.enqueue_many([("t.x", [i], None) for i in range(3)])
+    got = broker.fetch(link, ["default"], "slow", 10, 0)  # "slow" has no heartbeat: looks dead
+    broker.heartbeat(link, "other", b"{}", 10_000, ["default"])
+    assert broker.recover(link, ["default"], "other", max_deliveries=5) == (3, 0)
+    assert broker.ack_to_start(link, got) == [False, False, False]
+    again = broker.fetch(link, ["default"], "other", 10, 0)
+    assert broker.ack_to_start(link, again) == [True, True, True]

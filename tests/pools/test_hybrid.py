@@ -49,5 +49,5 @@ def test_blocking_task_is_logged_and_the_same_work_with_cpu_true_is_not(app: Gre
     assert basic.busy_loop.delay(0.5).get(timeout=30) == worker.pid
     match = worker.wait_for(r"task (\S+)\[\w+\] blocked the event loop for ([\d.]+)s")
     assert match.group(1) == "tests.apps.basic.busy_loop"
-    assert float(match.group(2)) >= 0.3
+    assert float(match.group(2)) >= 0.1  # a lower bound: the monitor thread samples
     assert "busy_loop_cpu" not in "".join(line for line in worker.lines if "blocked the event loop" in line)
