@@ -268,6 +268,24 @@ class GreenQ:
             self.broker.enqueue(items)
         return [AsyncResult(message.id, app=self) for message, _ in items]
 
+    @property
+    def control(self) -> Control:
+        """Operations on tasks already sent: ``app.control.revoke(task_id)``."""
+        return Control(self)
+
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on a task's result by id."""
         return AsyncResult(task_id, app=self)
+
+
+class Control:
+    """Remote control through Redis state; no broadcast round trip to workers."""
+
+    def __init__(self, app: GreenQ) -> None:
+        self.app = app
+
+    def revoke(self, task_id: str | Sequence[str]) -> None:
+        """Revoke tasks that have not started: every worker (also one started later) skips them
+        and records REVOKED. The revocation lives in Redis for ``result_expires``."""
+        ids = [task_id] if isinstance(task_id, str) else list(task_id)
+        self.app.broker.revoke(ids, self.app.conf.result_expires)

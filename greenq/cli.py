@@ -190,6 +190,14 @@ def cmd_result(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    _apply_common(app, args)
+    app.control.revoke(args.ids)
+    print(f"revoked {len(args.ids)} task(s)")
+    return 0
+
+
 def cmd_embedded(args: argparse.Namespace) -> int:
     from greenq.embedded import EmbeddedRedis
 
@@ -265,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     result.add_argument("id")
     result.add_argument("--wait", type=float, help="wait up to this many seconds for it to be ready")
     result.set_defaults(handler=cmd_result)
+
+    revoke = subs.add_parser("revoke", help="revoke tasks that have not started")
+    _add_app_flags(revoke)
+    revoke.add_argument("ids", nargs="+")
+    revoke.set_defaults(handler=cmd_revoke)
 
     embedded = subs.add_parser("embedded", help="the embedded redis-server under ./.greenq")
     embedded.add_argument("action", choices=["status", "start", "stop"])

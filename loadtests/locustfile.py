@@ -7,6 +7,8 @@ locust's stats, so its live UI, CSV and HTML report show throughput and percenti
 * ``enqueue <kind>``: the time ``delay()`` took (encode + one Redis round trip);
 * ``complete <kind>``: the time from just before ``delay()`` to the result in hand, i.e. queueing
   + execution + result delivery, as the producing service sees it. Its rate is completed tasks/s.
+* ``body <kind>``: how long the task body took inside the worker, as the task itself measured it
+  (wall time of the GET; CPU time of the loop). ``complete - body`` is what the queue added.
 
 A task that fails, times out or returns something unexpected is a ``complete`` failure with the
 exception; a ``delay()`` that raises is an ``enqueue`` failure (nothing is waited for).
@@ -68,15 +70,15 @@ class Producer(User):
     wait_time = constant(0)
     kind = ""
 
-    def call(self) -> tuple[Task, tuple[Any, ...], Any]:
-        """The task to send, its arguments, and the result it must return."""
+    def call(self) -> tuple[Task, tuple[Any, ...], str, Any]:
+        """The task to send, its arguments, and the key and value its result dict must hold."""
         raise NotImplementedError
 
-    def _fire(self, request_type: str, started: float, exception: Exception | None) -> None:
+    def _fire(self, request_type: str, ms: float, exception: Exception | None = None) -> None:
         self.environment.events.request.fire(
             request_type=request_type,
             name=self.kind,
-            response_time=(time.perf_counter() - started) * 1000,
+            response_time=ms,
             response_length=0,
             exception=exception,
             context={},
@@ -84,22 +86,25 @@ class Producer(User):
 
     @task
     def enqueue_and_wait(self) -> None:
-        greenq_task, args, expected = self.call()
+        greenq_task, args, key, expected = self.call()
         started = time.perf_counter()
         try:
             result = greenq_task.delay(*args)
         except Exception as exc:
-            self._fire("enqueue", started, exc)
+            self._fire("enqueue", (time.perf_counter() - started) * 1000, exc)
             return
-        self._fire("enqueue", started, None)
+        self._fire("enqueue", (time.perf_counter() - started) * 1000)
         error: Exception | None = None
+        value: Any = None
         try:
             value = result.get(timeout=TIMEOUT_S)
-            if expected is not None and value != expected:
-                error = UnexpectedResult(f"task {result.id} returned {value!r}, expected {expected!r}")
+            if not isinstance(value, dict) or value.get(key) != expected:
+                error = UnexpectedResult(f"task {result.id} returned {value!r}, expected {key}={expected!r}")
         except Exception as exc:
             error = exc
-        self._fire("complete", started, error)
+        self._fire("complete", (time.perf_counter() - started) * 1000, error)
+        if error is None:
+            self._fire("body", float(value["ms"]))
 
 
 class HttpProducer(Producer):
@@ -108,8 +113,8 @@ class HttpProducer(Producer):
     abstract = KIND not in ("http", "mixed")
     kind = "http"
 
-    def call(self) -> tuple[Task, tuple[Any, ...], Any]:
-        return tasks.http_get, (TARGET_URL,), 200
+    def call(self) -> tuple[Task, tuple[Any, ...], str, Any]:
+        return tasks.http_get, (TARGET_URL,), "status", 200
 
 
 class CpuProducer(Producer):
@@ -122,8 +127,8 @@ class CpuProducer(Producer):
 
     expected = tasks.cpu_body(tasks.CPU_LOOPS) if not abstract else None
 
-    def call(self) -> tuple[Task, tuple[Any, ...], Any]:
-        return CPU_TASKS[CPU_TASK_NAME], (), self.expected
+    def call(self) -> tuple[Task, tuple[Any, ...], str, Any]:
+        return CPU_TASKS[CPU_TASK_NAME], (), "value", self.expected
 
 
 @events.test_start.add_listener

@@ -279,11 +279,11 @@ def _num(value: str) -> float | None:
 
 
 def read_stats(prefix: Path) -> dict[str, dict[str, Any]]:
-    """``{"complete http": {...}, "enqueue http": {...}}`` from locust's ``_stats.csv``."""
+    """``{"complete http": {...}, "enqueue http": {...}, "body http": {...}}`` from ``_stats.csv``."""
     rows: dict[str, dict[str, Any]] = {}
     with open(f"{prefix}_stats.csv", newline="") as handle:
         for row in csv.DictReader(handle):
-            if row["Type"] not in ("complete", "enqueue"):
+            if row["Type"] not in ("complete", "enqueue", "body"):
                 continue
             rows[f"{row['Type']} {row['Name']}"] = {
                 "count": int(row["Request Count"]),

@@ -143,8 +143,9 @@ def start_worker(redis_url: str) -> Iterator:
     ) -> WorkerProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_") or k == "GREENQ_HOME"}
         # The test app has cpu=True tasks; only the hybrid tests (--cpu-workers N) want children.
-        full_env.update({"GREENQ_BROKER_URL": url or redis_url, "PYTHONUNBUFFERED": "1",
-                         "GREENQ_WORKER_CPU_WORKERS": "0"})
+        full_env.update(
+            {"GREENQ_BROKER_URL": url or redis_url, "PYTHONUNBUFFERED": "1", "GREENQ_WORKER_CPU_WORKERS": "0"}
+        )
         full_env.update(env or {})
         worker = WorkerProcess(["-A", app, "-l", "INFO", *args], full_env)
         started.append(worker)

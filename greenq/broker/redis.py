@@ -76,6 +76,10 @@ class Keys:
     def worker(consumer: str) -> str:
         return f"greenq:worker:{{{consumer}}}"
 
+    @staticmethod
+    def revoked(task_id: str) -> str:
+        return f"greenq:revoked:{{{task_id}}}"
+
     WORKERS = "greenq:workers"
     QUEUES = "greenq:queues"
 
@@ -362,20 +366,37 @@ class RedisBroker:
         if commands:
             link.transaction(commands)
 
-    def ack_to_start(self, link: Link, deliveries: Sequence[Delivery]) -> list[bool]:
-        """Early ack: ack a batch before the tasks start, one XACK per entry in one MULTI.
+    def start_batch(
+        self, link: Link, early: Sequence[Delivery], task_ids: Sequence[str]
+    ) -> tuple[list[bool], list[bool]]:
+        """Before a batch starts, in one round trip: early-ack ``early`` (one XACK per entry) and
+        look up which of ``task_ids`` are revoked.
 
-        Returns, per delivery, whether this consumer still held it. False means another worker
-        recovered it (this worker's heartbeat had lapsed): the caller must not run it, or the
-        task would run twice.
+        Returns (per early delivery: does this consumer still hold it; per task id: revoked?).
+        A False in the first list means another worker recovered the message (this worker's
+        heartbeat had lapsed): the caller must not run it, or the task would run twice.
         """
-        commands: list[tuple[Any, ...]] = [("XACK", d.stream, GROUP, d.entry_id) for d in deliveries]
+        commands: list[tuple[Any, ...]] = [("XACK", d.stream, GROUP, d.entry_id) for d in early]
         by_stream: dict[str, list[str]] = defaultdict(list)
-        for delivery in deliveries:
+        for delivery in early:
             by_stream[delivery.stream].append(delivery.entry_id)
-        commands.extend(("XDEL", stream, *ids) for stream, ids in by_stream.items())
-        replies = link.transaction(commands)
-        return [reply == 1 for reply in replies[: len(deliveries)]]
+        deletes = [("XDEL", stream, *ids) for stream, ids in by_stream.items()]
+        lookups = [("EXISTS", Keys.revoked(task_id)) for task_id in task_ids]
+        replies = link.transaction([*commands, *deletes, *lookups]) if early else link.pipeline(lookups)
+        acked = [reply == 1 for reply in replies[: len(early)]]
+        return acked, [reply == 1 for reply in replies[len(replies) - len(lookups) :]] if lookups else []
+
+    def ack_to_start(self, link: Link, deliveries: Sequence[Delivery]) -> list[bool]:
+        """Early-ack a batch; see ``start_batch``."""
+        return self.start_batch(link, deliveries, ())[0]
+
+    def revoke(self, task_ids: Sequence[str], ttl_s: float) -> None:
+        """Mark tasks revoked for ``ttl_s``: any worker, also one started later, skips them."""
+        with self.guard():
+            pipe = self.client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.set(Keys.revoked(task_id), 1, px=int(ttl_s * 1000))
+            pipe.execute()
 
     def requeue(self, link: Link, deliveries: Sequence[Delivery]) -> int:
         """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""

@@ -382,17 +382,19 @@ class Consumer:
                 batch = self.lanes.take()
             batch = self._drop_expired(batch)
             early = [r for r in batch if not r.acks_late]
-            if early:
-                try:
-                    still_ours = self.broker.ack_to_start(link, [r.delivery for r in early])
-                    backoff.ok()
-                except (BrokerUnavailable, BrokerError) as exc:
-                    with self._cond:
-                        self.lanes.put_back(batch)
-                    backoff.failed(exc, self._stopping)
-                    continue
-                self._disown([r.delivery for r in early])
-                batch = self._drop_recovered(batch, early, still_ours)
+            try:
+                still_ours, revoked = self.broker.start_batch(
+                    link, [r.delivery for r in early], [r.message.id for r in batch]
+                )
+                backoff.ok()
+            except (BrokerUnavailable, BrokerError) as exc:
+                with self._cond:
+                    self.lanes.put_back(batch)
+                backoff.failed(exc, self._stopping)
+                continue
+            self._disown([r.delivery for r in early])
+            batch = self._drop_recovered(batch, early, still_ours)
+            batch = self._drop_revoked(batch, revoked)
             for reserved in batch:
                 self._track_started(reserved)
                 self._submit(reserved)
@@ -412,6 +414,35 @@ class Consumer:
         )
         self._release(len(lost))
         return [r for r in batch if id(r) not in lost]
+
+    def _drop_revoked(self, batch: list[Reserved], revoked: list[bool]) -> list[Reserved]:
+        keep = []
+        for reserved, is_revoked in zip(batch, revoked, strict=False):
+            if not is_revoked:
+                keep.append(reserved)
+                continue
+            self._skip(reserved, "revoked")
+        return keep
+
+    def _skip(self, reserved: Reserved, reason: str) -> None:
+        """Record REVOKED for a message that will not run; late-ack ones are acked with it."""
+        message = reserved.message
+        self.stats.revoked += 1
+        self.log.info("task %s[%s] %s before it started; not running it", message.task, message.id, reason)
+        payload = result_payload(
+            message.id,
+            message.task,
+            REVOKED,
+            exc_type="TaskRevoked",
+            exc_message=reason,
+            retries=message.retries,
+            worker=self.consumer_id,
+        )
+        if reserved.acks_late:
+            self._queue_flush(result=(message.id, payload), ack=reserved.delivery)
+        else:
+            self._queue_flush(result=(message.id, payload))
+            self._release(1)
 
     def _drop_expired(self, batch: list[Reserved]) -> list[Reserved]:
         """A task whose ``expires`` passed before it could start does not run: REVOKED."""

@@ -163,3 +163,28 @@ def busy_loop_cpu(seconds: float) -> int:
     while time.perf_counter() < deadline:
         pass
     return os.getpid()
+
+
+@app.task(bind=True, max_retries=5)
+def flaky(self, tag: str, fail_times: int) -> int:
+    """Fails ``fail_times`` times through self.retry(), then returns how many retries it took."""
+    attempt = client().hincrby(f"runs:{tag}", self.request.id, 1)
+    client().rpush(f"seen-retries:{tag}", self.request.retries)
+    if attempt <= fail_times:
+        raise self.retry(exc=OSError(f"attempt {attempt}"), countdown=0.1)
+    return self.request.retries
+
+
+@app.task(autoretry_for=(OSError,), retry_backoff=0.05, retry_jitter=False, max_retries=3, acks_late=True)
+def always_fails(tag: str) -> None:
+    client().hincrby(f"runs:{tag}", always_fails.request.id, 1)
+    raise OSError("still broken")
+
+
+@app.task(bind=True)
+def on_time(self, tag: str) -> float:
+    """Records how late it started against its ETA (seconds; negative would mean early)."""
+    lateness = time.time() - (self.request.eta or time.time())
+    client().hincrby(f"runs:{tag}", self.request.id, 1)
+    client().hset(f"lateness:{tag}", self.request.id, lateness)
+    return lateness

@@ -107,6 +107,6 @@ def test_ack_to_start_reports_messages_recovered_by_others(any_redis_url: str) -
     got = broker.fetch(link, ["default"], "slow", 10, 0)  # "slow" has no heartbeat: looks dead
     broker.heartbeat(link, "other", b"{}", 10_000, ["default"])
     assert broker.recover(link, ["default"], "other", max_deliveries=5) == (3, 0)
-    assert broker.ack_to_start(link, got) == [False, False, False]
+    assert broker.start_batch(link, got, ["a", "b"]) == ([False, False, False], [False, False])
     again = broker.fetch(link, ["default"], "other", 10, 0)
     assert broker.ack_to_start(link, again) == [True, True, True]
