@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["status", "start", "stop"])
     embedded.set_defaults(handler=cmd_embedded)
 
+    from greenq.ops_cli import add_commands
+
+    add_commands(subs, _add_app_flags)
+
     demo = subs.add_parser("demo", help="run HTTP tasks through a local worker and show the figures")
     demo.add_argument("--tasks", type=int, default=3000)
     demo.add_argument("-c", "--concurrency", type=int, default=500)

@@ -67,6 +67,7 @@ class Reserved:
     task: Task
     acks_late: bool
     lane: str = "main"
+    started: float = 0.0
 
 
 class Lanes:
@@ -482,6 +483,7 @@ class Consumer:
         self._next_key += 1
         key = self._next_key
         self._running[key] = reserved
+        reserved.started = time.time()
         job = Job(
             key=key,
             task=message.task,
@@ -639,8 +641,10 @@ class Consumer:
                 "started_at": stats.started_at,
                 "heartbeat_at": time.time(),
                 "active": [
-                    {"id": r.message.id, "task": r.message.task} for r in list(self._running.values())[:100]
+                    {"id": r.message.id, "task": r.message.task, "started": r.started, "args": r.message.args}
+                    for r in list(self._running.values())[:100]
                 ],
+                "tasks": sorted(self.app.tasks),
                 **self.lanes.stats(),
                 **self.extra_info,
             }
