@@ -127,14 +127,40 @@ def results_table(table_rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def processed(result: dict[str, Any]) -> int:
+    """Tasks the worker said it processed (its log line at exit)."""
+    text = (result.get("worker_processed") or "").split(" processed")[0].replace(",", "")
+    return int(text) if text.isdigit() else 0
+
+
+def per_task_ms(result: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per processed task of each process group this run started, and their total."""
+    count = processed(result)
+    usage = result["usage"]
+    if not count:
+        return {}
+    out = {name: pct / 100 * usage["wall_s"] * 1000 / count for name, pct in usage["cpu_pct"].items()}
+    out["total"] = sum(out.values())
+    return out
+
+
 def cpu_table(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| Scenario | worker | locust | target | redis | other processes | idle | machine busy just before |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| Scenario | worker | locust | target | redis | other processes | idle | machine busy just before "
+        "| CPU ms per task: worker / locust / target / redis = total | 2-core ceiling |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for result in results["scenarios"]:
         usage = result["usage"]
         cpu = usage["cpu_pct"]
+        per = per_task_ms(result)
+        per_text = (
+            " / ".join(f"{per.get(name, 0):.2f}" for name in ("worker", "locust", "target", "redis"))
+            + f" = **{per['total']:.2f}**"
+            if per
+            else "n/a"
+        )
+        ceiling = f"{2000 / per['total']:,.0f}/s" if per else "n/a"
         quiet = result.get("quiet")
         before = (
             f"{2 * quiet['busy_pct']:.0f} % (waited {quiet['waited_s']:.0f} s)" if quiet else "not checked"
@@ -142,7 +168,7 @@ def cpu_table(results: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {result['scenario']['key']} | {cpu.get('worker', 0):.0f} % | {cpu.get('locust', 0):.0f} % "
             f"| {cpu.get('target', 0):.0f} % | {cpu.get('redis', 0):.0f} % | {usage['other_cpu_pct']:.0f} % "
-            f"| {usage['idle_pct']:.0f} % | {before} |"
+            f"| {usage['idle_pct']:.0f} % | {before} | {per_text} | {ceiling} |"
         )
     return lines
 
@@ -299,7 +325,9 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "## Where the CPU went",
         "",
         "Averaged over each locust run, in % of one core (the machine has 200 %). 'other processes' is "
-        "the whole machine's busy time minus every process this run started.",
+        "the whole machine's busy time minus every process this run started. CPU ms per task divides each "
+        "group's CPU time by the tasks the worker processed; the 2-core ceiling is the completed/s that "
+        "budget allows if this run had both cores to itself (2,000 ms of CPU per second / total ms).",
         "",
         *cpu_table(results),
         "",

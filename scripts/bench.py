@@ -134,11 +134,10 @@ def wait_quiet(patience_s: float, limit: float = 0.15) -> None:
     deadline = time.monotonic() + patience_s
     while time.monotonic() < deadline:
         before = snapshot()
-        time.sleep(0.5)
+        time.sleep(1.0)
         if (load := other_load(before, snapshot())) <= limit:
             return
         log(f"other processes use {load:.0%} of the machine; waiting for quiet")
-        time.sleep(2)
 
 
 # ---- the workloads -------------------------------------------------------------------------
@@ -167,7 +166,7 @@ class Bench:
         of the machine meanwhile. Keeps the figures of the last attempt."""
         for attempt in range(3):
             self.r.flushall()
-            wait_quiet(patience_s=3 if self.args.quick else 180)
+            wait_quiet(patience_s=0 if self.args.quick else 180)
             before, self.pending = snapshot(), []
             try:
                 summary = getattr(self, workload)(framework)
@@ -177,10 +176,10 @@ class Bench:
             finally:
                 self.finish()
             load = other_load(before, snapshot())
-            log(f"{label}: {summary} [other processes: {load:.0%} of the machine]")
-            if load <= 0.3 or self.args.quick or attempt == 2 or not self.pending:
+            again = load > 0.3 and not self.args.quick and attempt < 2 and bool(self.pending)
+            log(f"{label}: {summary} [other processes: {load:.0%} of the machine]{' - again' * again}")
+            if not again:
                 break
-            log(f"{label}: the machine was busy; running it again")
         for key, fw, value in self.pending:
             self.values[key, fw].append(value)
         self.loads[workload].append(load)
@@ -244,8 +243,7 @@ class Bench:
 
     def timed(self, framework: str, key: str, n: int, done: Callable[[], bool]) -> dict[str, float]:
         """Spawn a worker on the pre-filled queue and poll ``done``; times from the spawn."""
-        redis_cpu = self.redis_cpu()
-        started = time.perf_counter()
+        redis_cpu, started = self.redis_cpu(), time.perf_counter()
         proc = self.start_worker(framework)
         worker, peak, sampled = psutil.Process(proc.pid), [0], threading.Event()
 
@@ -294,8 +292,7 @@ class Bench:
         return f"{n / run['elapsed']:,.0f} tasks/s"
 
     def http(self, framework: str) -> str:
-        n = self.sizes["http"]
-        ideal = n / CONCURRENCY * HTTP_DELAY_MS / 1000
+        n, ideal = self.sizes["http"], self.sizes["http"] / CONCURRENCY * HTTP_DELAY_MS / 1000
         ids = self.prefill(framework, "fetch", [(f"{self.target}/delay/{HTTP_DELAY_MS}",)] * n)
         app = self.apps(framework)
         key = Keys.result(ids[0]) if framework == "greenq" else app.backend.get_key_for_task(ids[0]).decode()
@@ -508,6 +505,7 @@ def environment(bench: Bench) -> tuple[str, str]:
 
 def draw_chart(chart: list[tuple[str, float]], path: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -515,13 +513,15 @@ def draw_chart(chart: list[tuple[str, float]], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(chart) + 1.6))
     labels, values = [c[0] for c in chart][::-1], [c[1] for c in chart][::-1]
-    bars = ax.barh(labels, values, color=["#2a9d8f" if v >= 1 else "#e76f51" for v in values])
+    colors = ["#2a9d8f" if v >= 1 else "#e76f51" for v in values]
+    bars = ax.barh(labels, [v - 1 for v in values], left=1, color=colors)  # from 1x, either way
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xscale("log")
-    ax.set_xlabel("greenq advantage over Celery (x, log scale; > 1: greenq better)")
+    ax.set_xlim(min([*values, 1]) / 1.5, max([*values, 1]) * 2.5)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+    ax.set_xlabel("greenq advantage over Celery (log scale; > 1x: greenq better)")
     for bar, value in zip(bars, values, strict=True):
-        ax.text(value, bar.get_y() + bar.get_height() / 2, f" {value:.1f}x", va="center")
-    ax.set_xlim(right=max(values) * 3)
+        ax.text(max(value, 1), bar.get_y() + bar.get_height() / 2, f" {value:.1f}x", va="center")
     ax.set_title("greenq vs Celery 5: gevent -c 500, same Redis, same task bodies")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

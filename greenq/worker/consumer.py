@@ -361,12 +361,13 @@ class Consumer:
         return Reserved(delivery, message, task, acks_late, lane)
 
     def _reject(self, link: Any, delivery: Delivery, reason: str) -> None:
-        self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
-        self.stats.dead_lettered += 1
         try:
             self.broker.dead_letter(link, delivery, reason, self.consumer_id)
         except BrokerUnavailable as exc:
             self.log.warning("could not dead-letter %s (%s); it will be recovered", delivery.entry_id, exc)
+            return None
+        self.stats.dead_lettered += 1
+        self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
         return None
 
     # ---- dispatch --------------------------------------------------------------------
