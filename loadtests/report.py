@@ -335,6 +335,23 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "",
         f"![completed per second over time]({rel['timeline']})",
         "",
+        "## What bounds these figures",
+        "",
+        "- **Two cores for everything.** The producers (locust, ~1 ms of CPU per task for `delay()` + "
+        "`get()` + its own stats), the worker, the target (~0.3 ms per request) and Redis share them, so "
+        "the HTTP scenarios are CPU-bound long before 200 in-flight 100 ms GETs (2,000/s) could be. The "
+        "'CPU ms per task' column says what each part costs; the 2-core ceiling is what that budget allows.",
+        "- **A shared machine.** Other people's builds and tests ran on the same cores during some "
+        "scenarios ('other processes'); their share varies from run to run, and so do the figures. "
+        "Compare scenarios by CPU ms per task, which moves far less than throughput, and rerun with "
+        "`--wait-quiet` for cleaner numbers.",
+        "- **Producer connection pool.** Each user blocked in `get()` holds one redis-py connection, and "
+        "redis-py 8 caps a pool at 100 connections and raises `Too many connections` beyond that. The "
+        "run gives locust's producer `?max_connections=1000` in its broker URL; without it (`run.py "
+        "--producer-max-connections 0`) most enqueues of 200 users fail with `BrokerUnavailable`.",
+        "- **Short runs** (`--quick`, 10 s) include locust's start-up in the CPU figures and a backlog "
+        "still building up in the prefork HTTP scenario; use the full run for figures.",
+        "",
         "## The target alone",
         "",
         "`loadtests/target.py` serves `greenq.demo.target`'s WSGI app from 2 gevent processes (one "

@@ -155,10 +155,11 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15) -> None:
             proc.kill()
             proc.wait(5)
     for child in descendants:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            child.wait(3)
         with contextlib.suppress(psutil.NoSuchProcess, psutil.TimeoutExpired):
-            child.kill()
+            child.wait(3)
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.is_running():
+                child.kill()
 
 
 # ---- sampling ------------------------------------------------------------------------------------
@@ -525,11 +526,9 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -> 
         assert server.pid is not None
         ctx = Context(work, env, locust_env, {"target": target.pid, "redis": server.pid})
         client = redis.Redis.from_url(server.url)
-        waited = 0.0
         for scenario in scenarios:
             client.flushall()
-            quiet = wait_quiet(args.wait_quiet - waited) if args.wait_quiet else None
-            waited += quiet["waited_s"] if quiet else 0.0
+            quiet = wait_quiet(args.wait_quiet / len(scenarios)) if args.wait_quiet else None
             print(
                 f"{scenario.key}: {scenario.title} ({args.duration}s, {scenario.users} users) ...", flush=True
             )
@@ -582,7 +581,7 @@ def main() -> int:
         "--wait-quiet",
         type=float,
         default=0.0,
-        help="before each scenario, wait until the machine is < 15 %% busy; at most this many s in all",
+        help="wait before each scenario until the machine is < 15 %% busy; this many s in all, split evenly",
     )
     parser.add_argument("--no-docs", action="store_true", help="print figures, leave docs/ alone")
     args = parser.parse_args()

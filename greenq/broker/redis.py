@@ -369,22 +369,22 @@ class RedisBroker:
     def start_batch(
         self, link: Link, early: Sequence[Delivery], task_ids: Sequence[str]
     ) -> tuple[list[bool], list[bool]]:
-        """Before a batch starts, in one round trip: early-ack ``early`` (one XACK per entry) and
-        look up which of ``task_ids`` are revoked.
+        """Before a batch starts, in one round trip (``start.lua``): early-ack ``early`` and look
+        up which of ``task_ids`` are revoked.
 
         Returns (per early delivery: does this consumer still hold it; per task id: revoked?).
         A False in the first list means another worker recovered the message (this worker's
         heartbeat had lapsed): the caller must not run it, or the task would run twice.
         """
-        commands: list[tuple[Any, ...]] = [("XACK", d.stream, GROUP, d.entry_id) for d in early]
-        by_stream: dict[str, list[str]] = defaultdict(list)
-        for delivery in early:
-            by_stream[delivery.stream].append(delivery.entry_id)
-        deletes = [("XDEL", stream, *ids) for stream, ids in by_stream.items()]
-        lookups = [("EXISTS", Keys.revoked(task_id)) for task_id in task_ids]
-        replies = link.transaction([*commands, *deletes, *lookups]) if early else link.pipeline(lookups)
-        acked = [reply == 1 for reply in replies[: len(early)]]
-        return acked, [reply == 1 for reply in replies[len(replies) - len(lookups) :]] if lookups else []
+        keys = [d.stream for d in early] + [Keys.revoked(task_id) for task_id in task_ids]
+        if not keys:
+            return [], []
+        flags = _text(
+            link.call(
+                "EVAL", script("start"), len(keys), *keys, GROUP, len(early), *(d.entry_id for d in early)
+            )
+        )
+        return [f == "1" for f in flags[: len(early)]], [f == "1" for f in flags[len(early) :]]
 
     def ack_to_start(self, link: Link, deliveries: Sequence[Delivery]) -> list[bool]:
         """Early-ack a batch; see ``start_batch``."""

@@ -1,0 +1,23 @@
+-- start.lua: everything a batch needs before its tasks start, in one call.
+-- KEYS[1..E]      the band stream of each early-ack message (E = ARGV[2])
+-- KEYS[E+1..E+N]  the revocation key (greenq:revoked:{ID}) of every message in the batch
+-- ARGV[1]         consumer group name
+-- ARGV[2]         E, the number of early-ack messages
+-- ARGV[3..E+2]    the entry ids of the early-ack messages, in KEYS order
+-- Early ack: XACK + XDEL each early message. XACK returns 0 for an entry this consumer no
+-- longer holds (another worker recovered it while this one's heartbeat had lapsed): the
+-- caller must not run it. Returns a string of E+N flags: for each early message '1' if it
+-- was still held, then for each message '1' if it is revoked.
+local group = ARGV[1]
+local early = tonumber(ARGV[2])
+local flags = {}
+for i = 1, early do
+  local stream, id = KEYS[i], ARGV[i + 2]
+  local held = redis.call('XACK', stream, group, id)
+  redis.call('XDEL', stream, id)
+  flags[#flags + 1] = held == 1 and '1' or '0'
+end
+for i = early + 1, #KEYS do
+  flags[#flags + 1] = redis.call('EXISTS', KEYS[i]) == 1 and '1' or '0'
+end
+return table.concat(flags)
