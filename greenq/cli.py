@@ -137,7 +137,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from greenq.worker.execute import ChildApp
     from greenq.worker.main import run_worker
 
-    return run_worker(app, name=name, child_app=ChildApp(args.app, args.config, overrides))
+    return run_worker(
+        app, name=name, child_app=ChildApp(args.app, args.config, overrides), metrics_port=args.metrics_port
+    )
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -251,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-memory-per-child", type=int, help="KiB")
     worker.add_argument("--time-limit", type=float)
     worker.add_argument("--cpu-workers", type=int, help="gevent: child processes for cpu=True tasks")
+    worker.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     worker.add_argument("--soft-time-limit", type=float)
     worker.set_defaults(handler=cmd_worker)
 

@@ -211,6 +211,44 @@ def cmd_dead(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events(args: argparse.Namespace) -> int:
+    """Tail the task events stream live (workers need worker_send_task_events)."""
+    from greenq.broker.redis import Keys
+
+    _, broker = _broker(args)
+    shown, last = 0, "0-0" if args.from_start else "$"
+    with broker.guard():
+        while args.count is None or shown < args.count:
+            reply = broker.client.xread({Keys.EVENTS: last}, count=100, block=1000)
+            for entry_id, fields in reply[0][1] if reply else []:
+                last = entry_id
+                event = json.loads(fields[b"e"])
+                if args.task and event.get("task") != args.task:
+                    continue
+                print(
+                    json.dumps(event)
+                    if args.json
+                    else f"{time.strftime('%H:%M:%S', time.localtime(event['time']))} {event['event']:<9} "
+                    f"{event['task']}[{event['id']}] {event.get('error') or ''}".rstrip(),
+                    flush=True,
+                )
+                shown += 1
+                if args.count is not None and shown >= args.count:
+                    break
+    return 0
+
+
+def cmd_exporter(args: argparse.Namespace) -> int:
+    from greenq.metrics import QueueCollector, serve
+
+    _, broker = _broker(args)
+    broker.ping()
+    serve(QueueCollector(broker), args.port, args.address)
+    print(f"serving queue metrics on http://{args.address}:{args.port}/metrics", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def _queue_or_ids(broker: Any, target: list[str]) -> tuple[str | None, list[str]]:
     from greenq import admin
 
@@ -249,6 +287,20 @@ def add_commands(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], N
     peek.add_argument("queue")
     peek.add_argument("-n", "--count", type=int, default=10)
     peek.set_defaults(handler=cmd_peek)
+
+    events = subs.add_parser("events", help="tail task events live (worker_send_task_events)")
+    add_app_flags(events)
+    events.add_argument("--task", help="only this task name")
+    events.add_argument("--count", type=int, help="stop after this many events")
+    events.add_argument("--json", action="store_true")
+    events.add_argument("--from-start", action="store_true", help="replay the kept history first")
+    events.set_defaults(handler=cmd_events)
+
+    exporter = subs.add_parser("exporter", help="serve queue-level Prometheus metrics from Redis")
+    add_app_flags(exporter)
+    exporter.add_argument("--port", type=int, default=9808)
+    exporter.add_argument("--address", default="127.0.0.1")
+    exporter.set_defaults(handler=cmd_exporter)
 
     dead = subs.add_parser(
         "dead", help="dead letters: list [QUEUE] | show ID... | requeue QUEUE|ID... | purge [QUEUE]"

@@ -36,6 +36,7 @@ from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
 
 GROUP = "greenq"
 ENQUEUE_CHUNK = 5000
+EVENTS_MAX = 100_000
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
 _NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
@@ -80,6 +81,7 @@ class Keys:
     def revoked(task_id: str) -> str:
         return f"greenq:revoked:{{{task_id}}}"
 
+    EVENTS = "greenq:events"
     WORKERS = "greenq:workers"
     QUEUES = "greenq:queues"
 
@@ -334,6 +336,7 @@ class RedisBroker:
         results: Sequence[tuple[str, bytes]],
         result_ttl_ms: int,
         delayed: Sequence[tuple[Message, bytes]] = (),
+        events: Sequence[bytes] = (),
     ) -> None:
         """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
 
@@ -363,6 +366,7 @@ class RedisBroker:
                 )
             )
         commands.extend(self._ack_commands(acks))
+        commands.extend(("XADD", Keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events)
         if commands:
             link.transaction(commands)
 

@@ -15,6 +15,7 @@ Imports: app, broker (protocol types and errors), message, pools.base, worker.ex
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import os
@@ -22,7 +23,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ import orjson
 from greenq.broker import Delivery
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
 from greenq.message import Message, decode, encode, now, verify
+from greenq.metrics import RUNTIME_BUCKETS_S
 from greenq.pools.base import Job, Outcome, Pool
 from greenq.results import FAILURE, RETRY, REVOKED, STARTED, result_payload
 from greenq.routing import route_task
@@ -179,6 +181,9 @@ class Consumer:
         self.block_ms = block_ms
         self.extra_info = extra_info or {}
         self.stats = Stats()
+        self.task_counts: Counter[tuple[str, str]] = Counter()
+        self.runtimes: dict[str, list[Any]] = {}  # task -> [bucket counts, total seconds, count]
+        self.send_events = self.conf.worker_send_task_events
         self.log = logging.LoggerAdapter(logger, {"worker": self.consumer_id})
         self.signing_keys = [
             k for k in [self.conf.message_signing_key, *(self.conf.message_signing_old_keys or [])] if k
@@ -196,6 +201,7 @@ class Consumer:
         self._flush_acks: list[Delivery] = []
         self._flush_delayed: list[tuple[Message, bytes]] = []
         self._flush_nacks: list[Delivery] = []
+        self._flush_events: list[bytes] = []
         self._stopping = threading.Event()
         self._flusher_done = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -342,6 +348,9 @@ class Consumer:
             self._held += len(accepted)
             for reserved in accepted:
                 self.lanes.ready[reserved.lane].append(reserved)
+        if self.send_events:
+            for reserved in accepted:
+                self._event("received", reserved.message, deliveries=reserved.delivery.deliveries)
             self._owned.update((r.delivery.stream, r.delivery.entry_id) for r in accepted)
             self._cond.notify_all()
 
@@ -430,6 +439,8 @@ class Consumer:
         """Record REVOKED for a message that will not run; late-ack ones are acked with it."""
         message = reserved.message
         self.stats.revoked += 1
+        if self.send_events:
+            self._event("revoked", message, reason=reason)
         self.log.info("task %s[%s] %s before it started; not running it", message.task, message.id, reason)
         payload = result_payload(
             message.id,
@@ -485,6 +496,8 @@ class Consumer:
         key = self._next_key
         self._running[key] = reserved
         reserved.started = time.time()
+        if self.send_events:
+            self._event("started", message)
         job = Job(
             key=key,
             task=message.task,
@@ -520,6 +533,10 @@ class Consumer:
         message = reserved.message
         stats = self.stats
         stats.processed += 1
+        self._count(message.task, outcome)
+        if self.send_events:
+            kind = {RETRY: "retried", FAILURE: "failed"}.get(outcome.state, "succeeded")
+            self._event(kind, message, runtime_s=round(outcome.runtime_s, 6), error=outcome.error)
         delayed = None
         if outcome.state == RETRY:
             stats.retried += 1
@@ -555,6 +572,35 @@ class Consumer:
         if not reserved.acks_late:
             self._release(1)  # a late-acked message is held until its ack is flushed
 
+    def _count(self, task: str, outcome: Outcome) -> None:
+        self.task_counts[(task, outcome.state)] += 1
+        entry = self.runtimes.get(task)
+        if entry is None:
+            entry = self.runtimes[task] = [[0] * len(RUNTIME_BUCKETS_S), 0.0, 0]
+        index = bisect.bisect_left(RUNTIME_BUCKETS_S, outcome.runtime_s)
+        if index < len(RUNTIME_BUCKETS_S):
+            entry[0][index] += 1
+        entry[1] += outcome.runtime_s
+        entry[2] += 1
+
+    def _event(self, kind: str, message: Message, **fields: Any) -> None:
+        """Queue a task event for the capped events stream (``worker_send_task_events``)."""
+        record = {
+            "event": kind,
+            "id": message.id,
+            "task": message.task,
+            "queue": message.queue,
+            "worker": self.consumer_id,
+            "time": time.time(),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        with self._flush_cond:
+            self._flush_events.append(orjson.dumps(record, default=str))
+            self._flush_cond.notify()
+
+    def held(self) -> int:
+        return self._held
+
     def _disown(self, deliveries: Sequence[Delivery]) -> None:
         with self._cond:
             self._owned.difference_update((d.stream, d.entry_id) for d in deliveries)
@@ -585,7 +631,11 @@ class Consumer:
         while True:
             with self._flush_cond:
                 while not (
-                    self._flush_results or self._flush_acks or self._flush_delayed or self._flush_nacks
+                    self._flush_results
+                    or self._flush_acks
+                    or self._flush_delayed
+                    or self._flush_nacks
+                    or self._flush_events
                 ):
                     if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
                         self._flusher_done.set()
@@ -594,6 +644,7 @@ class Consumer:
                 results, acks, delayed = self._flush_results, self._flush_acks, self._flush_delayed
                 self._flush_results, self._flush_acks, self._flush_delayed = [], [], []
                 nacks, self._flush_nacks = self._flush_nacks, []
+                events, self._flush_events = self._flush_events, []
             try:
                 if nacks:
                     self.stats.dead_lettered += self.broker.nack(
@@ -602,7 +653,7 @@ class Consumer:
                     self._disown(nacks)
                     self._release(len(nacks))
                     nacks = []
-                self.broker.flush(link, acks, results, self.result_ttl_ms, delayed=delayed)
+                self.broker.flush(link, acks, results, self.result_ttl_ms, delayed=delayed, events=events)
                 backoff.ok()
                 if acks:
                     self._disown(acks)
@@ -613,6 +664,7 @@ class Consumer:
                     self._flush_acks[:0] = acks
                     self._flush_delayed[:0] = delayed
                     self._flush_nacks[:0] = nacks
+                    self._flush_events[:0] = events
                 backoff.failed(exc, threading.Event())
 
     # ---- maintenance -----------------------------------------------------------------

@@ -79,6 +79,7 @@ def run_worker(
     queues: Sequence[str] | None = None,
     extra_info: dict[str, Any] | None = None,
     child_app: ChildApp | None = None,
+    metrics_port: int | None = None,
 ) -> int:
     """Run a worker until signalled; returns the process exit code."""
     conf = app.conf
@@ -126,6 +127,11 @@ def run_worker(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     consumer.start()
+    if metrics_port:
+        from greenq.metrics import WorkerCollector, serve
+
+        serve(WorkerCollector(consumer), metrics_port)
+        logger.info("metrics on http://127.0.0.1:%s/metrics", metrics_port)
     logger.info("worker ready: consumer %s, tasks: %s", consumer.consumer_id, len(app.tasks))
     while not stop.wait(1.0):
         pass
