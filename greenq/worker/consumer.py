@@ -348,11 +348,11 @@ class Consumer:
             self._held += len(accepted)
             for reserved in accepted:
                 self.lanes.ready[reserved.lane].append(reserved)
+            self._owned.update((r.delivery.stream, r.delivery.entry_id) for r in accepted)
+            self._cond.notify_all()
         if self.send_events:
             for reserved in accepted:
                 self._event("received", reserved.message, deliveries=reserved.delivery.deliveries)
-            self._owned.update((r.delivery.stream, r.delivery.entry_id) for r in accepted)
-            self._cond.notify_all()
 
     def _admit(self, link: Any, delivery: Delivery) -> Reserved | None:
         """Decode and check one delivery; dead-letter what cannot run, revoke what expired."""
