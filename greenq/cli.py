@@ -123,6 +123,14 @@ def _setup_logging(level: str) -> None:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     _setup_logging(args.loglevel)
+    if args.processes not in (None, "1"):
+        import socket
+
+        from greenq.worker import supervisor
+
+        group = args.hostname.replace("%h", socket.gethostname()).replace("%p", str(os.getpid()))
+        argv = supervisor.strip_processes(sys.argv[sys.argv.index("worker") + 1 :])
+        return supervisor.run_group(argv, supervisor.resolve(args.processes), group)
     app = load_app(args.app)
     overrides = _apply_common(app, args)
     wanted = app.conf.worker_pool
@@ -137,8 +145,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from greenq.worker.execute import ChildApp
     from greenq.worker.main import run_worker
 
+    extra = None
+    if args.group:  # a child of --processes: "<group>:<index>/<count>"
+        group, _, member = args.group.rpartition(":")
+        extra = {"group": group, "member": member}
+        name = f"{name}#{member.split('/')[0]}"
     return run_worker(
-        app, name=name, child_app=ChildApp(args.app, args.config, overrides), metrics_port=args.metrics_port
+        app,
+        name=name,
+        child_app=ChildApp(args.app, args.config, overrides),
+        metrics_port=args.metrics_port,
+        extra_info=extra,
     )
 
 
@@ -254,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--time-limit", type=float)
     worker.add_argument("--cpu-workers", type=int, help="gevent: child processes for cpu=True tasks")
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
+    worker.add_argument("--processes", help="run N worker processes (auto = one per core) under a supervisor")
+    worker.add_argument("--group", help=argparse.SUPPRESS)  # set by the supervisor for its children
     worker.add_argument("--soft-time-limit", type=float)
     worker.set_defaults(handler=cmd_worker)
 

@@ -57,6 +57,7 @@ def render_status(data: dict[str, Any]) -> str:
     workers = [
         [
             w.get("name"),
+            w.get("group", "-"),
             w.get("host"),
             w.get("pid"),
             w.get("pool"),
@@ -76,7 +77,19 @@ def render_status(data: dict[str, Any]) -> str:
             "",
             "WORKERS",
             _table(
-                ["name", "host", "pid", "pool", "conc", "busy", "processed", "failed", "uptime", "heartbeat"],
+                [
+                    "name",
+                    "group",
+                    "host",
+                    "pid",
+                    "pool",
+                    "conc",
+                    "busy",
+                    "processed",
+                    "failed",
+                    "uptime",
+                    "heartbeat",
+                ],
                 workers,
             ),
         ]

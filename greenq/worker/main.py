@@ -97,6 +97,9 @@ def run_worker(
         concurrency,
         ",".join(queues),
     )
+    from greenq import http
+
+    http.configure(concurrency)  # the shared HTTP client gets one connection per task slot
     pool = make_pool(app, kind, concurrency, child_app)
     cpu_pool = make_cpu_pool(app, kind, child_app)
     if kind == "gevent":

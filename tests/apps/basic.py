@@ -188,3 +188,54 @@ def on_time(self, tag: str) -> float:
     client().hincrby(f"runs:{tag}", self.request.id, 1)
     client().hset(f"lateness:{tag}", self.request.id, lateness)
     return lateness
+
+
+def _http_probe(url: str) -> list:
+    from greenq import http
+
+    response = http.get(url, params={"q": "1"}, timeout=5)
+    response.raise_for_status()
+    return [response.status_code, response.json(), id(http.client()), os.getpid()]
+
+
+@app.task
+def http_get(url: str) -> list:
+    return _http_probe(url)
+
+
+@app.task(cpu=True)
+def http_get_in_child(url: str) -> list:
+    return _http_probe(url)
+
+
+@app.task
+def http_timeout(url: str) -> str:
+    from greenq import http
+
+    try:
+        http.get(url, timeout=0.2)
+    except http.Timeout:
+        return "timeout"
+    return "answered"
+
+
+@app.task(bind=True, max_retries=2, default_retry_delay=0.05)
+def http_refused(self, url: str) -> None:
+    from greenq import http
+
+    client().hincrby("http-refused", self.request.id, 1)
+    try:
+        http.get(url, timeout=2)
+    except http.ConnectionError as exc:
+        raise self.retry(exc=exc, countdown=0.05) from exc
+
+
+@app.task
+def http_status(url: str) -> str:
+    from greenq import http
+
+    try:
+        http.get(url).raise_for_status()
+    except http.HTTPError as exc:
+        return f"{type(exc).__name__} {exc.response.status_code}"
+    return "ok"

@@ -1,0 +1,73 @@
+"""greenq.http inside real gevent tasks and prefork children, against a local HTTP server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from greenq import GreenQ, TaskError
+from greenq.embedded import free_port
+from tests.apps import basic
+
+
+@pytest.fixture(scope="module")
+def target() -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "greenq.demo.target"], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().split()[-1])
+    yield f"http://127.0.0.1:{port}"
+    proc.kill()
+    proc.wait(10)
+
+
+@pytest.fixture
+def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
+    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
+    basic.app._settings = None
+    basic.app._broker = None
+    basic._client = None
+    return basic.app
+
+
+def test_one_client_per_process_in_gevent_tasks_and_prefork_children(
+    app: GreenQ, target: str, start_worker
+) -> None:
+    worker = start_worker("--pool", "gevent", "-c", "50", "--cpu-workers", "1")
+    in_greenlets = [r.get(timeout=30) for r in basic.http_get.map([(f"{target}/delay/50",)] * 20)]
+    assert {(status, body["ok"]) for status, body, _, _ in in_greenlets} == {(200, True)}
+    assert {pid for *_, pid in in_greenlets} == {worker.pid}
+    assert len({client_id for _, _, client_id, _ in in_greenlets}) == 1, "one client shared by all tasks"
+    in_child = [r.get(timeout=30) for r in basic.http_get_in_child.map([(f"{target}/delay/1",)] * 4)]
+    child_pids = {pid for *_, pid in in_child}
+    assert worker.pid not in child_pids and len(child_pids) == 1
+    assert len({client_id for _, _, client_id, _ in in_child}) == 1
+
+
+def test_timeouts_http_errors_and_refused_connections(
+    app: GreenQ, r: redis.Redis, target: str, start_worker
+) -> None:
+    start_worker("-c", "10")
+    assert basic.http_timeout.delay(f"{target}/delay/2000").get(timeout=20) == "timeout"
+    assert basic.http_status.delay(f"{target}/status/503").get(timeout=20) == "HTTPError 503"
+    refused = basic.http_refused.delay(f"http://127.0.0.1:{free_port()}/")
+    with pytest.raises(TaskError) as info:
+        refused.get(timeout=30)
+    assert info.value.exc_type == "ConnectionError"
+    assert int(r.hget("http-refused", refused.id)) == 3  # first try + max_retries=2
+
+
+def test_client_api_in_process(target: str) -> None:
+    from greenq import http
+
+    response = http.post(f"{target}/delay/1", json={"a": 1}, headers={"X-Test": "1"})
+    assert response.status_code == 200 and response.ok and response.json() == {"ok": True}
+    assert response.text == '{"ok": true}' and response.headers["Content-Type"] == "application/json"
+    assert http.client() is http.client()
+    session = http.requests_session(8)
+    assert session.get(f"{target}/bytes/10", timeout=5).content == b"x" * 10
+    with pytest.raises(http.HTTPError):
+        http.get(f"{target}/nope").raise_for_status()
