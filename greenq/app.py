@@ -2,7 +2,9 @@
 
 The only long-lived mutable object in greenq. Producer side only: it never imports gevent,
 the worker or pools, so any service (Django, Flask, FastAPI, scripts) can enqueue.
-Imports: config, message, task, routing, results; the broker lazily.
+Imports: config, message, task, routing, results; lazily: the broker, ``greenq.aio`` (the
+asyncio transport, for the ``a*`` methods) and ``greenq.contrib.django`` (``on_commit``,
+``autodiscover_tasks``), so neither redis.asyncio nor Django is imported unless used.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import os
 import runpy
 import types
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
@@ -24,9 +27,29 @@ from greenq.routing import route_task, validate_routes
 from greenq.task import Task, check_priority, make_options, to_epoch
 
 if TYPE_CHECKING:
+    from greenq.aio import AsyncRedisBroker
     from greenq.broker.redis import RedisBroker
 
 TaskCall = tuple[str | Task, Sequence[Any] | None, Mapping[str, Any] | None]
+# aenqueue_many builds this many messages between yields to the event loop (~5 ms of work).
+ASYNC_BUILD_SLICE = 250
+
+
+async def _yield_to_loop() -> None:
+    import asyncio
+
+    await asyncio.sleep(0)
+
+
+def import_related(package: str, related_name: str) -> None:
+    """Import ``package.related_name`` if the package has one; a missing package, and any
+    error raised inside the module, propagate."""
+    module = f"{package}.{related_name}"
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
 
 
 class GreenQ:
@@ -41,12 +64,17 @@ class GreenQ:
 
     def __init__(self, name: str = "greenq", broker: str | None = None, **settings: Any) -> None:
         self.name = name
-        self.tasks: dict[str, Task] = {}
+        self._tasks: dict[str, Task] = {}
+        self._discovery: list[tuple[Sequence[str] | None, str]] = []
+        self._discovering = False
         self._layers: list[Layer] = []
         self._overrides: list[Layer] = []
         self._settings: Settings | None = None
         self._origin: dict[str, str] = {}
         self._broker: RedisBroker | None = None
+        # One asyncio transport per event loop: redis.asyncio connections belong to the loop
+        # that opened them (asyncio.run() twice means two loops).
+        self._async_brokers: weakref.WeakKeyDictionary[Any, AsyncRedisBroker] = weakref.WeakKeyDictionary()
         code = dict(settings)
         if broker is not None:
             code["broker_url"] = broker
@@ -67,6 +95,7 @@ class GreenQ:
         target.append(layer)
         self._settings = None
         self._broker = None
+        self._async_brokers = weakref.WeakKeyDictionary()
 
     def config_from_object(self, obj: Any, namespace: str | None = None) -> None:
         """Load settings from an object, a mapping, ``"pkg.module"``, ``"pkg.module:attr"`` or a
@@ -149,8 +178,83 @@ class GreenQ:
         if self._broker is not None:
             self._broker.client.close()
             self._broker = None
+        self._async_brokers = weakref.WeakKeyDictionary()
+
+    @property
+    def async_broker(self) -> AsyncRedisBroker:
+        """The asyncio transport of the running event loop, built on first use there.
+
+        Raises:
+            RuntimeError: called outside a running event loop.
+        """
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        found = self._async_brokers.get(loop)
+        if found is None:
+            from greenq.aio import AsyncRedisBroker
+
+            found = self._async_brokers[loop] = AsyncRedisBroker(self.broker)
+        return found
+
+    async def aclose(self) -> None:
+        """Close the running event loop's Redis connections (a new transport is built on next use)."""
+        import asyncio
+
+        found = self._async_brokers.pop(asyncio.get_running_loop(), None)
+        if found is not None:
+            await found.aclose()
 
     # ---- tasks -----------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Registered tasks by name. The first read runs pending ``autodiscover_tasks()``."""
+        if self._discovery and not self._discovering:
+            self._discover()
+        return self._tasks
+
+    def autodiscover_tasks(
+        self, packages: Sequence[str] | None = None, related_name: str = "tasks", force: bool = False
+    ) -> None:
+        """Import ``<package>.tasks`` from each package, so their ``@app.task`` functions register.
+
+        Lazy, as in Celery: the modules are imported on the first read of ``app.tasks`` (a
+        worker's start, a producer's first enqueue), so calling this at the bottom of the module
+        that defines the app, before Django has loaded its apps, is fine. ``force=True``
+        imports now.
+
+        Args:
+            packages: dotted package names; None means every installed Django app
+                (``greenq.contrib.django``; Django is then set up with ``django.setup()`` if
+                it is not yet, as a worker process needs, from ``DJANGO_SETTINGS_MODULE``).
+            related_name: the module to import from each package.
+
+        A package without that module is skipped; an ImportError raised *inside* one is not.
+
+        Raises:
+            ConfigError: packages=None and Django is not installed or not configured.
+        """
+        self._discovery.append((None if packages is None else list(packages), related_name))
+        if force:
+            self._discover()
+
+    def _discover(self) -> None:
+        self._discovering = True
+        try:
+            while self._discovery:
+                packages, related_name = self._discovery[0]
+                if packages is None:
+                    from greenq.contrib.django import installed_apps
+
+                    packages = installed_apps()
+                    if packages is None:
+                        return  # Django is loading its apps right now: try again on a later read
+                for package in packages:
+                    import_related(package, related_name)
+                self._discovery.pop(0)
+        finally:
+            self._discovering = False
 
     @overload
     def task(self, fn: Callable[..., Any]) -> Task: ...
@@ -167,13 +271,13 @@ class GreenQ:
         def register(function: Callable[..., Any]) -> Task:
             name = options.get("name") or f"{function.__module__}.{function.__qualname__}"
             task_options = make_options(options, f"task {name}")
-            if name in self.tasks:
+            if name in self._tasks:
                 raise ConfigError(
                     f"task name {name!r} is registered twice "
-                    f"(already by {self.tasks[name].fn.__module__}); pass name=..."
+                    f"(already by {self._tasks[name].fn.__module__}); pass name=..."
                 )
             task = Task(self, function, name, task_options)
-            self.tasks[name] = task
+            self._tasks[name] = task
             return task
 
         return register(fn) if fn is not None else register
@@ -240,32 +344,81 @@ class GreenQ:
         name: str,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
+        *,
+        on_commit: bool | str = False,
         **options: Any,
     ) -> AsyncResult:
         """Enqueue a task by name; it need not be registered in this process.
 
-        Takes the options of ``Task.apply_async``.
+        Takes the options of ``Task.apply_async``, ``on_commit`` included.
         """
         message, body = self.build_message(name, args, kwargs, **options)
-        self.broker.enqueue([(message, body)])
+        self._send([(message, body)], on_commit)
         return AsyncResult(message.id, app=self)
 
-    def enqueue_many(self, calls: Iterable[TaskCall], **options: Any) -> list[AsyncResult]:
+    def enqueue_many(
+        self, calls: Iterable[TaskCall], *, on_commit: bool | str = False, **options: Any
+    ) -> list[AsyncResult]:
         """Enqueue many calls pipelined, thousands per round trip.
 
         Args:
             calls: ``(task or name, args, kwargs)`` tuples.
+            on_commit: as in ``Task.apply_async``: send all of them when the Django transaction
+                commits, none if it rolls back.
             **options: ``apply_async`` options applied to every call (queue, priority, countdown...).
 
         Every call is validated and encoded before anything is sent, so a bad argument in
         call 9,000 enqueues nothing.
         """
-        items = []
-        for task, args, kwargs in calls:
-            name = task.name if isinstance(task, Task) else task
-            items.append(self.build_message(name, args, kwargs, **options))
+        items = [
+            self.build_message(task.name if isinstance(task, Task) else task, args, kwargs, **options)
+            for task, args, kwargs in calls
+        ]
         if items:
+            self._send(items, on_commit)
+        return [AsyncResult(message.id, app=self) for message, _ in items]
+
+    def _send(self, items: list[tuple[Message, bytes]], on_commit: bool | str) -> None:
+        if not on_commit:
             self.broker.enqueue(items)
+            return
+        from greenq.contrib.django import on_commit as register
+
+        # NOTE: the messages are built (validated, encoded) now, at the call, and sent as they
+        # are when the transaction commits: a bad argument raises here, inside the transaction.
+        register(lambda: self.broker.enqueue(items), using=on_commit if isinstance(on_commit, str) else None)
+
+    # ---- asyncio producer (greenq.aio: redis.asyncio, never gevent) ------------------------
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """``send_task`` for asyncio code: the same message, routing, validation and errors; the
+        round trip is awaited on ``redis.asyncio`` instead of blocking the event loop.
+
+        Concurrent calls from one loop share round trips: calls made while one is in flight go
+        together in the next pipeline, so ``asyncio.gather`` of thousands costs a few round trips.
+        """
+        message, body = self.build_message(name, args, kwargs, **options)
+        await self.async_broker.enqueue([(message, body)])
+        return AsyncResult(message.id, app=self)
+
+    async def aenqueue_many(self, calls: Iterable[TaskCall], **options: Any) -> list[AsyncResult]:
+        """``enqueue_many`` for asyncio code: all calls are validated first (a bad one sends
+        nothing), yielding to the loop every few hundred, then sent pipelined."""
+        items: list[tuple[Message, bytes]] = []
+        for count, (task, args, kwargs) in enumerate(calls, 1):
+            items.append(
+                self.build_message(task.name if isinstance(task, Task) else task, args, kwargs, **options)
+            )
+            if count % ASYNC_BUILD_SLICE == 0:
+                await _yield_to_loop()
+        if items:
+            await self.async_broker.enqueue(items)
         return [AsyncResult(message.id, app=self) for message, _ in items]
 
     @property

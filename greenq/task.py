@@ -2,7 +2,8 @@
 
 Owns the task options table (unknown options are an error, not silently dropped), the
 per-execution ``request`` context and ``retry()``. Imports: message, exceptions; the app is
-reached through the task's ``app`` attribute, never imported.
+reached through the task's ``app`` attribute, never imported. Every way to enqueue (``delay``,
+``delay_on_commit``, ``adelay``, ``map``...) ends in the app's one ``build_message``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,16 @@ class Task:
         """Enqueue with default options; returns an AsyncResult at once."""
         return self.apply_async(args, kwargs)
 
+    def delay_on_commit(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Enqueue when the current Django transaction (default database) commits; never if it
+        rolls back. Outside ``transaction.atomic()`` it enqueues at once.
+
+        Same as ``apply_async(args, kwargs, on_commit=True)``: the worker cannot run before the
+        rows this transaction writes are visible. The returned AsyncResult's id is final; it
+        stays PENDING for ever if the transaction rolls back.
+        """
+        return self.apply_async(args, kwargs, on_commit=True)
+
     def apply_async(
         self,
         args: Sequence[Any] | None = None,
@@ -170,6 +181,7 @@ class Task:
         eta: datetime | float | None = None,
         expires: datetime | float | None = None,
         task_id: str | None = None,
+        on_commit: bool | str = False,
     ) -> AsyncResult:
         """Enqueue one call.
 
@@ -180,11 +192,17 @@ class Task:
             eta: run no sooner than this time (datetime, naive = UTC, or epoch seconds).
             expires: seconds from now, or a time, after which the task is not run (REVOKED).
             task_id: use this id instead of a fresh one.
+            on_commit: True: send when the Django transaction of the default database commits
+                (``django.db.transaction.on_commit``), nothing if it rolls back; a string: the
+                transaction of that database alias. The message is validated and encoded now
+                (errors raise here), so ``countdown`` counts from this call.
 
         Raises:
             EncodeError: an argument is not JSON serialisable (the argument is named).
             MessageTooLarge: the message is over ``max_message_bytes``.
-            BrokerUnavailable: Redis cannot be reached within the connect/socket timeout.
+            BrokerUnavailable: Redis cannot be reached within the connect/socket timeout
+                (with ``on_commit``: raised from the commit, after the data is committed).
+            ConfigError: ``on_commit`` without Django installed.
         """
         return self.app.send_task(
             self.name,
@@ -196,11 +214,47 @@ class Task:
             eta=eta,
             expires=expires,
             task_id=task_id,
+            on_commit=on_commit,
         )
 
     def map(self, arg_tuples: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
         """Enqueue one call per argument tuple, pipelined (thousands per round trip)."""
         return self.app.enqueue_many(((self.name, tuple(a), None) for a in arg_tuples), **options)
+
+    # ---- asyncio: the same calls, awaited on redis.asyncio (greenq.aio) --------------------
+
+    async def adelay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """``delay`` for asyncio code; the event loop keeps running during the round trip."""
+        return await self.app.asend_task(self.name, args, kwargs)
+
+    async def aapply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> AsyncResult:
+        """``apply_async`` for asyncio code: same options, same errors, awaited."""
+        return await self.app.asend_task(
+            self.name,
+            args,
+            kwargs,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
+        )
+
+    async def amap(self, arg_tuples: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
+        """``map`` for asyncio code (``app.aenqueue_many``)."""
+        return await self.app.aenqueue_many(((self.name, tuple(a), None) for a in arg_tuples), **options)
 
     def retry(
         self,

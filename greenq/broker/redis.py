@@ -337,6 +337,7 @@ class RedisBroker:
         result_ttl_ms: int,
         delayed: Sequence[tuple[Message, bytes]] = (),
         events: Sequence[bytes] = (),
+        dead: Sequence[tuple[Delivery, str, str]] = (),
     ) -> None:
         """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
 
@@ -367,6 +368,9 @@ class RedisBroker:
             )
         commands.extend(self._ack_commands(acks))
         commands.extend(("XADD", Keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events)
+        commands.extend(
+            self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
+        )
         if commands:
             link.transaction(commands)
 
@@ -459,6 +463,26 @@ class RedisBroker:
             if not isinstance(reply, Exception)
             for item in reply
         ]
+
+    def _dead_letter_command(self, delivery: Delivery, reason: str, consumer: str) -> tuple[Any, ...]:
+        return (
+            "XADD",
+            Keys.dead(delivery.queue),
+            "MAXLEN",
+            "~",
+            self.dead_letter_max,
+            "*",
+            "m",
+            delivery.body,
+            "reason",
+            reason,
+            "time",
+            int(now() * 1000),
+            "worker",
+            consumer,
+            "stream",
+            delivery.stream,
+        )
 
     def dead_letter(self, link: Link, delivery: Delivery, reason: str, consumer: str) -> None:
         """Move one message to its queue's dead-letter stream with the reason; ack the original."""

@@ -202,6 +202,7 @@ class Consumer:
         self._flush_delayed: list[tuple[Message, bytes]] = []
         self._flush_nacks: list[Delivery] = []
         self._flush_events: list[bytes] = []
+        self._flush_dead: list[tuple[Delivery, str, str]] = []
         self._stopping = threading.Event()
         self._flusher_done = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -555,6 +556,10 @@ class Consumer:
         elif outcome.state == FAILURE:
             stats.failed += 1
             self.log.warning("task %s[%s] failed: %s", message.task, message.id, outcome.error)
+            if reserved.task.options.dead_letter_on_failure:
+                stats.dead_lettered += 1
+                with self._flush_cond:
+                    self._flush_dead.append((reserved.delivery, f"failed: {outcome.error}", self.consumer_id))
         else:
             stats.succeeded += 1
         if outcome.lost and reserved.acks_late:
@@ -636,6 +641,7 @@ class Consumer:
                     or self._flush_delayed
                     or self._flush_nacks
                     or self._flush_events
+                    or self._flush_dead
                 ):
                     if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
                         self._flusher_done.set()
@@ -645,6 +651,7 @@ class Consumer:
                 self._flush_results, self._flush_acks, self._flush_delayed = [], [], []
                 nacks, self._flush_nacks = self._flush_nacks, []
                 events, self._flush_events = self._flush_events, []
+                dead, self._flush_dead = self._flush_dead, []
             try:
                 if nacks:
                     self.stats.dead_lettered += self.broker.nack(
@@ -653,7 +660,9 @@ class Consumer:
                     self._disown(nacks)
                     self._release(len(nacks))
                     nacks = []
-                self.broker.flush(link, acks, results, self.result_ttl_ms, delayed=delayed, events=events)
+                self.broker.flush(
+                    link, acks, results, self.result_ttl_ms, delayed=delayed, events=events, dead=dead
+                )
                 backoff.ok()
                 if acks:
                     self._disown(acks)
@@ -665,6 +674,7 @@ class Consumer:
                     self._flush_delayed[:0] = delayed
                     self._flush_nacks[:0] = nacks
                     self._flush_events[:0] = events
+                    self._flush_dead[:0] = dead
                 backoff.failed(exc, threading.Event())
 
     # ---- maintenance -----------------------------------------------------------------

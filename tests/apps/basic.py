@@ -239,3 +239,8 @@ def http_status(url: str) -> str:
     except http.HTTPError as exc:
         return f"{type(exc).__name__} {exc.response.status_code}"
     return "ok"
+
+
+@app.task(dead_letter_on_failure=True)
+def fail_to_dead(message: str) -> None:
+    raise RuntimeError(message)

@@ -163,3 +163,15 @@ def test_signed_messages_run_and_unsigned_or_forged_are_dead_lettered(
     dead = r.xrange(Keys.dead("default"))
     assert sorted(e[b"reason"] for _, e in dead) == [b"signature missing or invalid"] * 2
     assert unsigned.state == forged.state == "PENDING"
+
+
+def test_dead_letter_on_failure_keeps_the_original_message(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    start_worker("-c", "2")
+    failed = basic.fail_to_dead.delay("disk full")
+    failed.get(timeout=10, propagate=False)
+    assert basic.add.delay(1, 1).get(timeout=10) == 2  # flushed in order after the failure
+    [(_, entry)] = r.xrange(Keys.dead("default"))
+    assert entry[b"reason"] == b"failed: RuntimeError: disk full"
+    assert failed.id.encode() in entry[b"m"]
+    basic.fail.delay("not dead-lettered").get(timeout=10, propagate=False)
+    assert r.xlen(Keys.dead("default")) == 1
