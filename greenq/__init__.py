@@ -61,6 +61,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name in ("http", "admin"):  # submodules, imported on first use
+        return importlib.import_module(f"greenq.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'greenq' has no attribute {name!r}")
