@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from greenq.exceptions import ConfigError
+from greenq.worker.stats import RUNTIME_BUCKETS_S
 
 if TYPE_CHECKING:
     from greenq.broker.redis import RedisBroker
     from greenq.worker.consumer import Consumer
-
-RUNTIME_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 def _prometheus() -> Any:

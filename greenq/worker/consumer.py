@@ -15,7 +15,6 @@ Imports: app, broker (protocol types and errors), message, pools.base, worker.ex
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import logging
 import os
@@ -23,9 +22,7 @@ import secrets
 import socket
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -33,122 +30,17 @@ import orjson
 from greenq.broker import Delivery
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
 from greenq.message import Message, decode, encode, now, verify
-from greenq.metrics import RUNTIME_BUCKETS_S
 from greenq.pools.base import Job, Outcome, Pool
 from greenq.results import FAILURE, RETRY, REVOKED, STARTED, result_payload
 from greenq.routing import route_task
+from greenq.worker.lanes import Lanes, Reserved
+from greenq.worker.stats import Backoff, Stats
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
     from greenq.task import Task
 
 logger = logging.getLogger(__name__)
-
-BACKOFF_MAX_S = 2.0
-
-
-@dataclass
-class Stats:
-    """Counters shown in the heartbeat and ``greenq status``."""
-
-    processed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    retried: int = 0
-    revoked: int = 0
-    dead_lettered: int = 0
-    recovered: int = 0
-    reconnects: int = 0
-    started_at: float = field(default_factory=time.time)
-
-
-@dataclass
-class Reserved:
-    delivery: Delivery
-    message: Message
-    task: Task
-    acks_late: bool
-    lane: str = "main"
-    started: float = 0.0
-
-
-class Lanes:
-    """The worker's pools by lane — "main" (the worker's pool) and, in a hybrid gevent worker,
-    "cpu" (child processes for ``cpu=True`` tasks) — each with its own queue of reserved
-    messages, so CPU work waiting for a child never holds up I/O work behind it."""
-
-    def __init__(self, main: Pool, cpu: Pool | None) -> None:
-        self.pools: dict[str, Pool] = {"main": main}
-        if cpu is not None:
-            self.pools["cpu"] = cpu
-        self.ready: dict[str, deque[Reserved]] = {lane: deque() for lane in self.pools}
-
-    @property
-    def concurrency(self) -> int:
-        return sum(pool.concurrency for pool in self.pools.values())
-
-    def reserved(self) -> int:
-        return sum(len(queue) for queue in self.ready.values())
-
-    def running(self) -> int:
-        return sum(pool.running() for pool in self.pools.values())
-
-    def can_dispatch(self) -> bool:
-        return any(self.ready[lane] and pool.free_slots() > 0 for lane, pool in self.pools.items())
-
-    def take(self) -> list[Reserved]:
-        batch: list[Reserved] = []
-        for lane, pool in self.pools.items():
-            queue = self.ready[lane]
-            batch.extend(queue.popleft() for _ in range(min(len(queue), pool.free_slots())))
-        return batch
-
-    def put_back(self, batch: list[Reserved]) -> None:
-        for reserved in reversed(batch):
-            self.ready[reserved.lane].appendleft(reserved)
-
-    def drain(self) -> list[Reserved]:
-        taken = [reserved for queue in self.ready.values() for reserved in queue]
-        for queue in self.ready.values():
-            queue.clear()
-        return taken
-
-    def stop(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        return all(pool.stop(max(0.0, deadline - time.monotonic())) for pool in self.pools.values())
-
-    def stats(self) -> dict[str, Any]:
-        main = self.pools["main"]
-        info = {"pool": main.kind, "concurrency": main.concurrency, **main.stats()}
-        if "cpu" in self.pools:
-            cpu = self.pools["cpu"]
-            info.update(
-                cpu_pool=cpu.kind,
-                cpu_concurrency=cpu.concurrency,
-                cpu_busy=cpu.running(),
-                cpu_stats=cpu.stats(),
-            )
-        return info
-
-
-class Backoff:
-    """Capped exponential backoff for broker outages, logging the outage once and the recovery."""
-
-    def __init__(self, log: logging.LoggerAdapter[logging.Logger], what: str, stats: Stats) -> None:
-        self.log, self.what, self.stats = log, what, stats
-        self.delay = 0.0
-
-    def failed(self, exc: Exception, stopping: threading.Event) -> None:
-        if self.delay == 0.0:
-            self.log.warning("%s: %s; retrying with backoff", self.what, exc)
-        self.delay = min(BACKOFF_MAX_S, max(0.05, self.delay * 2))
-        stopping.wait(self.delay)
-
-    def ok(self) -> None:
-        if self.delay:
-            self.log.warning("%s: broker is back", self.what)
-            self.stats.reconnects += 1
-            self.delay = 0.0
 
 
 class Consumer:
@@ -181,8 +73,8 @@ class Consumer:
         self.block_ms = block_ms
         self.extra_info = extra_info or {}
         self.stats = Stats()
-        self.task_counts: Counter[tuple[str, str]] = Counter()
-        self.runtimes: dict[str, list[Any]] = {}  # task -> [bucket counts, total seconds, count]
+        self.task_counts = self.stats.task_counts
+        self.runtimes = self.stats.runtimes
         self.send_events = self.conf.worker_send_task_events
         self.log = logging.LoggerAdapter(logger, {"worker": self.consumer_id})
         self.signing_keys = [
@@ -534,7 +426,7 @@ class Consumer:
         message = reserved.message
         stats = self.stats
         stats.processed += 1
-        self._count(message.task, outcome)
+        stats.record(message.task, outcome.state, outcome.runtime_s)
         if self.send_events:
             kind = {RETRY: "retried", FAILURE: "failed"}.get(outcome.state, "succeeded")
             self._event(kind, message, runtime_s=round(outcome.runtime_s, 6), error=outcome.error)
@@ -576,17 +468,6 @@ class Consumer:
         )
         if not reserved.acks_late:
             self._release(1)  # a late-acked message is held until its ack is flushed
-
-    def _count(self, task: str, outcome: Outcome) -> None:
-        self.task_counts[(task, outcome.state)] += 1
-        entry = self.runtimes.get(task)
-        if entry is None:
-            entry = self.runtimes[task] = [[0] * len(RUNTIME_BUCKETS_S), 0.0, 0]
-        index = bisect.bisect_left(RUNTIME_BUCKETS_S, outcome.runtime_s)
-        if index < len(RUNTIME_BUCKETS_S):
-            entry[0][index] += 1
-        entry[1] += outcome.runtime_s
-        entry[2] += 1
 
     def _event(self, kind: str, message: Message, **fields: Any) -> None:
         """Queue a task event for the capped events stream (``worker_send_task_events``)."""

@@ -1,0 +1,89 @@
+"""Lanes: a worker's pools and their queues of reserved messages.
+
+"main" is the worker's own pool; a hybrid gevent worker adds "cpu" (child processes for
+``cpu=True`` tasks). Each lane has its own queue, so CPU work waiting for a child never holds up
+I/O work behind it. Imports: broker (Delivery), message, pools.base; no Redis calls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from greenq.broker import Delivery
+from greenq.message import Message
+from greenq.pools.base import Pool
+
+if TYPE_CHECKING:
+    from greenq.task import Task
+
+
+@dataclass
+class Reserved:
+    delivery: Delivery
+    message: Message
+    task: Task
+    acks_late: bool
+    lane: str = "main"
+    started: float = 0.0
+
+
+class Lanes:
+    """The worker's pools by lane — "main" (the worker's pool) and, in a hybrid gevent worker,
+    "cpu" (child processes for ``cpu=True`` tasks) — each with its own queue of reserved
+    messages, so CPU work waiting for a child never holds up I/O work behind it."""
+
+    def __init__(self, main: Pool, cpu: Pool | None) -> None:
+        self.pools: dict[str, Pool] = {"main": main}
+        if cpu is not None:
+            self.pools["cpu"] = cpu
+        self.ready: dict[str, deque[Reserved]] = {lane: deque() for lane in self.pools}
+
+    @property
+    def concurrency(self) -> int:
+        return sum(pool.concurrency for pool in self.pools.values())
+
+    def reserved(self) -> int:
+        return sum(len(queue) for queue in self.ready.values())
+
+    def running(self) -> int:
+        return sum(pool.running() for pool in self.pools.values())
+
+    def can_dispatch(self) -> bool:
+        return any(self.ready[lane] and pool.free_slots() > 0 for lane, pool in self.pools.items())
+
+    def take(self) -> list[Reserved]:
+        batch: list[Reserved] = []
+        for lane, pool in self.pools.items():
+            queue = self.ready[lane]
+            batch.extend(queue.popleft() for _ in range(min(len(queue), pool.free_slots())))
+        return batch
+
+    def put_back(self, batch: list[Reserved]) -> None:
+        for reserved in reversed(batch):
+            self.ready[reserved.lane].appendleft(reserved)
+
+    def drain(self) -> list[Reserved]:
+        taken = [reserved for queue in self.ready.values() for reserved in queue]
+        for queue in self.ready.values():
+            queue.clear()
+        return taken
+
+    def stop(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        return all(pool.stop(max(0.0, deadline - time.monotonic())) for pool in self.pools.values())
+
+    def stats(self) -> dict[str, Any]:
+        main = self.pools["main"]
+        info = {"pool": main.kind, "concurrency": main.concurrency, **main.stats()}
+        if "cpu" in self.pools:
+            cpu = self.pools["cpu"]
+            info.update(
+                cpu_pool=cpu.kind,
+                cpu_concurrency=cpu.concurrency,
+                cpu_busy=cpu.running(),
+                cpu_stats=cpu.stats(),
+            )
+        return info
