@@ -49,6 +49,10 @@ class Settings:
     broker_socket_timeout: float = field(
         default=10.0, metadata=_doc("Seconds a producer waits on one Redis reply before BrokerUnavailable.")
     )
+    broker_pool_limit: int = field(
+        default=1000,
+        metadata=_doc("Producer connections to Redis; more concurrent callers wait for a free one."),
+    )
     task_default_queue: str = field(default="default", metadata=_doc("Queue of tasks with no route."))
     task_routes: Any = field(
         default=None,

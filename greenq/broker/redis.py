@@ -173,15 +173,24 @@ class RedisBroker:
         connect_timeout_s: float = 5.0,
         socket_timeout_s: float = 10.0,
         dead_letter_max: int = 10000,
+        pool_limit: int = 1000,
     ) -> None:
         self.url = url
         self.connect_timeout_s = connect_timeout_s
         self.socket_timeout_s = socket_timeout_s
         self.dead_letter_max = dead_letter_max
         # RESP2 everywhere: reply shapes must not change with the redis-py version's default.
-        self.client = redis.Redis.from_url(
-            url, socket_connect_timeout=connect_timeout_s, socket_timeout=socket_timeout_s, protocol=2
+        # A blocking pool: with more concurrent callers than connections (hundreds of greenlets
+        # waiting in get()), callers wait for a free connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_limit,
+            timeout=socket_timeout_s,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=socket_timeout_s,
+            protocol=2,
         )
+        self.client = redis.Redis(connection_pool=pool)
         self._known_queues: set[str] = set()
 
     def __repr__(self) -> str:

@@ -50,9 +50,9 @@ class GeventPool:
         self.concurrency = concurrency
         self._pool = gevent.pool.Pool(concurrency)
         self.hub_blocks = 0
-        # job key -> monotonic time the hub stopped ticking while that job ran. Written by the
-        # native watchdog thread, read by the job's own greenlet.
-        self._blocked: dict[int, float] = {}
+        # job key -> (longest stall of the hub while it ran, CPU seconds the hub used meanwhile).
+        # Written by the native watchdog thread, read by the job's own greenlet.
+        self._blocked: dict[int, tuple[float, float]] = {}
         self._block_threshold_s = 0.0
 
     def enable_block_detection(self, threshold_s: float) -> None:
@@ -81,19 +81,29 @@ class GeventPool:
             gevent.sleep(every_s)
 
     def _watchdog(self, threshold_s: float, real_sleep: Callable[[float], None]) -> None:
-        """Runs in a native thread: never touches gevent, only reads a float and a stack."""
+        """Runs in a native thread: never touches gevent, only reads floats, a CPU clock and a stack.
+
+        A stall is blamed on the job on the hub's stack, with the CPU time the hub thread used
+        meanwhile: a stall with little CPU is the machine's fault (or a blocking call gevent
+        cannot see), not a CPU-bound task's.
+        """
+        cpu_clock = time.pthread_getcpuclockid(self._hub_thread)
+        calm_at, calm_cpu = time.monotonic(), time.clock_gettime(cpu_clock)
         while True:
             real_sleep(threshold_s / 2)
-            stalled = time.monotonic() - self._tick
-            if stalled <= threshold_s:
+            clock, cpu = time.monotonic(), time.clock_gettime(cpu_clock)
+            if clock - self._tick <= threshold_s:
+                calm_at, calm_cpu = clock, cpu
                 continue
             frame = sys._current_frames().get(self._hub_thread)
             while frame is not None and frame.f_code is not GeventPool._run.__code__:
                 frame = frame.f_back
-            if frame is not None:
-                job = frame.f_locals.get("job")
-                if job is not None:
-                    self._blocked.setdefault(job.key, time.monotonic() - stalled)
+            job = frame.f_locals.get("job") if frame is not None else None
+            if job is not None:
+                stall = clock - max(calm_at, self._tick)
+                worst = self._blocked.get(job.key)
+                if worst is None or stall > worst[0]:
+                    self._blocked[job.key] = (stall, cpu - calm_cpu)
 
     def start(self) -> None:
         pass
@@ -117,17 +127,26 @@ class GeventPool:
         on_done(job, outcome)
 
     def _report_block(self, job: Job) -> None:
-        since = self._blocked.pop(job.key, None)
-        if since is None:
+        found = self._blocked.pop(job.key, None)
+        if found is None:
             return
+        stall_s, cpu_s = found
         self.hub_blocks += 1
+        if cpu_s >= stall_s / 2:
+            advice = "mark it @app.task(cpu=True) to run it in a child process"
+        else:
+            advice = (
+                "it used little CPU meanwhile: a blocking call gevent cannot make cooperative "
+                "(a C extension?), or an overloaded machine"
+            )
         logger.warning(
-            "task %s[%s] blocked the event loop for %.2fs (worker_block_warning=%ss): no other task "
-            "ran meanwhile; mark it @app.task(cpu=True) to run it in a child process",
+            "task %s[%s] blocked the event loop for %.2fs (%.2fs of CPU; worker_block_warning=%ss): %s",
             job.task,
             job.request.get("id"),
-            time.monotonic() - since,
+            stall_s,
+            cpu_s,
             self._block_threshold_s,
+            advice,
         )
 
     def _run_limited(self, job: Job) -> Outcome:

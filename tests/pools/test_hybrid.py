@@ -47,7 +47,9 @@ def test_blocking_task_is_logged_and_the_same_work_with_cpu_true_is_not(app: Gre
     worker = start_worker("--pool", "gevent", "-c", "10", "--cpu-workers", "1")
     assert basic.busy_loop_cpu.delay(0.5).get(timeout=30) != worker.pid
     assert basic.busy_loop.delay(0.5).get(timeout=30) == worker.pid
-    match = worker.wait_for(r"task (\S+)\[\w+\] blocked the event loop for ([\d.]+)s")
+    match = worker.wait_for(r"task (\S+)\[\w+\] blocked the event loop for ([\d.]+)s \(([\d.]+)s of CPU")
     assert match.group(1) == "tests.apps.basic.busy_loop"
+    assert float(match.group(3)) >= float(match.group(2)) / 2, "a CPU-bound block, with the CPU it used"
+    assert "mark it @app.task(cpu=True)" in match.string
     assert float(match.group(2)) >= 0.1  # a lower bound: the monitor thread samples
     assert "busy_loop_cpu" not in "".join(line for line in worker.lines if "blocked the event loop" in line)
