@@ -194,6 +194,18 @@ def _find(table_rows: list[dict[str, Any]], key: str, kind: str) -> dict[str, An
 def observations(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> list[str]:
     """Sentences computed from this run's figures (no claim is written by hand)."""
     notes = []
+    crowded = [
+        f"`{r['scenario']['key']}` ({r['usage']['other_cpu_pct']:.0f} %)"
+        for r in results["scenarios"]
+        if r["usage"]["other_cpu_pct"] > 50
+    ]
+    if crowded:
+        notes.append(
+            "**Other people's processes took more than half a core during** "
+            + ", ".join(crowded)
+            + ": those throughputs are lower bounds, and comparisons between scenarios are only as fair "
+            "as their 'other processes' columns are alike. CPU ms per task (below) is steadier."
+        )
     gevent, prefork = _find(table_rows, "http-gevent", "http"), _find(table_rows, "http-prefork", "http")
     if gevent and prefork and prefork["rps"]:
         notes.append(
@@ -212,10 +224,12 @@ def observations(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> l
         )
     notes += _mixed_notes(results, table_rows)
     for result in results["scenarios"]:
-        if result["hub_warnings"]:
+        warned = result["hub_warnings"]
+        if warned:
+            names = ", ".join(f"`{name}` {count:,}x" for name, count in sorted(warned.items()))
             notes.append(
-                f"`{result['scenario']['key']}`: the gevent worker logged {result['hub_warnings']:,} "
-                "warnings about tasks blocking the hub (its block detection at work)."
+                f"`{result['scenario']['key']}`: the worker logged {sum(warned.values()):,} "
+                f"'blocked the event loop' warnings, naming {names}."
             )
     return notes
 
@@ -325,7 +339,9 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "## Where the CPU went",
         "",
         "Averaged over each locust run, in % of one core (the machine has 200 %). 'other processes' is "
-        "the whole machine's busy time minus every process this run started. CPU ms per task divides each "
+        "the whole machine's busy time minus every process this run started: other people's jobs, plus "
+        "kernel threads (some of them doing this run's loopback networking) and run.py's own sampling, "
+        "which came to 20-30 % when nobody else was busy. CPU ms per task divides each "
         "group's CPU time by the tasks the worker processed; the 2-core ceiling is the completed/s that "
         "budget allows if this run had both cores to itself (2,000 ms of CPU per second / total ms).",
         "",
@@ -349,13 +365,22 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "redis-py 8 caps a pool at 100 connections and raises `Too many connections` beyond that. The "
         "run gives locust's producer `?max_connections=1000` in its broker URL; without it (`run.py "
         "--producer-max-connections 0`) most enqueues of 200 users fail with `BrokerUnavailable`.",
+        "- **Hub-block warnings that name `http_get`.** The gevent pool warns when its event loop did "
+        "not tick for 0.1 s and blames the task on the stack at that moment. One `http_get` costs ~1.3 ms "
+        "of CPU here, so a warning naming it means the loop was busy with hundreds of ready greenlets, or "
+        "the process was waiting for a core, rather than that task being CPU-bound. `cpu_burn` warnings "
+        "are the real thing.",
         "- **Short runs** (`--quick`, 10 s) include locust's start-up in the CPU figures and a backlog "
         "still building up in the prefork HTTP scenario; use the full run for figures.",
         "",
         "## The target alone",
         "",
         "`loadtests/target.py` serves `greenq.demo.target`'s WSGI app from 2 gevent processes (one "
-        "`pywsgi` process spends ~0.3 ms of CPU per request, ~3,000 req/s). Measured before the scenarios "
+        "`pywsgi` process spends ~0.3 ms of CPU per request), with `TCP_NODELAY` on its listening sockets: "
+        "without it, pywsgi's separate writes of headers and body meet the client's delayed ACK and every "
+        "keep-alive response waits ~40 ms (`GET /delay/0` from a `requests.Session`: 44 ms median, 1.4 ms "
+        "with it; `/delay/100`: 144 ms, 105 ms with it). `python -m greenq.demo.target` itself still has "
+        "that stall. Measured before the scenarios "
         "with `python loadtests/target.py --bench` (500 keep-alive connections, `GET /delay/100` back to "
         "back):",
         "",

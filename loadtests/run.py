@@ -353,9 +353,14 @@ def locust_args(scenario: Scenario, duration_s: int, prefix: Path, html: Path) -
     ]
 
 
-def hub_warnings(log: Path) -> int:
-    """Lines in which the gevent pool reported a task blocking the hub (greenq/pools/gevent.py)."""
-    return log.read_text(errors="replace").count("blocked the event loop")
+def hub_warnings(log: Path) -> dict[str, int]:
+    """Per task name, the warnings in which the gevent pool said a task blocked the hub."""
+    found: dict[str, int] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if "blocked the event loop" in line:
+            name = line.split(" task ", 1)[-1].split("[", 1)[0].rsplit(".", 1)[-1]
+            found[name] = found.get(name, 0) + 1
+    return found
 
 
 def wait_quiet(limit_s: float, busy_pct: float = 15.0) -> dict[str, float]:

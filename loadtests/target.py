@@ -3,9 +3,12 @@
 The WSGI app (``/delay/<ms>`` answers after ms with keep-alive, ``/bytes/<n>`` answers n bytes) is
 ``greenq.demo.target.app``, reused as is. This wrapper only adds what a load test needs on top:
 
-* ``--procs N`` serves from N processes sharing one listening socket. One gevent ``pywsgi`` process
-  spends ~0.3 ms of CPU per request, so it tops out near 3,000 req/s; 500 connections that each
-  wait 100 ms ask for 5,000 req/s, hence two processes on a 2-core machine.
+* ``TCP_NODELAY`` on the listening sockets (accepted ones inherit it): ``greenq.demo.target`` alone
+  answers every keep-alive request ~40 ms late (pywsgi writes headers and body separately; Nagle
+  holds the body until the client's delayed ACK), so ``/delay/100`` took 144 ms instead of 105.
+* ``--procs N`` serves from N processes, each with its own SO_REUSEPORT socket on the same port.
+  One gevent ``pywsgi`` process spends ~0.3 ms of CPU per request (~3,400 req/s at best); 500
+  connections that each wait 100 ms ask for 5,000 req/s, hence two processes on a 2-core machine.
 * ``--bench`` measures what the target serves alone: a gevent client with ``--connections`` keep-alive
   connections, each sending ``GET /delay/<ms>`` back to back for ``--duration`` seconds (or ``wrk``
   with ``--tool wrk``). Loopback only, bounded in time.
@@ -49,6 +52,9 @@ def listeners(port: int, count: int, backlog: int = 4096) -> list[socket.socket]
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # Accepted sockets inherit TCP_NODELAY on Linux. Without it, pywsgi's separate writes of
+        # headers and body meet the client's delayed ACK: +40 ms on every keep-alive response.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind(("127.0.0.1", port or (socks[0].getsockname()[1] if socks else 0)))
         sock.listen(backlog)
         socks.append(sock)
