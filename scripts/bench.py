@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -56,7 +57,6 @@ EXPECTED = (RuntimeError, AssertionError, redis.RedisError, subprocess.Subproces
 # key -> (row label, unit, higher is better, chart label or "")
 METRICS: dict[str, tuple[str, str, bool, str]] = {
     "drain": ("drain: {drain:,} x INCR, results on, -c 500", "tasks/s", True, "drain"),
-    "drain_steady": ("drain after the first task completed", "tasks/s", True, ""),
     "startup": ("worker spawn → first task done (drain)", "s", False, "worker start-up"),
     "noop": ("noop: {noop:,} x no-op, results off, -c 500", "tasks/s", True, "noop"),
     "http_s": ("http: {http:,} x GET /delay/100, -c 500", "s", False, "http (time)"),
@@ -81,8 +81,7 @@ def log(message: str) -> None:
 
 
 def spawn(args: list[str], env: dict[str, str], name: str) -> Any:
-    """A child in scripts/ (``python -m`` imports bench_tasks from there), its output in a log file
-    (``proc.log_path``), remembered in LIVE."""
+    """A child run in scripts/ (for bench_tasks), output to ``proc.log_path``, listed in LIVE."""
     path = LOG_DIR / f"{len(list(LOG_DIR.iterdir())):03d}-{name}.log"
     with open(path, "wb") as out:
         proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=SCRIPTS)
@@ -162,8 +161,7 @@ class Bench:
         self.pending.append((key, framework, value))
 
     def run(self, workload: str, framework: str, label: str) -> None:
-        """One repeat of a workload; run again (twice at most) if other processes took over 30 %
-        of the machine meanwhile. Keeps the figures of the last attempt."""
+        """One repeat; again (twice at most) if other processes took > 30 % of the machine meanwhile."""
         for attempt in range(3):
             self.r.flushall()
             wait_quiet(patience_s=0 if self.args.quick else 180)
@@ -203,8 +201,7 @@ class Bench:
             return [task.apply_async(a, producer=producer).id for a in args]
 
     def backlog(self, framework: str) -> int:
-        """Messages not yet handed to the pool: greenq XDELs a message when it dispatches it;
-        Celery acks on accept and keeps prefetched messages in its ``unacked`` hash."""
+        """Not yet given to the pool: greenq XDELs at dispatch; Celery keeps prefetched in ``unacked``."""
         if framework == "greenq":
             return int(self.r.xlen(Keys.stream(tasks.QUEUE)))
         return int(self.r.llen(tasks.QUEUE)) + int(self.r.hlen("unacked"))
@@ -222,8 +219,7 @@ class Bench:
             args = ["-m", "celery", "-A", "bench_tasks:celery", "worker", "-P", pool]
             args += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
         args += ["-c", str(c or CONCURRENCY), "-Q", tasks.QUEUE, "-l", "WARNING"]
-        name = f"{framework}-{pool}{'-hybrid' * hybrid}"
-        return spawn([sys.executable, *args], self.env(framework, hybrid), name)
+        return spawn([sys.executable, *args], self.env(framework, hybrid), f"{framework}-{pool}-{hybrid}")
 
     def wait(self, done: Callable[[], bool], proc: Any, timeout_s: float, what: str) -> float:
         """Poll ``done`` every 10 ms; the time it became true. Raises if the worker died or timed out."""
@@ -279,7 +275,6 @@ class Bench:
         startup = first[0] - run["started"]
         self.record("drain", framework, n / run["elapsed"])
         self.record("startup", framework, startup)
-        self.record("drain_steady", framework, (n - 1) / max(1e-3, run["elapsed"] - startup))
         return f"{n / run['elapsed']:,.0f} tasks/s, first task done after {startup:.2f} s"
 
     def noop(self, framework: str) -> str:
@@ -305,10 +300,7 @@ class Bench:
             probe.send_packed_command(packed, check_health=False)
             return int(probe.read_response()) == n
 
-        try:
-            run = self.timed(framework, "http", n, all_results)
-        finally:
-            probe.disconnect()
+        run = self.timed(framework, "http", n, all_results)
         statuses = {app.AsyncResult(i).get(timeout=10) for i in ids[:: max(1, n // 5)]}
         assert statuses == {200}, f"http tasks returned {statuses}"
         self.record("http_s", framework, run["elapsed"])
@@ -319,7 +311,6 @@ class Bench:
 
     def ceilings(self, _framework: str) -> str:
         """The bodies without a queue, in a gevent-patched child (``bench_tasks.py ceiling``)."""
-        out = []
         for kind, arg, n in (("http", self.target + f"/delay/{HTTP_DELAY_MS}", self.sizes["http"]),
                              ("incr", "-", self.sizes["drain"])):  # fmt: skip
             args = [sys.executable, str(SCRIPTS / "bench_tasks.py"), "ceiling", kind, arg, str(n), "500"]
@@ -330,8 +321,7 @@ class Bench:
                 raise RuntimeError(f"ceiling {kind} failed: {done.stderr[-500:]}")
             result = json.loads(done.stdout.strip().splitlines()[-1])
             self.record(f"ceiling_{kind}", "ceiling", result["n"] / result["elapsed_s"])
-            out.append(f"{kind} {result['n'] / result['elapsed_s']:,.0f}/s")
-        return ", ".join(out)
+        return ", ".join(f"{key} {rate:,.0f}/s" for key, _, rate in self.pending)
 
     def enqueue(self, framework: str) -> str:
         n = self.sizes["enqueue"]
@@ -341,7 +331,6 @@ class Bench:
             modes["enqueue_batch"] = lambda: task.map([()] * n)
         else:
             self.notes["enqueue_batch", "celery"] = "no pipelined batch API"
-        out = []
         for key, send in modes.items():
             started = time.perf_counter()
             send()
@@ -349,8 +338,7 @@ class Bench:
             assert self.backlog(framework) == n, f"{key}: {self.backlog(framework)} queued, not {n}"
             self.r.flushall()
             self.record(key, framework, rate)
-            out.append(f"{key} {rate:,.0f}/s")
-        return ", ".join(out)
+        return ", ".join(f"{key} {rate:,.0f}/s" for key, _, rate in self.pending)
 
     def latency(self, framework: str) -> str:
         task = self.apps(framework).tasks["bench.echo"]
@@ -489,23 +477,19 @@ def table(bench: Bench) -> tuple[str, list[tuple[str, float]]]:
     return "\n".join(rows), chart
 
 
-def environment(bench: Bench) -> tuple[str, str]:
-    """(machine, versions)"""
+def environment(bench: Bench) -> str:
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "?")
     memory = f"{psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
-    names = ("greenq", "celery", "kombu", "redis", "hiredis", "gevent", "requests")
-    found = ", ".join(f"{name} {metadata.version(name)}" for name in names)
-    server = bench.r.info("server")["redis_version"]
-    return (
-        f"{os.cpu_count()} cores ({model}), {memory}, {platform.platform()}",
-        f"Python {platform.python_version()}, {found}, Redis server {server} (bundled)",
-    )
+    found = ", ".join(f"{n} {metadata.version(n)}" for n in ("celery", "kombu", "redis", "hiredis", "gevent"))
+    return f"""- Machine: {os.cpu_count()} cores ({model}), {memory}, {platform.platform()}
+- Versions: greenq {metadata.version("greenq")} ({os.environ.get("BENCH_SOURCE")}), Python \
+{platform.python_version()}, {found}, requests {metadata.version("requests")}, Redis server \
+{bench.r.info("server")["redis_version"]} (bundled)"""
 
 
 def draw_chart(chart: list[tuple[str, float]], path: Path) -> None:
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -539,8 +523,7 @@ def report(bench: Bench, command: str, elapsed_s: float) -> None:
     took, loads = f"{elapsed_s / 60:.1f} min", [v for values in bench.loads.values() for v in values] or [0]
     section = f"""- Command: `{command}` ({repeats} repeat(s): median, with min-max; took {took})
 - Date: {date}
-- Machine: {environment(bench)[0]}
-- Versions: {environment(bench)[1]}
+{environment(bench)}
 - Other processes used a median {statistics.median(loads):.0%} (max {max(loads):.0%}) of the machine's CPU
   during the runs (worst run per workload: {", ".join(f"{w} {max(v):.0%}" for w, v in bench.loads.items())})
 
@@ -570,9 +553,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def freeze_source(argv: list[str]) -> None:
+    """Re-run on a copy of greenq/ made now (on PYTHONPATH, for every child): one run, one version."""
+    src = Path(tempfile.mkdtemp(prefix="greenq-bench-src-"))
+    shutil.copytree(ROOT / "greenq", src / "greenq", ignore=shutil.ignore_patterns("__pycache__"))
+    git = ["git", "-C", str(ROOT)]
+    commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
+    dirty = subprocess.run([*git, "status", "--porcelain", "greenq"], capture_output=True, text=True).stdout
+    source = f"commit {commit.strip()}{' + uncommitted edits' * bool(dirty.strip())}, frozen at the start"
+    path = os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PYTHONPATH=path, BENCH_SOURCE=source)
+    os.execve(sys.executable, [sys.executable, str(Path(__file__).resolve()), *argv], env)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    command = " ".join(["python scripts/bench.py", *(sys.argv[1:] if argv is None else argv)])
+    argv = sys.argv[1:] if argv is None else argv
+    if "BENCH_SOURCE" not in os.environ:
+        freeze_source(argv)
+    args, command = parse_args(argv), " ".join(["python scripts/bench.py", *argv])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     global LOG_DIR
     LOG_DIR = Path(tempfile.mkdtemp(prefix="greenq-bench-"))
     server = RedisServer(binary=bundled_binary(), data_dir=tempfile.mkdtemp(dir=LOG_DIR)).start()

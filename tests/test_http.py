@@ -71,3 +71,11 @@ def test_client_api_in_process(target: str) -> None:
     assert session.get(f"{target}/bytes/10", timeout=5).content == b"x" * 10
     with pytest.raises(http.HTTPError):
         http.get(f"{target}/nope").raise_for_status()
+
+
+def test_app_redis_is_one_shared_pool_per_process(app: GreenQ, r: redis.Redis, start_worker) -> None:
+    worker = start_worker("-c", "200")
+    assert sorted(res.get(timeout=60) for res in basic.incr_shared.map([("shared",)] * 500))[-1] == 500
+    seen = {tuple(res.get(timeout=30)) for res in basic.redis_client_id.map([()] * 20)}
+    assert seen == {(next(iter(seen))[0], worker.pid, 50)}
+    assert int(r.get("shared")) == 500

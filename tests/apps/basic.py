@@ -244,3 +244,22 @@ def http_status(url: str) -> str:
 @app.task(dead_letter_on_failure=True)
 def fail_to_dead(message: str) -> None:
     raise RuntimeError(message)
+
+
+@app.task
+def incr_shared(key: str) -> int:
+    """One INCR through app.redis, the shared per-process client."""
+    return int(app.redis.incr(key))
+
+
+@app.task
+def redis_client_id() -> list:
+    return [id(app.redis), os.getpid(), app.redis.connection_pool.max_connections]
+
+
+@app.task
+def sleep_span(seconds: float) -> list:
+    """Sleeps; returns [start, end] so tests can count how many ran at once."""
+    started = time.time()
+    time.sleep(seconds)
+    return [started, time.time()]

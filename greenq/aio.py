@@ -1,0 +1,199 @@
+"""AsyncRedisBroker: the producer's round trips on ``redis.asyncio``, for asyncio services.
+
+A thin second transport beside ``RedisBroker``. It builds nothing: messages come from
+``GreenQ.build_message`` (the one code path for routing, validation and encoding), are laid
+out with the same ``Keys`` and commands as ``RedisBroker.enqueue``, and redis errors are
+translated by ``RedisBroker.guard`` (``BrokerUnavailable`` with the URL masked). What it owns
+is write combining: enqueues made while a pipeline is in flight wait for the next one, so
+``asyncio.gather`` of a thousand ``adelay()`` calls costs a few round trips, not a thousand.
+
+One instance per event loop (``GreenQ.async_broker``): redis.asyncio connections belong to
+the loop that opened them. Imports: redis.asyncio, broker.redis, message; never gevent, the
+worker or pools.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio
+import redis.exceptions
+
+from greenq.broker.redis import Keys, RedisBroker
+from greenq.message import Message, now
+
+# Messages per pipeline. Packing commands is synchronous, so this bounds how long one send
+# holds the event loop (~2 ms for 250 messages); bigger batches go out in several pipelines.
+PIPELINE_MESSAGES = 250
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class AsyncRedisBroker:
+    """Enqueue and wait for results on redis.asyncio; built from the app's ``RedisBroker``
+    (for its URL, timeouts and error translation), and opening no connection until used."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        # As many connections as the sync broker's pool may open (each waiting aget() holds one);
+        # callers beyond that wait for a free one, up to the socket timeout, then BrokerUnavailable.
+        # (An unbounded sync pool reports 2**31: cap it, as older redis-py preallocates the slots.)
+        limit = min(getattr(broker.client.connection_pool, "max_connections", None) or 1000, 10_000)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            broker.url,
+            max_connections=limit,
+            timeout=broker.socket_timeout_s,
+            socket_connect_timeout=broker.connect_timeout_s,
+            socket_timeout=broker.socket_timeout_s,
+            protocol=2,
+        )
+        self.client = redis.asyncio.Redis(connection_pool=pool)
+        self._pending: deque[tuple[Sequence[tuple[Message, bytes]], asyncio.Future[None]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._known_queues: set[str] = set()
+        self._conn: redis.asyncio.connection.AbstractConnection | None = None
+
+    def __repr__(self) -> str:
+        return f"Async{self.broker!r}"
+
+    # ---- enqueue: write combining -----------------------------------------------------
+
+    async def enqueue(self, items: Sequence[tuple[Message, bytes]]) -> None:
+        """Send messages as ``RedisBroker.enqueue`` does; returns once Redis has them.
+
+        Joins the next pipeline of this loop. Cancelled before that pipeline is sent: nothing
+        is sent; cancelled after: the messages may be enqueued all the same.
+
+        Raises:
+            BrokerUnavailable: Redis cannot be reached (every call in that pipeline gets it).
+            BrokerError: Redis answered with an error.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((items, done))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        await done
+
+    def _take(self) -> list[tuple[Sequence[tuple[Message, bytes]], asyncio.Future[None]]]:
+        """The next batch: queued calls (skipping cancelled ones) up to PIPELINE_MESSAGES, at least one."""
+        batch: list[tuple[Sequence[tuple[Message, bytes]], asyncio.Future[None]]] = []
+        size = 0
+        while self._pending and (not batch or size + len(self._pending[0][0]) <= PIPELINE_MESSAGES):
+            items, done = self._pending.popleft()
+            if not done.cancelled():
+                batch.append((items, done))
+                size += len(items)
+        return batch
+
+    async def _flush(self) -> None:
+        batch: list[tuple[Sequence[tuple[Message, bytes]], asyncio.Future[None]]] = []
+        try:
+            while self._pending:
+                batch = self._take()
+                try:
+                    await self._send([item for items, _ in batch for item in items])
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(_copy(exc))
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+                batch = []
+        except asyncio.CancelledError:  # the loop is shutting down: nobody is left to answer
+            for _, done in [*batch, *self._pending]:
+                done.cancel()
+            self._pending.clear()
+            raise
+        finally:
+            self._flusher = None
+
+    def _commands(self, message: Message, body: bytes) -> list[tuple[Any, ...]]:
+        # NOTE: the same layout as RedisBroker._enqueue_commands; tests/contrib/test_asyncio.py
+        # compares what both producers write, key by key.
+        commands: list[tuple[Any, ...]] = []
+        if message.queue not in self._known_queues:
+            commands.append(("SADD", Keys.QUEUES, message.queue))
+        if message.eta is not None and message.eta > now():
+            member = b"%d|%s" % (message.priority, body)
+            commands.append(("ZADD", Keys.delayed(message.queue), int(message.eta * 1000), member))
+        else:
+            commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
+        return commands
+
+    async def _send(self, items: Sequence[tuple[Message, bytes]]) -> None:
+        """Pipelines on the flusher's own connection (no pool checkout per batch), as ``Link``."""
+        if self._conn is None:
+            self._conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+        conn = self._conn
+        with self.broker.guard():
+            for start in range(0, len(items), PIPELINE_MESSAGES):
+                commands: list[tuple[Any, ...]] = []
+                queues = set()
+                for message, body in items[start : start + PIPELINE_MESSAGES]:
+                    commands.extend(self._commands(message, body))
+                    queues.add(message.queue)
+                try:
+                    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                    errors = []
+                    for _ in commands:
+                        try:
+                            await conn.read_response()
+                        except redis.exceptions.ResponseError as exc:
+                            errors.append(exc)
+                except BaseException:
+                    await conn.disconnect()  # a reply may be half read: start afresh next time
+                    raise
+                if errors:
+                    raise errors[0]
+                self._known_queues |= queues
+
+    # ---- results -------------------------------------------------------------------------
+
+    async def wait_result(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> tuple[str, bytes] | None:
+        """``RedisBroker.wait_result``, awaited: XREAD BLOCK on the task's result stream, woken
+        by the worker's write (no polling), in slices shorter than the socket timeout. Each
+        waiting call holds one connection of the pool while it blocks."""
+        key = Keys.result(task_id)
+        deadline = None if timeout_s is None else now() + timeout_s
+        socket_timeout_s = self.broker.socket_timeout_s
+        slice_ms = max(1, int((socket_timeout_s - 1.0) * 1000)) if socket_timeout_s > 2 else 1000
+        with self.broker.guard():
+            while True:
+                if deadline is None:
+                    block_ms = slice_ms
+                else:
+                    left_ms = int((deadline - now()) * 1000)
+                    if left_ms <= 0:
+                        return None
+                    block_ms = min(slice_ms, left_ms)
+                reply: Any = await self.client.xread({key: after}, count=1, block=block_ms)
+                if reply:
+                    entry_id, fields = reply[0][1][-1]
+                    return _text(entry_id), fields[b"r"]
+
+    async def aclose(self) -> None:
+        """Close this loop's connections."""
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+        await self.client.connection_pool.disconnect()
+
+
+def _copy(exc: Exception) -> Exception:
+    """One error per waiting caller: raising a shared instance from many tasks would chain
+    their tracebacks onto one object."""
+    try:
+        fresh = type(exc)(*exc.args)
+    except Exception:
+        return exc
+    fresh.__cause__ = exc.__cause__
+    return fresh
