@@ -466,8 +466,13 @@ class Control:
     def __init__(self, app: GreenQ) -> None:
         self.app = app
 
-    def revoke(self, task_id: str | Sequence[str]) -> None:
+    def revoke(self, task_id: str | Sequence[str], terminate: bool = False) -> None:
         """Revoke tasks that have not started: every worker (also one started later) skips them
-        and records REVOKED. The revocation lives in Redis for ``result_expires``."""
+        and records REVOKED. The revocation lives in Redis for ``result_expires``.
+
+        With ``terminate=True`` a task already running in a prefork child (a ``--pool prefork``
+        worker, or a ``cpu=True`` task in a hybrid worker) is killed within about 0.1 s and its
+        state is REVOKED. Greenlets are not interrupted.
+        """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.app.broker.revoke(ids, self.app.conf.result_expires)
+        self.app.broker.revoke(ids, self.app.conf.result_expires, terminate)

@@ -212,7 +212,7 @@ def cmd_result(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     _apply_common(app, args)
-    app.control.revoke(args.ids)
+    app.control.revoke(args.ids, terminate=args.terminate)
     print(f"revoked {len(args.ids)} task(s)")
     return 0
 
@@ -299,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = subs.add_parser("revoke", help="revoke tasks that have not started")
     _add_app_flags(revoke)
     revoke.add_argument("ids", nargs="+")
+    revoke.add_argument("--terminate", action="store_true", help="also kill it if it runs in a prefork child")
     revoke.set_defaults(handler=cmd_revoke)
 
     embedded = subs.add_parser("embedded", help="the embedded redis-server under ./.greenq")

@@ -407,13 +407,19 @@ class RedisBroker:
         """Early-ack a batch; see ``start_batch``."""
         return self.start_batch(link, deliveries, ())[0]
 
-    def revoke(self, task_ids: Sequence[str], ttl_s: float) -> None:
-        """Mark tasks revoked for ``ttl_s``: any worker, also one started later, skips them."""
+    def revoke(self, task_ids: Sequence[str], ttl_s: float, terminate: bool = False) -> None:
+        """Mark tasks revoked for ``ttl_s``: any worker, also one started later, skips them.
+        With ``terminate`` the value is ``terminate``: a running one in a child process is killed."""
         with self.guard():
             pipe = self.client.pipeline(transaction=False)
             for task_id in task_ids:
-                pipe.set(Keys.revoked(task_id), 1, px=int(ttl_s * 1000))
+                pipe.set(Keys.revoked(task_id), "terminate" if terminate else "1", px=int(ttl_s * 1000))
             pipe.execute()
+
+    def to_terminate(self, link: Link, task_ids: Sequence[str]) -> list[str]:
+        """Which of these running tasks were revoked with ``terminate=True``."""
+        replies = link.pipeline([("GET", Keys.revoked(task_id)) for task_id in task_ids])
+        return [task_id for task_id, value in zip(task_ids, replies, strict=True) if value == b"terminate"]
 
     def requeue(self, link: Link, deliveries: Sequence[Delivery]) -> int:
         """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""

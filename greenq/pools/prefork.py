@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from greenq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from greenq.exceptions import SoftTimeLimitExceeded, TaskRevoked, TimeLimitExceeded, WorkerLostError
 from greenq.pools.base import Job, OnDone, Outcome
 
 RunnerFactory = Callable[[], Callable[[Job], Outcome]]
@@ -81,6 +81,7 @@ class _Child:
     on_done: OnDone | None = None
     started: float = 0.0
     recycling: bool = False
+    terminated: bool = False
 
 
 class PreforkPool:
@@ -182,6 +183,21 @@ class PreforkPool:
     def stats(self) -> dict[str, Any]:
         return {"busy": self.running(), "children": self.concurrency, "children_replaced": self._replaced}
 
+    def running_keys(self) -> dict[int, str]:
+        """Job key -> task id of every job running now."""
+        with self._lock:
+            return {c.job.key: str(c.job.request.get("id")) for c in self._children if c.job is not None}
+
+    def terminate(self, key: int) -> bool:
+        """Kill the child running job ``key``; the job ends REVOKED. False if it is not running."""
+        with self._lock:
+            child = next((c for c in self._children if c.job is not None and c.job.key == key), None)
+            if child is None:
+                return False
+            child.terminated = True
+        child.process.kill()
+        return True
+
     # ---- collector -------------------------------------------------------------------
 
     def _collect(self) -> None:
@@ -198,13 +214,16 @@ class PreforkPool:
                 if child.conn in ready:
                     self._receive(child)
                 elif child.process.sentinel in ready:
-                    self._lost(
-                        child,
-                        WorkerLostError(
-                            f"child {child.process.pid} exited with {child.process.exitcode} during the task"
-                        ),
-                    )
+                    self._lost(child, self._why_lost(child))
             self._enforce_time_limits(children)
+
+    @staticmethod
+    def _why_lost(child: _Child) -> BaseException:
+        if child.terminated and child.job is not None:
+            return TaskRevoked(str(child.job.request.get("id")), "TaskRevoked", "terminated")
+        return WorkerLostError(
+            f"child {child.process.pid} exited with {child.process.exitcode} during the task"
+        )
 
     def _next_deadline(self, children: list[_Child]) -> float:
         soonest = 1.0
@@ -218,7 +237,7 @@ class PreforkPool:
         try:
             outcome, recycle = child.conn.recv()
         except (EOFError, OSError):
-            self._lost(child, WorkerLostError(f"child {child.process.pid} died during the task"))
+            self._lost(child, self._why_lost(child))
             return
         job, on_done = child.job, child.on_done
         if recycle:

@@ -452,6 +452,8 @@ class Consumer:
                 stats.dead_lettered += 1
                 with self._flush_cond:
                     self._flush_dead.append((reserved.delivery, f"failed: {outcome.error}", self.consumer_id))
+        elif outcome.state == REVOKED:
+            stats.revoked += 1
         else:
             stats.succeeded += 1
         if outcome.lost and reserved.acks_late:
@@ -620,12 +622,25 @@ class Consumer:
                 if clock >= next_recover:
                     self._recover(link)
                     next_recover = clock + recover_every
+                self._terminate_revoked(link)
                 backoff.ok()
             except (BrokerUnavailable, BrokerError) as exc:
                 backoff.failed(exc, self._stopping)
                 continue
             tick = 0.1 if soonest is None else min(0.1, soonest)
             self._stopping.wait(tick)
+
+    def _terminate_revoked(self, link: Any) -> None:
+        """Kill prefork children running tasks revoked with terminate=True."""
+        for pool in self.lanes.pools.values():
+            running = getattr(pool, "running_keys", None)
+            keys = running() if running else {}
+            if not keys:
+                continue
+            doomed = set(self.broker.to_terminate(link, list(keys.values())))
+            for key, task_id in keys.items():
+                if task_id in doomed and pool.terminate(key):  # type: ignore[attr-defined]
+                    self.log.warning("terminating task %s: revoked with terminate=True", task_id)
 
     def _recover(self, link: Any) -> None:
         requeued, dead = self.broker.recover(link, self.queues, self.consumer_id, self.conf.max_deliveries)

@@ -14,9 +14,9 @@ import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from greenq.exceptions import Retry
+from greenq.exceptions import Retry, TaskRevoked
 from greenq.pools.base import Job, Outcome
-from greenq.results import FAILURE, RETRY, SUCCESS, result_payload
+from greenq.results import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
 from greenq.task import Request, reset_request, set_request
 
 if TYPE_CHECKING:
@@ -116,6 +116,17 @@ def lost_outcome(app: GreenQ, job: Job, exc: BaseException) -> Outcome:
     task = app.tasks[job.task]
     option = task.options.ignore_result
     ignore = option if option is not None else app.conf.task_ignore_result
+    if isinstance(exc, TaskRevoked):
+        payload = result_payload(
+            str(job.request["id"]),
+            task.name,
+            REVOKED,
+            exc_type="TaskRevoked",
+            exc_message="terminated",
+            retries=int(job.request.get("retries", 0)),
+            worker=job.request.get("worker"),
+        )
+        return Outcome(REVOKED, payload, error="TaskRevoked: terminated")
     return _failure(task, job, exc, bool(ignore), job.request.get("worker"))
 
 

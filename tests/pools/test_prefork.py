@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
-from greenq import GreenQ, TaskError
+from greenq import GreenQ, TaskError, TaskRevoked
 from greenq.broker.redis import Keys
 from tests.apps import basic
 
@@ -75,3 +77,25 @@ def test_lost_child_with_acks_late_is_requeued_until_max_deliveries(
     dead = r.xrange(Keys.dead("default"))
     assert len(dead) == 1 and dead[0][1][b"reason"] == b"delivery 3 killed its worker"
     assert result.state == "PENDING"
+
+
+def test_revoke_with_terminate_kills_a_running_task_in_its_child(app: GreenQ, start_worker) -> None:
+    worker = start_worker("--pool", "prefork", "-c", "1", "--lost-timeout", "2")
+    before = basic.whoami.delay().get(timeout=20)
+    stuck = basic.busy_loop.delay(60.0)
+    deadline = time.monotonic() + 20
+    while not any(a["id"] == stuck.id for w in _workers(app) for a in w.get("active", [])):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)  # the heartbeat lists it once it runs (refreshed every 0.5 s)
+    app.control.revoke(stuck.id, terminate=True)
+    with pytest.raises(TaskRevoked):
+        stuck.get(timeout=20)
+    assert stuck.info["exc_message"] == "terminated"
+    assert basic.whoami.delay().get(timeout=20) != before  # the child was replaced
+    assert worker.proc.poll() is None
+
+
+def _workers(app: GreenQ) -> list:
+    from greenq import admin
+
+    return admin.workers(app.broker)
