@@ -38,6 +38,7 @@ class QueueStats:
     in_flight: int
     delayed: int
     dead: int
+    dead_dropped: int
     oldest_age_s: float | None
     consumers: int
 
@@ -58,8 +59,14 @@ def queue_stats(broker: RedisBroker, queue: str) -> QueueStats:
             pipe.xlen(key)
         pipe.zcard(Keys.delayed(queue))
         pipe.xlen(Keys.dead(queue))
+        pipe.get(Keys.dead_dropped(queue))
         replies = pipe.execute()
-        lengths, delayed, dead = replies[: len(bands)], replies[-2], replies[-1]
+        lengths, delayed, dead, dropped = (
+            replies[: len(bands)],
+            replies[-3],
+            replies[-2],
+            int(replies[-1] or 0),
+        )
         in_flight = consumers = 0
         oldest: int | None = None
         for key, length in zip(bands, lengths, strict=True):
@@ -79,7 +86,7 @@ def queue_stats(broker: RedisBroker, queue: str) -> QueueStats:
                 oldest = stamp if oldest is None else min(oldest, stamp)
     ready = sum(lengths) - in_flight
     age = None if oldest is None or ready <= 0 else max(0.0, time.time() - oldest / 1000)
-    return QueueStats(queue, ready, in_flight, delayed, dead, age, consumers)
+    return QueueStats(queue, ready, in_flight, delayed, dead, dropped, age, consumers)
 
 
 def workers(broker: RedisBroker) -> list[dict[str, Any]]:

@@ -70,6 +70,10 @@ class Keys:
         return f"greenq:{{q:{queue}}}:dead"
 
     @staticmethod
+    def dead_dropped(queue: str) -> str:
+        return f"greenq:{{q:{queue}}}:dead:dropped"
+
+    @staticmethod
     def result(task_id: str) -> str:
         return f"greenq:result:{{{task_id}}}"
 
@@ -444,9 +448,10 @@ class RedisBroker:
             (
                 "EVAL",
                 script("nack"),
-                2,
+                3,
                 stream,
                 Keys.dead(items[0].queue),
+                Keys.dead_dropped(items[0].queue),
                 GROUP,
                 max_deliveries,
                 self.dead_letter_max,
@@ -480,13 +485,14 @@ class RedisBroker:
         ]
 
     def _dead_letter_command(self, delivery: Delivery, reason: str, consumer: str) -> tuple[Any, ...]:
+        """One EVAL of dead.lua: append with reason, time, worker and source stream; cap; count drops."""
         return (
-            "XADD",
+            "EVAL",
+            script("dead"),
+            2,
             Keys.dead(delivery.queue),
-            "MAXLEN",
-            "~",
+            Keys.dead_dropped(delivery.queue),
             self.dead_letter_max,
-            "*",
             "m",
             delivery.body,
             "reason",
@@ -502,27 +508,7 @@ class RedisBroker:
     def dead_letter(self, link: Link, delivery: Delivery, reason: str, consumer: str) -> None:
         """Move one message to its queue's dead-letter stream with the reason; ack the original."""
         link.transaction(
-            [
-                (
-                    "XADD",
-                    Keys.dead(delivery.queue),
-                    "MAXLEN",
-                    "~",
-                    self.dead_letter_max,
-                    "*",
-                    "m",
-                    delivery.body,
-                    "reason",
-                    reason,
-                    "time",
-                    int(now() * 1000),
-                    "worker",
-                    consumer,
-                    "stream",
-                    delivery.stream,
-                ),
-                *self._ack_commands([delivery]),
-            ]
+            [self._dead_letter_command(delivery, reason, consumer), *self._ack_commands([delivery])]
         )
 
     def heartbeat(self, link: Link, consumer: str, info: bytes, ttl_ms: int, queues: Sequence[str]) -> bool:
@@ -581,10 +567,11 @@ class RedisBroker:
                 moved, lettered, left = link.call(
                     "EVAL",
                     script("recover"),
-                    3,
+                    4,
                     key,
                     Keys.dead(queue),
                     Keys.worker(name),
+                    Keys.dead_dropped(queue),
                     GROUP,
                     name,
                     max_deliveries,

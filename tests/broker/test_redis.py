@@ -110,3 +110,18 @@ def test_ack_to_start_reports_messages_recovered_by_others(any_redis_url: str) -
     assert broker.start_batch(link, got, ["a", "b"]) == ([False, False, False], [False, False])
     again = broker.fetch(link, ["default"], "other", 10, 0)
     assert broker.ack_to_start(link, again) == [True, True, True]
+
+
+def test_dead_letters_are_capped_and_drops_counted(any_redis_url: str) -> None:
+    from greenq import admin
+
+    app = GreenQ("cap", broker=any_redis_url, dead_letter_max=3)
+    broker, link = app.broker, app.broker.connect("test")
+    app.enqueue_many([("t.x", [i], None) for i in range(5)])
+    for delivery in broker.fetch(link, ["default"], "c1", 10, 0):
+        broker.dead_letter(link, delivery, "test", "c1")
+    r = redis.Redis.from_url(any_redis_url)
+    assert r.xlen(Keys.dead("default")) == 3
+    assert [e[b"m"] for _, e in r.xrange(Keys.dead("default"))][0].count(b"[2]") == 1  # oldest dropped
+    stats = admin.queue_stats(broker, "default")
+    assert (stats.dead, stats.dead_dropped) == (3, 2)

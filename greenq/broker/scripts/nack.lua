@@ -2,9 +2,10 @@
 -- its stream with its delivery count raised, or to the dead-letter stream at max_deliveries.
 -- KEYS[1]     the band stream
 -- KEYS[2]     the queue's dead-letter stream
+-- KEYS[3]     the queue's dropped-dead-letters counter
 -- ARGV[1]     consumer group name
 -- ARGV[2]     max_deliveries
--- ARGV[3]     dead-letter stream cap (approximate MAXLEN)
+-- ARGV[3]     dead-letter stream cap
 -- ARGV[4]     time now, epoch ms
 -- ARGV[5]     consumer name (recorded on dead letters)
 -- ARGV[6..]   entry ids
@@ -23,7 +24,7 @@ for i = 6, #ARGV do
       elseif fields[j] == 'd' then deliveries = tonumber(fields[j + 1]) end
     end
     if deliveries >= max_deliveries then
-      redis.call('XADD', dead, 'MAXLEN', '~', ARGV[3], '*', 'm', body, 'reason',
+      redis.call('XADD', dead, '*', 'm', body, 'reason',
                  'delivery ' .. deliveries .. ' killed its worker', 'time', ARGV[4],
                  'worker', ARGV[5], 'stream', stream)
       dead_lettered = dead_lettered + 1
@@ -33,5 +34,9 @@ for i = 6, #ARGV do
     end
   end
   redis.call('XDEL', stream, id)
+end
+if dead_lettered > 0 then
+  local dropped = redis.call('XTRIM', dead, 'MAXLEN', tonumber(ARGV[3]))
+  if dropped > 0 then redis.call('INCRBY', KEYS[3], dropped) end
 end
 return {requeued, dead_lettered}

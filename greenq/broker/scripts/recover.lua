@@ -2,10 +2,11 @@
 -- KEYS[1]     the band stream
 -- KEYS[2]     the queue's dead-letter stream (greenq:{q:NAME}:dead)
 -- KEYS[3]     the dead consumer's heartbeat key (checked here, atomically, to be missing)
+-- KEYS[4]     the queue's dropped-dead-letters counter (what the cap dropped is counted)
 -- ARGV[1]     consumer group name
 -- ARGV[2]     the dead consumer's name
 -- ARGV[3]     max_deliveries: a message whose delivery number reached this is dead-lettered
--- ARGV[4]     dead-letter stream cap (approximate MAXLEN)
+-- ARGV[4]     dead-letter stream cap
 -- ARGV[5]     time now, epoch ms, recorded on dead letters
 -- ARGV[6]     batch size: most entries handled in this call
 -- Returns {requeued, dead_lettered, left}; the consumer is deleted once it has none left.
@@ -30,7 +31,7 @@ for _, item in ipairs(pending) do
       elseif fields[i] == 'd' then deliveries = tonumber(fields[i + 1]) end
     end
     if deliveries >= max_deliveries then
-      redis.call('XADD', dead, 'MAXLEN', '~', cap, '*', 'm', body, 'reason',
+      redis.call('XADD', dead, '*', 'm', body, 'reason',
                  'delivery ' .. deliveries .. ' killed its worker', 'time', ARGV[5],
                  'worker', consumer, 'stream', stream)
       dead_lettered = dead_lettered + 1
@@ -39,6 +40,10 @@ for _, item in ipairs(pending) do
       requeued = requeued + 1
     end
   end
+end
+if dead_lettered > 0 then
+  local dropped = redis.call('XTRIM', dead, 'MAXLEN', tonumber(cap))
+  if dropped > 0 then redis.call('INCRBY', KEYS[4], dropped) end
 end
 local left = #redis.call('XPENDING', stream, group, '-', '+', 1, consumer)
 if left == 0 then redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer) end
