@@ -10,6 +10,7 @@ together. Imports: stdlib only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -53,7 +54,7 @@ def run_group(worker_argv: list[str], processes: int, group: str) -> int:
             "--group",
             f"{group}:{index}/{processes}",
         ]
-        children[index] = subprocess.Popen(args)
+        children[index] = subprocess.Popen(args, preexec_fn=_die_with_parent)
         logger.info("worker process %s/%s started (pid %s)", index, processes, children[index].pid)
 
     def forward(signum: int, _frame: Any) -> None:
@@ -87,6 +88,14 @@ def run_group(worker_argv: list[str], processes: int, group: str) -> int:
     codes = [child.wait() for child in children.values()]
     logger.info("all worker processes stopped: exit codes %s", codes)
     return 0 if all(code == 0 for code in codes) else 1
+
+
+def _die_with_parent() -> None:
+    """Linux: a child gets SIGTERM (a graceful stop) if the supervisor itself is killed."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def resolve(processes: str) -> int:
