@@ -230,6 +230,11 @@ class RedisBroker:
         failure part way raises ``BrokerUnavailable`` and earlier chunks stay enqueued.
         """
         with self.guard():
+            if len(items) == 1:
+                commands = self._enqueue_commands(*items[0])
+                if len(commands) == 1:  # the common delay(): one command, no pipeline object
+                    self.client.execute_command(*commands[0])
+                    return
             for start in range(0, len(items), ENQUEUE_CHUNK):
                 pipe = self.client.pipeline(transaction=False)
                 queues = set()
