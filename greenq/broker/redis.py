@@ -393,7 +393,7 @@ class RedisBroker:
             link.transaction(commands)
 
     def start_batch(
-        self, link: Link, early: Sequence[Delivery], task_ids: Sequence[str]
+        self, link: Link, early: Sequence[Delivery], task_ids: Sequence[str], retry: bool = False
     ) -> tuple[list[bool], list[bool]]:
         """Before a batch starts, in one round trip (``start.lua``): early-ack ``early`` and look
         up which of ``task_ids`` are revoked.
@@ -407,7 +407,14 @@ class RedisBroker:
             return [], []
         flags = _text(
             link.call(
-                "EVAL", script("start"), len(keys), *keys, GROUP, len(early), *(d.entry_id for d in early)
+                "EVAL",
+                script("start"),
+                len(keys),
+                *keys,
+                GROUP,
+                len(early),
+                *(d.entry_id for d in early),
+                "retry" if retry else "first",
             )
         )
         return [f == "1" for f in flags[: len(early)]], [f == "1" for f in flags[len(early) :]]

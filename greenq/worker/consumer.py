@@ -277,6 +277,7 @@ class Consumer:
     def _dispatch_loop(self) -> None:
         link = self.broker.connect("dispatch")
         backoff = Backoff(self.log, "ack", self.stats)
+        lost_reply = False  # the last start_batch may have acked without us seeing the reply
         while True:
             with self._cond:
                 while not self._stopping.is_set() and not self.lanes.can_dispatch():
@@ -288,10 +289,12 @@ class Consumer:
             early = [r for r in batch if not r.acks_late]
             try:
                 still_ours, revoked = self.broker.start_batch(
-                    link, [r.delivery for r in early], [r.message.id for r in batch]
+                    link, [r.delivery for r in early], [r.message.id for r in batch], retry=lost_reply
                 )
                 backoff.ok()
+                lost_reply = False
             except (BrokerUnavailable, BrokerError) as exc:
+                lost_reply = True
                 with self._cond:
                     self.lanes.put_back(batch)
                 backoff.failed(exc, self._stopping)

@@ -125,3 +125,16 @@ def test_dead_letters_are_capped_and_drops_counted(any_redis_url: str) -> None:
     assert [e[b"m"] for _, e in r.xrange(Keys.dead("default"))][0].count(b"[2]") == 1  # oldest dropped
     stats = admin.queue_stats(broker, "default")
     assert (stats.dead, stats.dead_dropped) == (3, 2)
+
+
+def test_start_batch_retry_after_a_lost_reply_still_runs_what_this_worker_acked(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    app.enqueue_many([("t.x", [i], None) for i in range(2)])
+    got = broker.fetch(link, ["default"], "w1", 10, 0)
+    broker.start_batch(link, got, [])  # acked, but pretend the reply never arrived
+    assert broker.start_batch(link, got, [], retry=True)[0] == [True, True]
+    app.send_task("t.y", [1])
+    taken = broker.fetch(link, ["default"], "slow", 10, 0)
+    broker.heartbeat(link, "other", b"{}", 10_000, ["default"])
+    broker.recover(link, ["default"], "other", max_deliveries=5)
+    assert broker.start_batch(link, taken, [], retry=True)[0] == [False]  # recovered: not ours

@@ -23,6 +23,8 @@ for _, item in ipairs(pending) do
   local found = redis.call('XRANGE', stream, id, id)
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
+  -- a marker for start.lua: a worker presumed dead that retries its early ack must not run it
+  redis.call('SET', stream .. ':recovered:' .. id, consumer, 'PX', 600000)
   if found[1] then
     local fields = found[1][2]
     local body, deliveries = '', 1

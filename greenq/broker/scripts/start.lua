@@ -4,17 +4,22 @@
 -- ARGV[1]         consumer group name
 -- ARGV[2]         E, the number of early-ack messages
 -- ARGV[3..E+2]    the entry ids of the early-ack messages, in KEYS order
+-- ARGV[E+3]       "retry" when the previous attempt for this batch lost its reply: an entry
+--                 already acked then was acked by this worker, unless recover.lua marked it
+--                 (<stream>:recovered:<id>) as taken from a consumer presumed dead
 -- Early ack: XACK + XDEL each early message. XACK returns 0 for an entry this consumer no
 -- longer holds (another worker recovered it while this one's heartbeat had lapsed): the
 -- caller must not run it. Returns a string of E+N flags: for each early message '1' if it
 -- was still held, then for each message '1' if it is revoked.
 local group = ARGV[1]
 local early = tonumber(ARGV[2])
+local retry = ARGV[early + 3] == 'retry'
 local flags = {}
 for i = 1, early do
   local stream, id = KEYS[i], ARGV[i + 2]
   local held = redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
+  if held == 0 and retry and redis.call('EXISTS', stream .. ':recovered:' .. id) == 0 then held = 1 end
   flags[#flags + 1] = held == 1 and '1' or '0'
 end
 for i = early + 1, #KEYS do
