@@ -65,8 +65,8 @@ METRICS: dict[str, tuple[str, str, bool, str]] = {
     "enqueue_batch": ("enqueue: {enqueue:,} batch (greenq task.map)", "tasks/s", True, ""),
     "lat_p50": ("latency delay()→get() p50 at 100 tasks/s", "ms", False, "latency p50"),
     "lat_p99": ("latency delay()→get() p99 at 100 tasks/s", "ms", False, "latency p99"),
-    "cpu_prefork": ("cpu: {cpu} x 50 ms, prefork -c {cores}, efficiency", "", True, "cpu (prefork)"),
-    "cpu_hybrid": ("cpu: {cpu} x 50 ms, hybrid (gevent + cpu=True), efficiency", "", True, ""),
+    "cpu_prefork": ("cpu: {cpu} x ~50 ms, prefork -c {cores}, efficiency", "", True, "cpu (prefork)"),
+    "cpu_hybrid": ("cpu: {cpu} x ~50 ms, hybrid (gevent + cpu=True), efficiency", "", True, ""),
     "drain_cpu": ("worker CPU per task, drain", "ms", False, ""),
     "noop_cpu": ("worker CPU per task, noop", "ms", False, ""),
     "http_cpu": ("worker CPU per task, http", "ms", False, ""),
@@ -401,9 +401,9 @@ class Bench:
             ended = self.wait(lambda: self.counter() >= n + 1, proc, 60 + n * CPU_TASK_S * 4, "cpu")
         finally:
             stop(proc)
-        efficiency = n * self.task_s / self.cores / (ended - started)
-        self.record(key, framework, efficiency)
-        return f"{what}: {ended - started:.2f} s, efficiency {efficiency:.2f}"
+        work = float(self.r.get(tasks.CPU_S) or 0)  # CPU seconds the bodies used: ideal = work / cores
+        self.record(key, framework, efficiency := work / self.cores / (ended - started))
+        return f"{what}: {ended - started:.2f} s for {work:.1f} s of task CPU, efficiency {efficiency:.2f}"
 
     def start_target(self) -> None:
         port, args = free_port(), [sys.executable, "-m", "greenq.demo.target", "--port"]

@@ -22,6 +22,7 @@ from typing import Any
 QUEUE = "bench"
 COUNTER = "bench:counter"  # INCR'd by every incr/burn body: the bench polls it for completion
 PIDS = "bench:pids"  # set of the process ids that ran burn bodies (is prefork/hybrid real?)
+CPU_S = "bench:cpu_s"  # CPU seconds the burn bodies spent spinning: the work a pool had to spread
 
 _clients: dict[str, Any] = {}
 
@@ -78,9 +79,11 @@ def spin(loops: int) -> int:
 
 
 def burn(loops: int) -> int:
-    """``spin`` then record which process ran it and count it, in one round trip."""
+    """``spin``, then record its CPU time and which process ran it, and count it: one round trip."""
+    started = time.process_time()
     spin(loops)
     pipe = redis_client().pipeline(transaction=False)
+    pipe.incrbyfloat(CPU_S, time.process_time() - started)
     pipe.sadd(PIDS, os.getpid())
     pipe.incr(COUNTER)
     pipe.execute()
