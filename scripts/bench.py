@@ -514,7 +514,7 @@ def draw_chart(chart: list[tuple[str, float]], path: Path) -> None:
 def report(bench: Bench, command: str, elapsed_s: float) -> None:
     rows, chart = table(bench)
     print(rows)
-    out = Path(bench.args.out)
+    out = Path(bench.args.out or (LOG_DIR if bench.args.quick else ROOT / "docs") / "benchmarks.md")
     image = out.parent / "img" / "benchmarks.png"
     draw_chart(chart, image)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -541,7 +541,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 repeat, 10x smaller workloads")
     parser.add_argument("--repeats", type=int, help="runs per workload and framework (default 3; quick 1)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(WORKLOADS)} (memory = http)")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    parser.add_argument("--out", help="default docs/benchmarks.md; with --quick, one in the log directory")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
     wanted = [w.strip().replace("memory", "http") for w in (args.only or ",".join(WORKLOADS)).split(",")]
@@ -566,9 +566,9 @@ def freeze_source(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    args, command = parse_args(argv), " ".join(["python scripts/bench.py", *argv])
     if "BENCH_SOURCE" not in os.environ:
         freeze_source(argv)
-    args, command = parse_args(argv), " ".join(["python scripts/bench.py", *argv])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the cleanup below
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in the background
     threading.Thread(target=track, daemon=True).start()
