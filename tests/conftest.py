@@ -156,3 +156,15 @@ def start_worker(redis_url: str) -> Iterator:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def app(redis_url: str, monkeypatch: pytest.MonkeyPatch):
+    """The test app (tests/apps/basic.py) as a producer, pointed at this test's Redis."""
+    from tests.apps import basic
+
+    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
+    basic.app._settings = None
+    basic.app._broker = None
+    basic._client = None
+    return basic.app

@@ -24,15 +24,6 @@ def target() -> Iterator[str]:
     proc.wait(10)
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
-
-
 def test_one_client_per_process_in_gevent_tasks_and_prefork_children(
     app: GreenQ, target: str, start_worker
 ) -> None:

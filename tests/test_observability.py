@@ -9,7 +9,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenq import GreenQ
@@ -17,15 +16,6 @@ from greenq.embedded import free_port
 from tests.apps import basic
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
 
 
 def _env(url: str) -> dict[str, str]:

@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import redis
 
 from greenq import GreenQ, admin
@@ -17,15 +16,6 @@ from greenq.broker.redis import Keys
 from tests.apps import basic
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
 
 
 def cli(url: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

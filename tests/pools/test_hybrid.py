@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from greenq import GreenQ
 from tests.apps import basic
-
-
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
 
 
 def test_cpu_tasks_go_to_unpatched_children_while_io_tasks_stay_in_greenlets(

@@ -12,15 +12,6 @@ from greenq.broker.redis import Keys
 from tests.apps import basic
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
-
-
 def test_cpu_tasks_run_in_child_processes_unpatched(app: GreenQ, start_worker) -> None:
     worker = start_worker("--pool", "prefork", "-c", "2")
     pids = {res.get(timeout=30) for res in basic.burn.map([(200_000,)] * 8)}

@@ -20,15 +20,6 @@ from tests.apps import basic
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
-
-
 def _ints(mapping: dict[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in mapping.items()}
 

@@ -20,15 +20,6 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
-
-
 def _members(app: GreenQ, count: int) -> list[dict]:
     """Wait until ``count`` group members have heartbeats (they register at start)."""
     import time

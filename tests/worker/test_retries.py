@@ -20,15 +20,6 @@ from tests.apps import basic
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
-
-
 def test_self_retry_counts_retries_and_then_succeeds(app: GreenQ, r: redis.Redis, start_worker) -> None:
     start_worker("-c", "5")
     result = basic.flaky.delay("fl", 2)

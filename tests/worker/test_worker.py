@@ -12,16 +12,6 @@ from greenq.broker.redis import GROUP, Keys
 from tests.apps import basic
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    """The test app as a producer, pointed at this test's Redis."""
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app._settings = None
-    basic.app._broker = None
-    basic._client = None
-    return basic.app
-
-
 def test_ten_thousand_tasks_from_map_each_run_exactly_once(app: GreenQ, r: redis.Redis, start_worker) -> None:
     start_worker("--pool", "gevent", "-c", "500")
     results = basic.count_run.map([("drain",)] * 10_000)
