@@ -23,8 +23,8 @@ from greenq.config import Layer, Settings
 from greenq.exceptions import ConfigError
 from greenq.message import Message, encode, new_id, now
 from greenq.results import AsyncResult
-from greenq.routing import route_task, validate_routes
-from greenq.task import Task, check_priority, make_options, to_epoch
+from greenq.routing import is_static, route_task, validate_routes
+from greenq.task import Task, TaskOptions, check_priority, make_options, to_epoch
 
 if TYPE_CHECKING:
     from greenq.aio import AsyncRedisBroker
@@ -64,6 +64,8 @@ class GreenQ:
         self._layers: list[Layer] = []
         self._overrides: list[Layer] = []
         self._settings: Settings | None = None
+        self._routes: dict[tuple[str, str | None], tuple[str, int | None]] = {}  # see _route
+        self._routes_conf: Settings | None = None  # the settings those routes were made with
         self._origin: dict[str, str] = {}
         self._broker: RedisBroker | None = None
         self._task_redis: dict[tuple[str | None, int], Any] = {}
@@ -201,6 +203,7 @@ class GreenQ:
         """Drop broker connections (a new broker is built on next use)."""
         if self._broker is not None:
             self._broker.client.close()
+            self._broker.conns.close()
             self._broker = None
         self._async_brokers = weakref.WeakKeyDictionary()
 
@@ -305,6 +308,7 @@ class GreenQ:
                 )
             task = Task(self, function, name, task_options)
             self._tasks[name] = task
+            self._routes = {}  # a cached route may predate this task's own queue
             return task
 
         return register(fn) if fn is not None else register
@@ -324,12 +328,55 @@ class GreenQ:
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call; nothing is sent. Raises as ``apply_async`` does."""
         conf = self.conf
-        args = tuple(args or ())
-        kwargs = dict(kwargs or {})
+        args = tuple(args) if args else ()
+        kwargs = dict(kwargs) if kwargs else {}
         task = self.tasks.get(name)
+        opts = task.options if task is not None else None
         if task is not None:
             task.check_arguments(args, kwargs)
-        opts = task.options if task is not None else None
+        route_queue, route_priority = self._route(name, queue, opts, args, kwargs)
+        if priority is None:
+            priority = opts.priority if opts is not None and opts.priority is not None else route_priority
+            if priority is None:
+                priority = conf.task_default_priority
+        check_priority(priority, f"task {name}")
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        created = now()
+        eta_s = created + countdown if countdown is not None else to_epoch(eta)
+        if expires is None and opts is not None:
+            expires = opts.expires
+        expires_s = created + expires if isinstance(expires, int | float) else to_epoch(expires)
+        message = Message(
+            id=task_id or new_id(),
+            task=name,
+            args=args,
+            kwargs=kwargs,
+            queue=route_queue,
+            priority=priority,
+            eta=eta_s,
+            expires=expires_s,
+            created=created,
+        )
+        return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
+
+    def _route(
+        self,
+        name: str,
+        queue: str | None,
+        opts: TaskOptions | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, int | None]:
+        """(queue, route priority) for one call. Cached per (task, queue) unless ``task_routes``
+        holds a callable router, whose answer may depend on the arguments."""
+        conf = self.conf
+        if self._routes_conf is not conf:  # settings were rebuilt: routes may have changed
+            self._routes, self._routes_conf = {}, conf
+        key = (name, queue)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
         route = route_task(
             name,
             call_queue=queue,
@@ -341,30 +388,10 @@ class GreenQ:
         )
         from greenq.broker.redis import check_queue_name
 
-        check_queue_name(route.queue)
-        chosen_priority = next(
-            (p for p in (priority, opts.priority if opts else None, route.priority) if p is not None),
-            conf.task_default_priority,
-        )
-        check_priority(chosen_priority, f"task {name}")
-        if countdown is not None and eta is not None:
-            raise ValueError("give countdown or eta, not both")
-        created = now()
-        eta_s = created + countdown if countdown is not None else to_epoch(eta)
-        expires = expires if expires is not None else (opts.expires if opts else None)
-        expires_s = created + expires if isinstance(expires, int | float) else to_epoch(expires)
-        message = Message(
-            id=task_id or new_id(),
-            task=name,
-            args=args,
-            kwargs=kwargs,
-            queue=route.queue,
-            priority=chosen_priority,
-            eta=eta_s,
-            expires=expires_s,
-            created=created,
-        )
-        return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
+        found = (check_queue_name(route.queue), route.priority)
+        if is_static(conf.task_routes):
+            self._routes[key] = found
+        return found
 
     def send_task(
         self,

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -28,14 +28,17 @@ _SIG_FIELD = b',"sig":"'
 
 
 def new_id() -> str:
-    """A fresh task id (uuid4 hex, 32 characters)."""
-    return uuid.uuid4().hex
+    """A fresh task id: 128 random bits as 32 hex characters (the shape of a uuid4 hex, at a
+    quarter of ``uuid.uuid4()``'s cost; nothing parses ids as UUIDs)."""
+    return os.urandom(16).hex()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Message:
     """One task call as it travels through Redis.
 
+    Treated as immutable: change it with ``with_changes``. Not ``frozen``, because a frozen
+    dataclass costs ~2 µs more per message to build, on every enqueue and every delivery.
     Times are Unix epoch seconds (float). ``eta`` None means run now; ``expires`` None means
     never expires. ``retries`` counts ``self.retry()`` calls so far.
     """

@@ -92,6 +92,20 @@ def _route_one(
     raise ConfigError(f"task_routes: router {router!r} at {where} is not a dict, list of pairs or callable")
 
 
+def is_static(routes: Any) -> bool:
+    """True when no router in ``routes`` is a callable: the route then depends only on the task
+    name and the call's queue, and producers may cache it."""
+    if routes is None:
+        return True
+    if isinstance(routes, Mapping):
+        return True
+    if callable(routes):
+        return False
+    if _is_pair(routes):
+        return True
+    return all(is_static(item) for item in routes) if isinstance(routes, list | tuple) else True
+
+
 def validate_routes(routes: Any, where: str = "task_routes") -> None:
     """Raise ``ConfigError`` at configuration time for a malformed ``task_routes``: every route
     and pattern is checked, not only those a task name happens to match."""

@@ -119,6 +119,24 @@ def reset_request(token: contextvars.Token[Request | None]) -> None:
     _current_request.reset(token)
 
 
+def _positional_range(signature: inspect.Signature | None, bind: bool) -> tuple[int, int] | None:
+    """(fewest, most) positional arguments a call may pass when it passes no keywords; None when
+    the signature has keyword-only parameters without defaults (only ``bind()`` can tell)."""
+    if signature is None:
+        return None
+    low = high = 0
+    for parameter in signature.parameters.values():
+        if parameter.kind in (parameter.POSITIONAL_ONLY, parameter.POSITIONAL_OR_KEYWORD):
+            high += 1
+            low += parameter.default is parameter.empty
+        elif parameter.kind is parameter.VAR_POSITIONAL:
+            high = 1 << 30
+        elif parameter.kind is parameter.KEYWORD_ONLY and parameter.default is parameter.empty:
+            return None
+    skip = 1 if bind else 0  # ``self`` is passed by the worker, not by the caller
+    return max(0, low - skip), max(0, high - skip)
+
+
 class Task:
     """A registered task. Calling it runs the function here; ``delay()`` sends it to a worker."""
 
@@ -130,6 +148,7 @@ class Task:
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
         self._signature = inspect.signature(fn) if options.typing else None
+        self._positional = _positional_range(self._signature, options.bind)
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
@@ -148,6 +167,10 @@ class Task:
         """Raise ``TypeError`` at enqueue if the function could not take these arguments."""
         if self._signature is None:
             return
+        if not kwargs and self._positional is not None:
+            low, high = self._positional
+            if low <= len(args) <= high:
+                return  # the common call, checked without binding (~0.1 µs instead of ~2 µs)
         try:
             if self.options.bind:
                 self._signature.bind(None, *args, **kwargs)

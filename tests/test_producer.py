@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import redis
 
 from greenq import BrokerUnavailable, ConfigError, EncodeError, GreenQ, MessageTooLarge, ResultTimeout
 from greenq.broker.redis import Keys
+from greenq.broker.stack import ConnectionStack
 from greenq.message import decode, encode, sign, verify
 from greenq.results import SUCCESS, result_payload
 
@@ -78,6 +81,27 @@ def test_wrong_arguments_for_the_function_fail_at_enqueue(r: redis.Redis, redis_
     with pytest.raises(TypeError, match="unexpected keyword argument 'b'"):
         task.delay(1, b=2)
     assert _redis_keys(r) == []
+
+
+@pytest.mark.parametrize(
+    ("signature", "good", "bad"),
+    [
+        ("def f(a, b=1): ...", [(1,), (1, 2)], [(), (1, 2, 3)]),
+        ("def f(*args): ...", [(), (1, 2, 3)], []),
+        ("def f(a, *, key): ...", [], [(1,)]),  # keyword-only without default: bind() decides
+        ("def f(self, a): ...", [(1,)], [(), (1, 2)]),  # bind=True: self is not the caller's
+    ],
+)
+def test_positional_argument_counts_are_checked_at_enqueue(signature: str, good: list, bad: list) -> None:
+    namespace: dict[str, object] = {}
+    exec(signature, namespace)  # a fixed function header from the parameters above
+    app = GreenQ("t", broker="redis://127.0.0.1:1/0")
+    task = app.task(name="t.f", bind=signature.startswith("def f(self"))(namespace["f"])
+    for args in good:
+        assert app.build_message(task.name, args)[0].args == args
+    for args in bad:
+        with pytest.raises(TypeError, match=r"t\.f: "):
+            app.build_message(task.name, args)
 
 
 def test_invalid_priority_and_queue_names_fail_at_enqueue(r: redis.Redis, redis_url: str) -> None:
@@ -163,6 +187,39 @@ def test_unreachable_broker_raises_quickly_with_masked_url() -> None:
             app.send_task("x.y", [1])
     assert time.monotonic() - started < 5
     assert "hunter2" not in str(info.value) and "user:***@127.0.0.1" in str(info.value)
+
+
+def test_producer_connections_are_capped_and_a_waiting_caller_gets_a_clear_error(
+    redis_url: str, r: redis.Redis
+) -> None:
+    pool = redis.ConnectionPool.from_url(redis_url, protocol=2, client_name="stack-test")
+    stack = ConnectionStack(redis_url, pool.make_connection, limit=1, wait_s=0.3)
+    holder = threading.Thread(target=stack.execute, args=([("BLPOP", "wake", 10)],))
+    holder.start()
+    while not any(c["cmd"] == "blpop" for c in r.client_list()):  # the holder has the only one
+        time.sleep(0.01)
+    with pytest.raises(BrokerUnavailable, match=r"all 1 connections busy for 0\.3 s"):
+        stack.call("PING")
+    r.rpush("wake", "1")
+    holder.join(10)
+    assert stack.call("PING") == b"PONG"  # the connection came back to the stack
+    assert sum(c["name"] == "stack-test" for c in r.client_list()) == 1  # no second one was made
+    stack.close()
+
+
+def test_a_forked_child_gets_its_own_producer_connections(redis_url: str, r: redis.Redis) -> None:
+    app = GreenQ("t", broker=redis_url)
+    app.send_task("x.y", ["parent"])
+    pid = os.fork()
+    if pid == 0:  # the child: enqueue on its own socket, not the parent's
+        try:
+            app.send_task("x.y", ["child"])
+        finally:
+            os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    app.send_task("x.y", ["parent again"])  # the parent's socket is not shared or broken
+    bodies = [json.loads(f[b"m"])["args"][0] for _, f in r.xrange(Keys.stream("default"))]
+    assert bodies == ["parent", "child", "parent again"]
 
 
 def test_unresponsive_broker_times_out_instead_of_hanging() -> None:

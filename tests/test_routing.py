@@ -77,3 +77,23 @@ def test_malformed_routes_fail_at_configuration() -> None:
         GreenQ("t", task_routes={"a.*": {"pool": "threads"}})
     with pytest.raises(ConfigError, match="not a dict, list of pairs or callable"):
         GreenQ("t", task_routes=[42])
+
+
+def test_apps_route_every_call_through_a_callable_router_and_cache_static_routes() -> None:
+    def by_size(name, args, kwargs, options, task=None, **kw):
+        return {"queue": "big"} if args and args[0] > 10 else None
+
+    dynamic = GreenQ("t", broker="redis://127.0.0.1:1/0", task_routes=[by_size, {"t.*": {"queue": "small"}}])
+    queues = [dynamic.build_message("t.x", [n])[0].queue for n in (1, 11, 2, 12)]
+    assert queues == ["small", "big", "small", "big"]
+
+    static = GreenQ("t", broker="redis://127.0.0.1:1/0", task_routes={"t.*": {"queue": "small"}})
+    assert static.build_message("t.x", [1])[0].queue == "small"
+    assert static.build_message("t.x", [1], queue="call")[0].queue == "call"
+
+    @static.task(name="t.x", queue="own")  # registered after a call was routed: its queue wins
+    def x(n: int) -> None: ...
+
+    assert static.build_message("t.x", [1])[0].queue == "own"
+    static.config_from_object({"task_routes": {"t.*": {"queue": "moved"}}})
+    assert static.build_message("t.y", [1])[0].queue == "moved"  # new settings, new routes

@@ -30,6 +30,8 @@ import redis
 import redis.exceptions
 
 from greenq.broker import Delivery
+from greenq.broker.stack import NETWORK_ERRORS as _NETWORK_ERRORS
+from greenq.broker.stack import ConnectionStack
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
@@ -38,7 +40,6 @@ GROUP = "greenq"
 ENQUEUE_CHUNK = 5000
 EVENTS_MAX = 100_000
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
-_NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 def check_queue_name(name: str) -> str:
@@ -106,6 +107,14 @@ def script(name: str) -> str:
     """The text of ``scripts/<name>.lua`` (run with EVAL: Redis caches it by SHA, and a restarted
     server needs no SCRIPT LOAD)."""
     return resources.files("greenq.broker").joinpath("scripts", f"{name}.lua").read_text()
+
+
+def _field(flat: Sequence[Any], name: bytes) -> Any:
+    """The value of ``name`` in a raw RESP2 field list [name, value, name, value, ...]."""
+    for i in range(0, len(flat) - 1, 2):
+        if flat[i] == name:
+            return flat[i + 1]
+    raise BrokerError(f"stream entry lacks field {name.decode()!r}: {flat!r}"[:300])
 
 
 def _text(value: Any) -> str:
@@ -194,7 +203,9 @@ class RedisBroker:
             socket_timeout=socket_timeout_s,
             protocol=2,
         )
-        self.client = redis.Redis(connection_pool=pool)
+        self.client = redis.Redis(connection_pool=pool)  # admin and tools: the full redis-py API
+        # Enqueue and result reads: the hot producer path, on raw connections (see stack.py).
+        self.conns = ConnectionStack(url, pool.make_connection, pool_limit, socket_timeout_s)
         self._known_queues: set[str] = set()
 
     def __repr__(self) -> str:
@@ -212,15 +223,16 @@ class RedisBroker:
 
     # ---- producer side -------------------------------------------------------------
 
-    def _enqueue_commands(self, message: Message, body: bytes) -> list[tuple[Any, ...]]:
-        commands: list[tuple[Any, ...]] = []
-        if message.queue not in self._known_queues:
-            commands.append(("SADD", Keys.QUEUES, message.queue))
-        if message.eta is not None and message.eta > now():
-            member = b"%d|%s" % (message.priority, body)
-            commands.append(("ZADD", Keys.delayed(message.queue), int(message.eta * 1000), member))
-        else:
-            commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
+    def _enqueue_commands(self, chunk: Sequence[tuple[Message, bytes]]) -> list[tuple[Any, ...]]:
+        new_queues = {message.queue for message, _ in chunk} - self._known_queues
+        commands: list[tuple[Any, ...]] = [("SADD", Keys.QUEUES, *sorted(new_queues))] if new_queues else []
+        clock = now()
+        for message, body in chunk:
+            if message.eta is not None and message.eta > clock:
+                member = b"%d|%s" % (message.priority, body)
+                commands.append(("ZADD", Keys.delayed(message.queue), int(message.eta * 1000), member))
+            else:
+                commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
         return commands
 
     def enqueue(self, items: Sequence[tuple[Message, bytes]]) -> None:
@@ -229,27 +241,18 @@ class RedisBroker:
         Pipelined in chunks of ``ENQUEUE_CHUNK`` messages per round trip, without MULTI: a
         failure part way raises ``BrokerUnavailable`` and earlier chunks stay enqueued.
         """
-        with self.guard():
-            if len(items) == 1:
-                commands = self._enqueue_commands(*items[0])
-                if len(commands) == 1:  # the common delay(): one command, no pipeline object
-                    self.client.execute_command(*commands[0])
-                    return
-            for start in range(0, len(items), ENQUEUE_CHUNK):
-                pipe = self.client.pipeline(transaction=False)
-                queues = set()
-                for message, body in items[start : start + ENQUEUE_CHUNK]:
-                    for command in self._enqueue_commands(message, body):
-                        pipe.execute_command(*command)
-                    queues.add(message.queue)
-                pipe.execute()
-                self._known_queues |= queues
+        for start in range(0, len(items), ENQUEUE_CHUNK):
+            chunk = items[start : start + ENQUEUE_CHUNK]
+            replies = self.conns.execute(self._enqueue_commands(chunk))
+            failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)), None)
+            if failed is not None:
+                raise BrokerError(f"broker {mask_url(self.url)}: enqueue failed: {failed}")
+            self._known_queues.update(message.queue for message, _ in chunk)
 
     def read_result(self, task_id: str) -> bytes | None:
         """The latest state payload of a task, or None (PENDING or expired)."""
-        with self.guard():
-            entries = self.client.xrevrange(Keys.result(task_id), count=1)
-        return entries[0][1][b"r"] if entries else None
+        entries = self.conns.call("XREVRANGE", Keys.result(task_id), "+", "-", "COUNT", 1)
+        return _field(entries[0][1], b"r") if entries else None
 
     def wait_result(
         self, task_id: str, timeout_s: float | None, after: str = "0-0"
@@ -262,20 +265,20 @@ class RedisBroker:
         """
         key = Keys.result(task_id)
         deadline = None if timeout_s is None else now() + timeout_s
-        slice_ms = max(1, int((self.socket_timeout_s - 1.0) * 1000)) if self.socket_timeout_s > 2 else 1000
-        with self.guard():
-            while True:
-                if deadline is None:
-                    block_ms = slice_ms
-                else:
-                    left_ms = int((deadline - now()) * 1000)
-                    if left_ms <= 0:
-                        return None
-                    block_ms = min(slice_ms, left_ms)
-                reply = self.client.xread({key: after}, count=1, block=block_ms)
-                if reply:
-                    entry_id, fields = reply[0][1][-1]
-                    return _text(entry_id), fields[b"r"]
+        # Each XREAD BLOCK must end well before the socket timeout would call the server dead.
+        slice_ms = max(1, int(max(self.socket_timeout_s - 1.0, self.socket_timeout_s / 2) * 1000))
+        while True:
+            if deadline is None:
+                block_ms = slice_ms
+            else:
+                left_ms = int((deadline - now()) * 1000)
+                if left_ms <= 0:
+                    return None
+                block_ms = min(slice_ms, left_ms)
+            reply = self.conns.call("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", key, after)
+            if reply:
+                entry_id, fields = reply[0][1][-1]
+                return _text(entry_id), _field(fields, b"r")
 
     def forget(self, task_id: str) -> None:
         with self.guard():
