@@ -106,6 +106,7 @@ WORKER_FLAGS = {
     "max_memory_per_child": "worker_max_memory_per_child",
     "time_limit": "task_time_limit",
     "cpu_workers": "worker_cpu_workers",
+    "cpu_nice": "worker_cpu_nice",
     "soft_time_limit": "task_soft_time_limit",
 }
 
@@ -270,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-memory-per-child", type=int, help="KiB")
     worker.add_argument("--time-limit", type=float)
     worker.add_argument("--cpu-workers", type=int, help="gevent: child processes for cpu=True tasks")
+    worker.add_argument(
+        "--cpu-nice", type=int, help="gevent: niceness added to the cpu=True children (default 10)"
+    )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     worker.add_argument("--processes", help="run N worker processes (auto = one per core) under a supervisor")
     worker.add_argument("--group", help=argparse.SUPPRESS)  # set by the supervisor for its children

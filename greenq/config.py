@@ -94,6 +94,13 @@ class Settings:
             "gevent: child processes for cpu=True tasks; None: CPU count if any task has cpu=True; 0: none."
         ),
     )
+    worker_cpu_nice: int = field(
+        default=10,
+        metadata=_doc(
+            "gevent: niceness added to the cpu=True child processes, so that the event loop wins"
+            " the CPU when both want it; 0: same priority."
+        ),
+    )
     worker_block_warning: float = field(
         default=0.1, metadata=_doc("gevent: log tasks that block the hub longer than this many seconds.")
     )

@@ -30,8 +30,11 @@ def default_concurrency(pool_kind: str) -> int:
     return {"gevent": 100, "solo": 1}.get(pool_kind, os.cpu_count() or 1)
 
 
-def make_pool(app: GreenQ, kind: str, concurrency: int, child_app: ChildApp | None = None) -> Pool:
-    """The pool for ``kind``; gevent and prefork are imported only when chosen."""
+def make_pool(
+    app: GreenQ, kind: str, concurrency: int, child_app: ChildApp | None = None, nice: int = 0
+) -> Pool:
+    """The pool for ``kind``; gevent and prefork are imported only when chosen. ``nice``:
+    niceness the prefork children add to their own (hybrid children yield to the event loop)."""
     runner = functools.partial(execute, app)
     if kind == "prefork":
         from greenq.pools.prefork import PreforkPool
@@ -48,6 +51,7 @@ def make_pool(app: GreenQ, kind: str, concurrency: int, child_app: ChildApp | No
             max_tasks_per_child=conf.worker_max_tasks_per_child,
             max_memory_kib=conf.worker_max_memory_per_child,
             preload=preload,
+            nice=nice,
         )
     if kind == "gevent":
         from greenq.pools.gevent import GeventPool
@@ -69,7 +73,7 @@ def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | 
         if not any(task.options.cpu for task in app.tasks.values()):
             return None
         wanted = os.cpu_count() or 1
-    return make_pool(app, "prefork", wanted, child_app)
+    return make_pool(app, "prefork", wanted, child_app, nice=app.conf.worker_cpu_nice)
 
 
 def run_worker(
@@ -105,7 +109,8 @@ def run_worker(
     if kind == "gevent":
         pool.enable_block_detection(conf.worker_block_warning)  # type: ignore[attr-defined]
     if cpu_pool is not None:
-        logger.info("hybrid: %s child processes for cpu=True tasks", cpu_pool.concurrency)
+        nice = conf.worker_cpu_nice
+        logger.info("hybrid: %s child processes for cpu=True tasks (nice +%s)", cpu_pool.concurrency, nice)
     consumer = Consumer(
         app,
         pool,

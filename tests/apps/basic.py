@@ -158,6 +158,11 @@ def busy_loop(seconds: float) -> int:
 
 
 @app.task(cpu=True)
+def niceness_in_child() -> int:
+    return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@app.task(cpu=True)
 def busy_loop_cpu(seconds: float) -> int:
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
