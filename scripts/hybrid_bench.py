@@ -7,11 +7,14 @@
 
 Starts its own redis-server and HTTP target; stops everything by PID.
 
-    python scripts/hybrid_bench.py
+    python scripts/hybrid_bench.py [--cpu-nice N] [--skip-prefork]
+
+``--cpu-nice`` is passed to the hybrid worker (default: the worker's default, +10).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -61,6 +64,11 @@ def _calibrate() -> int:
 def main() -> int:
     from greenq.embedded import RedisServer
 
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--cpu-nice", type=int, help="niceness of the hybrid worker's children")
+    parser.add_argument("--skip-prefork", action="store_true", help="only the hybrid mixed-load run")
+    args = parser.parse_args()
+
     server = RedisServer().start()
     os.environ["GREENQ_BROKER_URL"] = server.url
     target = subprocess.Popen([sys.executable, "-m", "greenq.demo.target"], stdout=subprocess.PIPE, text=True)
@@ -70,19 +78,10 @@ def main() -> int:
 
     loops = _calibrate()
     try:
-        worker = _worker(server.url, "--pool", "prefork", "-c", "2")
-        started = time.perf_counter()
-        for result in basic.burn.map([(loops,)] * 200):
-            result.get(timeout=120)
-        wall = time.perf_counter() - started
-        _stop(worker)
-        ideal = 200 * CPU_TASK_S / 2
-        print(
-            f"prefork -c 2: 200 x {CPU_TASK_S * 1000:.0f} ms tasks in {wall:.2f} s; ideal {ideal:.2f} s; "
-            f"efficiency {ideal / wall:.2f}"
-        )
-
-        worker = _worker(server.url, "--pool", "gevent", "-c", "100", "--cpu-workers", "2")
+        if not args.skip_prefork:
+            _prefork_run(basic, server.url, loops)
+        nice = [] if args.cpu_nice is None else ["--cpu-nice", str(args.cpu_nice)]
+        worker = _worker(server.url, "--pool", "gevent", "-c", "100", "--cpu-workers", "2", *nice)
         http_alone = _http_run(basic, url)
         cpu_results = basic.burn.map([(loops,)] * 200)
         http_mixed = _http_run(basic, url)
@@ -90,13 +89,28 @@ def main() -> int:
             result.get(timeout=120)
         _stop(worker)
         print(
-            f"hybrid gevent -c 100 + 2 children: 2,000 HTTP tasks alone {http_alone:.2f} s, with 200 "
+            f"hybrid gevent -c 100 + 2 children (nice {args.cpu_nice if nice else 'default'}): "
+            f"2,000 HTTP tasks alone {http_alone:.2f} s, with 200 "
             f"cpu=True tasks beside them {http_mixed:.2f} s ({(http_mixed / http_alone - 1) * 100:+.0f} %)"
         )
         return 0
     finally:
         target.kill()
         server.stop()
+
+
+def _prefork_run(basic, url: str, loops: int) -> None:
+    worker = _worker(url, "--pool", "prefork", "-c", "2")
+    started = time.perf_counter()
+    for result in basic.burn.map([(loops,)] * 200):
+        result.get(timeout=120)
+    wall = time.perf_counter() - started
+    _stop(worker)
+    ideal = 200 * CPU_TASK_S / 2
+    print(
+        f"prefork -c 2: 200 x {CPU_TASK_S * 1000:.0f} ms tasks in {wall:.2f} s; ideal {ideal:.2f} s; "
+        f"efficiency {ideal / wall:.2f}"
+    )
 
 
 def _http_run(basic, url: str) -> float:
