@@ -19,6 +19,7 @@ from greenq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from greenq.pools.base import Job, OnDone, Outcome, Runner
 
 logger = logging.getLogger(__name__)
+BLOCK_SAMPLES = 5  # looks at the hub thread's stack per worker_block_warning interval
 
 
 def patch() -> None:
@@ -83,8 +84,9 @@ class GeventPool:
     def enable_block_detection(self, threshold_s: float) -> None:
         """Log every task that blocks the event loop longer than ``threshold_s`` (0 disables).
 
-        A greenlet ticks every ``threshold_s / 2``; a native watchdog thread notices when the
-        tick stops and finds the job on the main thread's stack (``sys._current_frames``).
+        A greenlet ticks every ``threshold_s / 2``; a native watchdog thread samples the main
+        thread's stack (``sys._current_frames``) and blames a job that stayed on it, with the
+        tick stopped, for longer than the threshold.
         NOTE: gevent's own monitor thread traces every greenlet switch, which cut drain
         throughput by 3.5x here; this costs one wake-up per tick. The task is logged when it
         ends, with how long it held the hub.
@@ -108,27 +110,33 @@ class GeventPool:
     def _watchdog(self, threshold_s: float, real_sleep: Callable[[float], None]) -> None:
         """Runs in a native thread: never touches gevent, only reads floats, a CPU clock and a stack.
 
-        A stall is blamed on the job on the hub's stack, with the CPU time the hub thread used
-        meanwhile: a stall with little CPU is the machine's fault (or a blocking call gevent
-        cannot see), not a CPU-bound task's.
+        Samples the hub thread's stack ``BLOCK_SAMPLES`` times per threshold. A job is blamed
+        only when it was on the stack at every sample for longer than the threshold while the
+        ticker could not run. NOTE: a stalled ticker alone is not enough: under heavy I/O load
+        hundreds of greenlets each run briefly and the ticker waits behind all of them, and
+        blaming whichever job happened to be running filled the log with HTTP tasks. The CPU
+        the hub thread used meanwhile tells a CPU-bound task from a blocking call.
         """
         cpu_clock = time.pthread_getcpuclockid(self._hub_thread)
-        calm_at, calm_cpu = time.monotonic(), time.clock_gettime(cpu_clock)
+        held_key, held_at, held_cpu = None, 0.0, 0.0  # the job seen at every sample since held_at
         while True:
-            real_sleep(threshold_s / 2)
+            real_sleep(threshold_s / BLOCK_SAMPLES)
             clock, cpu = time.monotonic(), time.clock_gettime(cpu_clock)
-            if clock - self._tick <= threshold_s:
-                calm_at, calm_cpu = clock, cpu
+            job = self._job_on_hub_stack()
+            key = job.key if job is not None else None
+            if key is None or key != held_key or self._tick > held_at:
+                held_key, held_at, held_cpu = key, clock, cpu  # the hub switched since the last look
                 continue
-            frame = sys._current_frames().get(self._hub_thread)
-            while frame is not None and frame.f_code is not GeventPool._run.__code__:
-                frame = frame.f_back
-            job = frame.f_locals.get("job") if frame is not None else None
-            if job is not None:
-                stall = clock - max(calm_at, self._tick)
-                worst = self._blocked.get(job.key)
-                if worst is None or stall > worst[0]:
-                    self._blocked[job.key] = (stall, cpu - calm_cpu)
+            stall = clock - held_at
+            if stall > threshold_s and stall > self._blocked.get(key, (0.0, 0.0))[0]:
+                self._blocked[key] = (stall, cpu - held_cpu)
+
+    def _job_on_hub_stack(self) -> Job | None:
+        """The job whose greenlet is running on the hub thread now, if any."""
+        frame = sys._current_frames().get(self._hub_thread)
+        while frame is not None and frame.f_code is not GeventPool._run.__code__:
+            frame = frame.f_back
+        return frame.f_locals.get("job") if frame is not None else None
 
     def start(self) -> None:
         self._workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
