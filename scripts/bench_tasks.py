@@ -6,9 +6,11 @@ and a Celery worker never imports greenq. The bench process builds both apps wit
 ``make_greenq_app`` and ``make_celery_app``. Every Redis and HTTP client is created lazily, after
 the worker has monkey-patched and after a prefork child has forked.
 
-``python bench_tasks.py ceiling http|incr ARG N CONCURRENCY`` runs the no-queue ceilings: the
-same bodies, called from CONCURRENCY greenlets of one gevent-patched process; it prints one
-JSON line ``{"n": N, "elapsed_s": ...}``.
+``python bench_tasks.py ceiling KIND ARG N CONCURRENCY`` runs the no-queue ceilings: the
+same bodies (KIND in ``CEILING_KINDS``), called from CONCURRENCY greenlets of one gevent-patched
+process; it prints one JSON line ``{"n": N, "elapsed_s": ..., "started": ..., "ended": ...}``,
+the last two on the system-wide monotonic clock so the bench can time parallel ceiling processes
+over their common span.
 """
 
 from __future__ import annotations
@@ -48,6 +50,28 @@ def http_session() -> Any:
     return _clients["http"]
 
 
+def pooled_redis() -> Any:
+    """A client on the settings of greenq's ``app.redis`` (BlockingConnectionPool of 50, the
+    default broker timeouts), built without greenq: the ceiling of the ``incr_app`` body."""
+    if "pooled" not in _clients:
+        import redis
+
+        pool = redis.BlockingConnectionPool.from_url(
+            os.environ["BENCH_REDIS_URL"], max_connections=50, timeout=10.0, socket_connect_timeout=5.0
+        )
+        _clients["pooled"] = redis.Redis(connection_pool=pool)
+    return _clients["pooled"]
+
+
+def greenq_session() -> Any:
+    """This process's ``greenq.http.requests_session()``, sized to the worker's concurrency."""
+    if "greenq_session" not in _clients:
+        from greenq import http
+
+        _clients["greenq_session"] = http.requests_session()
+    return _clients["greenq_session"]
+
+
 # ---- the bodies ----------------------------------------------------------------------
 
 
@@ -63,6 +87,32 @@ def noop() -> None:
 def fetch(url: str) -> int:
     """One HTTP GET through the shared session."""
     return int(http_session().get(url, timeout=30).status_code)
+
+
+def fetch_fast(url: str) -> int:
+    """One HTTP GET through greenq.http, the worker's shared pool-sized urllib3 client.
+
+    Imported here, not at the top: a Celery worker must never import greenq.
+    """
+    from greenq import http
+
+    return int(http.get(url, timeout=30).status_code)
+
+
+def fetch_session(url: str) -> int:
+    """One HTTP GET through ``greenq.http.requests_session()``: requests, sized by greenq."""
+    return int(greenq_session().get(url, timeout=30).status_code)
+
+
+def incr_app() -> int:
+    """One INCR through ``app.redis``, the worker app's shared client, as docs/http-tasks.md
+    tells users to write it (``app`` is this module's worker app, set below)."""
+    return int(app.redis.incr(COUNTER))
+
+
+def incr_pooled() -> int:
+    """``incr_app`` without greenq: the ceiling's body."""
+    return int(pooled_redis().incr(COUNTER))
 
 
 def echo() -> int:
@@ -98,6 +148,12 @@ BODIES: dict[str, tuple[Any, dict[str, Any]]] = {
     "echo": (echo, {}),
     "burn": (burn, {}),
 }
+# Bodies through greenq's own clients: registered on the greenq app only (Celery has no equivalent).
+GREENQ_BODIES: dict[str, tuple[Any, dict[str, Any]]] = {
+    "fetch_fast": (fetch_fast, {}),
+    "fetch_session": (fetch_session, {}),
+    "incr_app": (incr_app, {}),
+}
 
 
 def make_greenq_app(url: str | None = None, hybrid: bool = False) -> Any:
@@ -110,7 +166,7 @@ def make_greenq_app(url: str | None = None, hybrid: bool = False) -> Any:
     from greenq import GreenQ
 
     app = GreenQ("bench", broker=url, task_default_queue=QUEUE)
-    for name, (function, options) in BODIES.items():
+    for name, (function, options) in {**BODIES, **GREENQ_BODIES}.items():
         app.task(name=f"bench.{name}", **options)(function)
     if hybrid:
         app.task(name="bench.burn_cpu", cpu=True)(burn)
@@ -153,31 +209,39 @@ elif _framework == "celery":
 # ---- ceilings: the bodies without a queue --------------------------------------------
 
 
+# kind -> the body a ceiling calls with ARG (the URL, or "-")
+CEILING_KINDS: dict[str, Any] = {
+    "http": fetch,  # requests.Session, as the ``fetch`` body
+    "ghttp": fetch_fast,  # greenq.http, as the ``fetch_fast`` body
+    "incr": lambda _arg: incr(),  # redis-py ConnectionPool(600), as the ``incr`` body
+    "incr_pool": lambda _arg: incr_pooled(),  # BlockingConnectionPool(50), as ``app.redis``
+}
+
+
 def ceiling(kind: str, arg: str, n: int, concurrency: int) -> dict[str, float]:
     """Call the body ``n`` times from ``concurrency`` greenlets; cold clients, as a worker has."""
     import gevent
 
-    def body() -> None:
-        if kind == "http":
-            fetch(arg)
-        else:
-            incr()
+    if kind == "ghttp":  # sized as the worker sizes it before its first task
+        from greenq import http
 
-    calls = iter(range(n))
+        http.configure(concurrency)
+    body, calls = CEILING_KINDS[kind], iter(range(n))
 
     def loop() -> None:
         for _ in calls:
-            body()
+            body(arg)
 
-    started = time.perf_counter()
+    started, began = time.perf_counter(), time.monotonic()
     gevent.joinall([gevent.spawn(loop) for _ in range(concurrency)], raise_error=True)
-    return {"n": n, "elapsed_s": time.perf_counter() - started}
+    elapsed = time.perf_counter() - started
+    return {"n": n, "elapsed_s": elapsed, "started": began, "ended": time.monotonic()}
 
 
 if __name__ == "__main__":
     from gevent import monkey
 
     monkey.patch_all()
-    if len(sys.argv) != 6 or sys.argv[1] != "ceiling" or sys.argv[2] not in ("http", "incr"):
-        sys.exit("usage: bench_tasks.py ceiling http|incr URL N CONCURRENCY")
+    if len(sys.argv) != 6 or sys.argv[1] != "ceiling" or sys.argv[2] not in CEILING_KINDS:
+        sys.exit(f"usage: bench_tasks.py ceiling {'|'.join(CEILING_KINDS)} URL N CONCURRENCY")
     print(json.dumps(ceiling(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))), flush=True)
