@@ -24,8 +24,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-import urllib3
-import urllib3.exceptions
 
 from greenq.exceptions import GreenqError
 
@@ -90,8 +88,12 @@ class Client:
     """An HTTP client over one urllib3 PoolManager; thread- and greenlet-safe."""
 
     def __init__(self, pool_size: int = DEFAULT_POOL_SIZE, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        import urllib3  # here, not at the top: a worker imports this module only to size the pool
+        import urllib3.exceptions
+
         self.pool_size = pool_size
         self.timeout_s = timeout_s
+        self._errors = urllib3.exceptions
         self._pool = urllib3.PoolManager(num_pools=32, maxsize=pool_size, block=True, retries=False)
 
     def request(
@@ -123,6 +125,7 @@ class Client:
             sent_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         else:
             body = data
+        errors = self._errors
         try:
             raw = self._pool.request(
                 method.upper(),
@@ -133,16 +136,16 @@ class Client:
                 redirect=True,
                 preload_content=True,
             )
-        except urllib3.exceptions.NewConnectionError as exc:  # NOTE: a subclass of ConnectTimeoutError
-            if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) and "timed out" in str(exc):
+        except errors.NewConnectionError as exc:  # NOTE: a subclass of ConnectTimeoutError
+            if isinstance(exc, errors.ConnectTimeoutError) and "timed out" in str(exc):
                 raise Timeout(f"{method.upper()} {url}: connect timed out") from exc
             raise ConnectionError(f"{method.upper()} {url}: {exc}") from exc
-        except urllib3.exceptions.TimeoutError as exc:
+        except errors.TimeoutError as exc:
             raise Timeout(f"{method.upper()} {url}: timed out") from exc
         except (
-            urllib3.exceptions.ProtocolError,
-            urllib3.exceptions.MaxRetryError,
-            urllib3.exceptions.NameResolutionError,
+            errors.ProtocolError,
+            errors.MaxRetryError,
+            errors.NameResolutionError,
         ) as exc:
             raise ConnectionError(f"{method.upper()} {url}: {exc}") from exc
         return Response(raw.status, raw.headers, raw.data, url)
