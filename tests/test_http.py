@@ -29,13 +29,16 @@ def test_one_client_per_process_in_gevent_tasks_and_prefork_children(
 ) -> None:
     worker = start_worker("--pool", "gevent", "-c", "50", "--cpu-workers", "1")
     in_greenlets = [r.get(timeout=30) for r in basic.http_get.map([(f"{target}/delay/50",)] * 20)]
-    assert {(status, body["ok"]) for status, body, _, _ in in_greenlets} == {(200, True)}
-    assert {pid for *_, pid in in_greenlets} == {worker.pid}
-    assert len({client_id for _, _, client_id, _ in in_greenlets}) == 1, "one client shared by all tasks"
+    assert {(status, body["ok"]) for status, body, *_ in in_greenlets} == {(200, True)}
+    assert {pid for _, _, _, pid, _ in in_greenlets} == {worker.pid}
+    assert len({client_id for _, _, client_id, _, _ in in_greenlets}) == 1, "one client shared by all tasks"
+    # geventhttpclient where sockets are gevent's; urllib3 in the unpatched child process.
+    assert {transport for *_, transport in in_greenlets} == {"geventhttpclient"}
     in_child = [r.get(timeout=30) for r in basic.http_get_in_child.map([(f"{target}/delay/1",)] * 4)]
-    child_pids = {pid for *_, pid in in_child}
+    child_pids = {pid for _, _, _, pid, _ in in_child}
     assert worker.pid not in child_pids and len(child_pids) == 1
-    assert len({client_id for _, _, client_id, _ in in_child}) == 1
+    assert len({client_id for _, _, client_id, _, _ in in_child}) == 1
+    assert {transport for *_, transport in in_child} == {"urllib3"}
 
 
 def test_timeouts_http_errors_and_refused_connections(
@@ -51,13 +54,37 @@ def test_timeouts_http_errors_and_refused_connections(
     assert int(r.hget("http-refused", refused.id)) == 3  # first try + max_retries=2
 
 
+@pytest.mark.parametrize("transport", ["urllib3", "geventhttpclient"])
+def test_both_transports_follow_redirects_time_out_and_map_errors(target: str, transport: str) -> None:
+    from greenq import http
+    from greenq.http_transports import GeventTransport, Urllib3Transport
+
+    client = http.Client(8)
+    client.transport = {"urllib3": Urllib3Transport, "geventhttpclient": GeventTransport}[transport](8)
+    response = client.post(f"{target}/delay/1", json={"a": 1}, params={"q": "x y"}, headers={"X-Test": "1"})
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    assert response.headers["content-type"] == response.headers["Content-Type"] == "application/json"
+    assert "CONTENT-TYPE" in response.headers and response.headers.get("Content-Length") == "12"
+    redirected = client.post(f"{target}/redirect/3", data={"a": "1"})  # 302 after a POST: GET
+    assert redirected.status_code == 200 and redirected.url == f"{target}/delay/0"
+    with pytest.raises(http.ConnectionError, match="more than 10 redirects"):
+        client.get(f"{target}/redirect/11")
+    with pytest.raises(http.Timeout):
+        client.get(f"{target}/delay/2000", timeout=0.2)
+    assert client.get(f"{target}/delay/1", timeout=0.2).ok  # the pool survived the timeout
+    with pytest.raises(http.ConnectionError):
+        client.get(f"http://127.0.0.1:{free_port()}/", timeout=5)
+    assert client.get(f"{target}/status/503").status_code == 503
+    client.close()
+
+
 def test_client_api_in_process(target: str) -> None:
     from greenq import http
 
     response = http.post(f"{target}/delay/1", json={"a": 1}, headers={"X-Test": "1"})
     assert response.status_code == 200 and response.ok and response.json() == {"ok": True}
     assert response.text == '{"ok": true}' and response.headers["Content-Type"] == "application/json"
-    assert http.client() is http.client()
+    assert http.client() is http.client() and http.client().transport.name == "urllib3"  # unpatched
     session = http.requests_session(8)
     assert session.get(f"{target}/bytes/10", timeout=5).content == b"x" * 10
     with pytest.raises(http.HTTPError):

@@ -26,9 +26,15 @@ from gevent.server import StreamServer  # noqa: E402
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """``/delay/<ms>`` answers ``ok`` after ms; ``/bytes/<n>`` answers n bytes; else 404."""
+    """``/delay/<ms>`` answers ``ok`` after ms; ``/bytes/<n>`` answers n bytes; ``/status/<code>``
+    answers that status; ``/redirect/<n>`` redirects n times, then to ``/delay/0``; else 404."""
     parts = environ.get("PATH_INFO", "/").strip("/").split("/")
     try:
+        if parts[0] == "redirect" and len(parts) == 2:
+            hops = int(parts[1])
+            location = f"/redirect/{hops - 1}" if hops > 1 else "/delay/0"
+            start_response("302 Found", [("Location", location), ("Content-Length", "0")])
+            return [b""]
         if parts[0] == "delay" and len(parts) == 2:
             gevent.sleep(int(parts[1]) / 1000)
             body = b'{"ok": true}'
@@ -48,13 +54,16 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     return [body]
 
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found"}
+_REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found"}
 
 
 def _answer(path: str) -> tuple[int, bytes, bytes]:
-    """(status, content type, body) for one path, as ``app`` answers it."""
+    """(status, content type or redirect location, body) for one path, as ``app`` answers it."""
     parts = path.split("?", 1)[0].strip("/").split("/")
     try:
+        if parts[0] == "redirect" and len(parts) == 2:
+            hops = int(parts[1])
+            return 302, (b"/redirect/%d" % (hops - 1) if hops > 1 else b"/delay/0"), b""
         if parts[0] == "delay" and len(parts) == 2:
             gevent.sleep(int(parts[1]) / 1000)
             return 200, b"application/json", b'{"ok": true}'
@@ -90,10 +99,11 @@ def handle(sock: socket.socket, _address: Any) -> None:
                 buffer += chunk
             buffer = buffer[length:]
             status, kind, body = _answer(path)
-            reason = _REASONS.get(status, "STATUS")
+            reason = _REASONS.get(status, "STATUS").encode()
+            header = b"Location" if status == 302 else b"Content-Type"
             sock.sendall(
-                b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
-                % (status, reason.encode(), kind, len(body), body if method != "HEAD" else b"")
+                b"HTTP/1.1 %d %s\r\n%s: %s\r\nContent-Length: %d\r\n\r\n%s"
+                % (status, reason, header, kind, len(body), body if method != "HEAD" else b"")
             )
     except (OSError, ValueError):
         return

@@ -200,7 +200,8 @@ def _http_probe(url: str) -> list:
 
     response = http.get(url, params={"q": "1"}, timeout=5)
     response.raise_for_status()
-    return [response.status_code, response.json(), id(http.client()), os.getpid()]
+    client = http.client()
+    return [response.status_code, response.json(), id(client), os.getpid(), client.transport.name]
 
 
 @app.task
