@@ -51,15 +51,12 @@ def http_session() -> Any:
 
 
 def pooled_redis() -> Any:
-    """A client on the settings of greenq's ``app.redis`` (BlockingConnectionPool of 50, the
-    default broker timeouts), built without greenq: the ceiling of the ``incr_app`` body."""
+    """The client ``app.redis`` builds (``greenq.task_redis``, 50 connections, the default broker
+    timeouts), made directly: the ceiling of the ``incr_app`` body without a queue."""
     if "pooled" not in _clients:
-        import redis
+        from greenq.task_redis import task_client
 
-        pool = redis.BlockingConnectionPool.from_url(
-            os.environ["BENCH_REDIS_URL"], max_connections=50, timeout=10.0, socket_connect_timeout=5.0
-        )
-        _clients["pooled"] = redis.Redis(connection_pool=pool)
+        _clients["pooled"] = task_client(os.environ["BENCH_REDIS_URL"], 50, 10.0, 5.0)
     return _clients["pooled"]
 
 

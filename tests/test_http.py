@@ -97,3 +97,29 @@ def test_app_redis_is_one_shared_pool_per_process(app: GreenQ, r: redis.Redis, s
     seen = {tuple(res.get(timeout=30)) for res in basic.redis_client_id.map([()] * 20)}
     assert seen == {(next(iter(seen))[0], worker.pid, 50)}
     assert int(r.get("shared")) == 500
+
+
+def test_app_redis_waits_for_a_free_connection_and_never_reuses_an_interrupted_one(redis_url: str) -> None:
+    import threading
+    import time
+
+    from greenq.task_redis import task_client
+
+    client = task_client(redis_url, size=1, wait_s=0.3, connect_timeout_s=5.0)
+    holder = threading.Thread(target=client.blpop, args=(["wake"], 10))
+    holder.start()
+    watcher = redis.Redis.from_url(redis_url)
+    while not any(c["cmd"] == "blpop" for c in watcher.client_list()):  # the only connection is taken
+        time.sleep(0.01)
+    with pytest.raises(redis.ConnectionError, match=r"no free connection in 0\.3 s"):
+        client.ping()
+    watcher.rpush("wake", "1")
+    holder.join(10)
+    assert client.ping() is True
+
+    impatient = task_client(f"{redis_url}?socket_timeout=0.2", size=1, wait_s=5.0, connect_timeout_s=5.0)
+    watcher.set("x", "value of x")
+    with pytest.raises(redis.TimeoutError):
+        impatient.blpop(["late"], 1)  # interrupted before its reply
+    watcher.rpush("late", "stale reply")  # a kept socket would now hold BLPOP's reply first
+    assert impatient.get("x") == b"value of x"
