@@ -123,3 +123,17 @@ def test_app_redis_waits_for_a_free_connection_and_never_reuses_an_interrupted_o
         impatient.blpop(["late"], 1)  # interrupted before its reply
     watcher.rpush("late", "stale reply")  # a kept socket would now hold BLPOP's reply first
     assert impatient.get("x") == b"value of x"
+
+
+def test_app_redis_keeps_redis_py_api_and_survives_a_dropped_connection(redis_url: str) -> None:
+    from greenq.task_redis import task_client
+
+    client = task_client(redis_url, size=2, wait_s=5.0, connect_timeout_s=5.0)
+    assert client.incr("n") == 1 and client.get("n") == b"1"
+    assert client.pipeline().incr("n").incr("n").execute() == [2, 3]
+    assert client.hgetall("missing") == {} and client.set("k", "v", nx=True) is True
+    with pytest.raises(redis.ResponseError):
+        client.hget("n", "field")  # WRONGTYPE comes back as redis-py raises it
+    killed = redis.Redis.from_url(redis_url).client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1  # the pooled connection is gone; the next command reconnects once
+    assert client.incr("n") == 4
