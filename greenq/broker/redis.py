@@ -295,21 +295,98 @@ class RedisBroker:
     def fetch(
         self, link: Link, queues: Sequence[str], consumer: str, count: int, block_ms: int
     ) -> list[Delivery]:
-        """Reserve up to ``count`` messages, queues in the given order, high priority first.
+        """Reserve up to ``count`` messages, queues in the given order, high priority first;
+        when there are none, wait up to ``block_ms`` for the next. See ``reserve``."""
+        return self.reserve(link, queues, consumer, count, block_ms)[0]
 
-        One EVAL per queue until ``count`` is reached. When all are empty, one XREAD BLOCK on
-        the stream tails waits for the next message (or ``block_ms``), then fetches again.
+    def reserve(
+        self,
+        link: Link,
+        queues: Sequence[str],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        drained: bool = False,
+    ) -> tuple[list[Delivery], bool]:
+        """Reserve up to ``count`` messages; returns (deliveries, drained).
+
+        Unless ``drained``, first one EVAL of ``fetch.lua`` per queue until ``count`` is reached:
+        queues in the given order, bands high priority first. If that reserves nothing (or the
+        caller says the bands were just seen empty: ``drained``), one ``XREADGROUP ... BLOCK`` on
+        every band stream waits for the next messages and reserves them in the same round trip.
+
+        ``drained`` in the reply is True when this call saw every band empty once it was done, so
+        that a caller that calls again straight away (without waiting for capacity) may skip
+        the non-blocking pass: an idle worker then costs one round trip per wake-up.
+
+        The blocking read asks ``count // bands`` messages of each band, so that it can never
+        reserve more than ``count`` in all. Below one per band (a worker holding fewer messages
+        than it has band streams), it waits with ``XREAD BLOCK`` on the stream tails instead and
+        reserves with ``fetch.lua`` when woken.
         """
-        deliveries, tails = self._fetch_once(link, queues, consumer, count)
-        if deliveries or block_ms <= 0:
-            return deliveries
         keys = [key for queue in queues for key in Keys.bands(queue)]
+        per_band = count // len(keys)
+        if drained and per_band >= 1 and block_ms > 0:
+            return self._reserve_blocking(link, queues, keys, consumer, per_band, block_ms)
+        deliveries, tails = self._fetch_once(link, queues, consumer, count, want_tails=per_band < 1)
+        if deliveries or block_ms <= 0:
+            return deliveries, len(deliveries) < count
+        if per_band >= 1:
+            return self._reserve_blocking(link, queues, keys, consumer, per_band, block_ms)
         link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])
         deliveries, _ = self._fetch_once(link, queues, consumer, count)
-        return deliveries
+        return deliveries, False
+
+    def _reserve_blocking(
+        self,
+        link: Link,
+        queues: Sequence[str],
+        keys: list[str],
+        consumer: str,
+        per_band: int,
+        block_ms: int,
+    ) -> tuple[list[Delivery], bool]:
+        """One XREADGROUP BLOCK on every band: returns at once what is there, else waits."""
+        command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
+        reply = link.pipeline([(*command, "STREAMS", *keys, *[">"] * len(keys))])[0]
+        if isinstance(reply, Exception):
+            # NOGROUP: a band or its group does not exist (yet, or any more: deleted while this
+            # read waited); Redis 7 answers UNBLOCKED when a stream is deleted under the read.
+            if not str(reply).startswith(("NOGROUP", "UNBLOCKED")):
+                raise BrokerError(f"XREADGROUP failed: {reply}")
+            self.create_groups(link, keys)
+            return [], False
+        if not reply:
+            return [], True
+        by_key = {
+            key: (queue, PRIORITY_MAX - i) for queue in queues for i, key in enumerate(Keys.bands(queue))
+        }
+        deliveries: list[Delivery] = []
+        drained = True
+        for key, entries in reply:
+            queue, priority = by_key[_text(key)]
+            stream = _text(key)
+            drained = drained and len(entries) < per_band
+            for entry_id, fields in entries:
+                body, delivery_count = b"", 1
+                for i in range(0, len(fields or ()), 2):
+                    if fields[i] == b"m":
+                        body = fields[i + 1]
+                    elif fields[i] == b"d":
+                        delivery_count = int(fields[i + 1])
+                deliveries.append(Delivery(stream, _text(entry_id), body, delivery_count, queue, priority))
+        return deliveries, drained
+
+    def create_groups(self, link: Link, keys: Sequence[str]) -> None:
+        """Create the consumer group on each band stream (and the stream if need be), starting at
+        id 0 so that messages already there are delivered; existing groups are left alone."""
+        replies = link.pipeline([("XGROUP", "CREATE", key, GROUP, "0", "MKSTREAM") for key in keys])
+        for reply in replies:
+            if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
+                raise BrokerError(f"XGROUP CREATE failed: {reply}")
 
     def _fetch_once(
-        self, link: Link, queues: Sequence[str], consumer: str, count: int
+        self, link: Link, queues: Sequence[str], consumer: str, count: int, want_tails: bool = True
     ) -> tuple[list[Delivery], list[str]]:
         deliveries: list[Delivery] = []
         all_tails: list[str] = []
@@ -319,7 +396,7 @@ class RedisBroker:
                 break
             bands = Keys.bands(queue)
             entries, tails = link.call(
-                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining
+                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining, int(want_tails)
             )
             all_tails.extend(_text(t) for t in tails)
             for i in range(0, len(entries), 4):

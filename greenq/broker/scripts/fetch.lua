@@ -3,6 +3,7 @@
 -- ARGV[1]     consumer group name
 -- ARGV[2]     consumer name (unique per worker process)
 -- ARGV[3]     COUNT: most messages to reserve in this call
+-- ARGV[4]     "1" (or absent): return tails when nothing was reserved; "0": never
 -- Returns {entries, tails}: entries is a flat list of {band index, id, body, deliveries};
 -- when nothing was reserved, tails holds each stream's newest id ("0-0" if none) so the
 -- caller can block with XREAD on exactly the entries that arrive after this call.
@@ -39,7 +40,7 @@ for index, key in ipairs(KEYS) do
   end
 end
 local tails = {}
-if #entries == 0 then
+if #entries == 0 and ARGV[4] ~= '0' then
   for index, key in ipairs(KEYS) do
     local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
     tails[index] = (last[1] and last[1][1]) or '0-0'
