@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """End-to-end latency of ``task.delay().get()`` at light load, and where the time goes (issue 7).
 
-    python scripts/latency_probe.py [--rate 100] [--seconds 5] [--repeats 3] [--trace 3]
-                                    [--drain 20000] [--pool gevent] [-c 500] [--redis PATH]
+    python scripts/latency_probe.py [--rate 100] [--seconds 5] [--repeats 3] [--closed 1000]
+                                    [--trace 3] [--drain 20000] [--pool gevent] [-c 500] [--redis PATH]
 
 Starts its own redis-server (greenq.embedded, on a free port) and one ``greenq worker`` subprocess
 importing the greenq of this repository (PYTHONPATH), on the bench tasks (scripts/bench_tasks.py).
 Each repeat sends ``rate x seconds`` echo tasks open loop from 32 threads and prints p50/p90/p99,
-the worker's and Redis's CPU per task and the Redis commands per task (INFO commandstats, which
-also counts the commands scripts run). ``--trace N`` then sends N tasks one at a time under
-MONITOR and prints each one's commands, per connection, with the server's clock relative to the
-producer's XADD: the round trips of the critical path and the gaps between them. ``--drain N``
-also times a worker draining N prefilled INCR tasks (from its start, as bench.py does).
+the worker's and Redis's CPU per task, their voluntary context switches per task (how often each
+went to sleep waiting: every wake-up costs time on this kind of VM) and the Redis commands per
+task (INFO commandstats, which also counts the commands scripts run). ``--closed N`` then sends
+N tasks back to back from one thread. ``--trace N`` then sends N tasks one at a time under
+MONITOR and prints the first one's commands, per connection, with the server's clock relative
+to the producer's XADD, and the median times of the critical path's round trips. ``--drain N``
+also times a worker draining N prefilled INCR tasks (from its start, as bench.py does, and from
+its first task).
 Every child is stopped by PID; the whole run is bounded in time.
 """
 
@@ -49,6 +52,13 @@ def cpu_s(pid: int) -> float:
         proc = psutil.Process(pid)
         return sum(sum(p.cpu_times()[:2]) for p in [proc, *proc.children(recursive=True)])
     return 0.0
+
+
+def switches(pid: int | None) -> int:
+    """Voluntary context switches: how often the process went to sleep (waiting for I/O)."""
+    with contextlib.suppress(psutil.Error):
+        return int(psutil.Process(pid).num_ctx_switches().voluntary)
+    return 0
 
 
 def command_stats(r: redis.Redis) -> dict[str, int]:
@@ -92,7 +102,7 @@ class Worker:
                 self.proc.wait(10)
 
 
-def latency_run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
+def latency_run(url: str, args: argparse.Namespace, log_dir: Path, server_pid: int | None) -> dict[str, Any]:
     r = redis.Redis.from_url(url)
     r.flushall()
     app = tasks.make_greenq_app(url)
@@ -113,13 +123,16 @@ def latency_run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, 
             for _ in range(32):  # every producer thread has its connection before the clock starts
                 pool.submit(one).result()
             stats0, rcpu0, wcpu0 = command_stats(r), redis_cpu(r), cpu_s(worker.proc.pid)
+            wsw0, rsw0 = switches(worker.proc.pid), switches(server_pid)
             futures, start = [], time.perf_counter()
             for i in range(count):  # open loop: sends on schedule, whatever the latency
                 time.sleep(max(0.0, start + i / args.rate - time.perf_counter()))
                 futures.append(pool.submit(one))
             samples = [f.result() for f in futures]
             wcpu1, rcpu1, stats1 = cpu_s(worker.proc.pid), redis_cpu(r), command_stats(r)
+            wsw1, rsw1 = switches(worker.proc.pid), switches(server_pid)
         worker.check()
+        closed = sorted(one() for _ in range(args.closed))  # back to back, one producer thread
         traces = [trace_one(url, echo, r) for _ in range(args.trace)]
     finally:
         worker.stop()
@@ -134,13 +147,25 @@ def latency_run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, 
         "max": max(samples),
         "worker_cpu_ms": (wcpu1 - wcpu0) / count * 1000,
         "redis_cpu_ms": (rcpu1 - rcpu0) / count * 1000,
+        "worker_sleeps": (wsw1 - wsw0) / count,
+        "redis_sleeps": (rsw1 - rsw0) / count,
         "commands": per_task,
         "traces": traces,
+        "closed": closed,
     }
 
 
-def trace_one(url: str, echo: Any, r: redis.Redis) -> list[str]:
-    """One task under MONITOR: every command of every connection, server clock relative to the XADD."""
+# Milestones of a traced task: the first command (not run by a script) matching each prefix.
+MILESTONES = {
+    "start.lua": '"EVAL" "-- start.lua',
+    "results": ('"EVAL" "-- store_results.lua', '"MULTI"'),
+    "get() XREAD": '"XREAD" "BLOCK"',
+}
+
+
+def trace_one(url: str, echo: Any, r: redis.Redis) -> tuple[list[str], dict[str, float]]:
+    """One task under MONITOR: every command of every connection, server clock relative to the
+    XADD; and the offset (ms) of each milestone."""
     lines: list[tuple[float, str, str]] = []
     ready, done = threading.Event(), threading.Event()
 
@@ -175,12 +200,17 @@ def trace_one(url: str, echo: Any, r: redis.Redis) -> list[str]:
     thread.join(5)
     xadd = next((t for t, _, c in lines if c.startswith('"XADD" "greenq:{q:')), None)
     if xadd is None:
-        return ["(no XADD seen)"]
+        return ["(no XADD seen)"], {}
     out = [f"delay().get() took {elapsed_ms:.2f} ms at the producer"]
+    marks = {"get() returned": elapsed_ms}
     for stamp, client, command in lines:
         if xadd - 0.002 <= stamp <= xadd + elapsed_ms / 1000 + 0.002:
-            out.append(f"  {(stamp - xadd) * 1000:+8.3f} ms  {client:28s} {command}")
-    return out
+            offset = (stamp - xadd) * 1000
+            out.append(f"  {offset:+8.3f} ms  {client:28s} {command}")
+            for name, prefix in MILESTONES.items():
+                if name not in marks and client != "lua" and command.startswith(prefix):
+                    marks[name] = offset
+    return out, marks
 
 
 def drain_run(url: str, args: argparse.Namespace, log_dir: Path) -> dict[str, float]:
@@ -229,6 +259,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per repeat (default 5)")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--trace", type=int, default=0, help="tasks to trace with MONITOR after each repeat")
+    parser.add_argument("--closed", type=int, default=0, help="then this many back to back from one thread")
     parser.add_argument("--drain", type=int, default=0, help="also drain this many prefilled tasks")
     parser.add_argument("--pool", default="gevent")
     parser.add_argument("-c", "--concurrency", type=int, default=500)
@@ -244,14 +275,27 @@ def main() -> int:
     try:
         for repeat in range(1, args.repeats + 1):
             if args.seconds > 0:
-                run = latency_run(server.url, args, log_dir)
+                run = latency_run(server.url, args, log_dir, server.pid)
                 commands = ", ".join(f"{k} {v:.2f}" for k, v in sorted(run["commands"].items()))
                 latency = ", ".join(f"{k} {run[k]:.2f} ms" for k in ("p50", "p90", "p99", "max"))
                 cpu = f"worker {run['worker_cpu_ms']:.3f} ms, redis {run['redis_cpu_ms']:.3f} ms"
                 print(f"[{repeat}] latency at {args.rate:g}/s: {latency}; CPU per task: {cpu}", flush=True)
+                if closed := run["closed"]:
+                    cuts = statistics.quantiles(closed, n=100) if len(closed) > 1 else closed * 99
+                    print(f"    back to back x {len(closed)}: p50 {cuts[49]:.3f} ms, p90 {cuts[89]:.3f} ms")
+                sleeps = f"worker {run['worker_sleeps']:.2f}, redis-server {run['redis_sleeps']:.2f}"
+                print(f"    voluntary context switches (sleeps) per task: {sleeps}")
                 print(f"    redis commands per task: {commands}")
-                for trace in run["traces"]:
-                    print("\n".join(trace))
+                if run["traces"]:
+                    print("\n".join(run["traces"][0][0]))
+                    names = [*MILESTONES, "get() returned"]
+                    medians = {
+                        n: statistics.median(m[n] for _, m in run["traces"] if n in m)
+                        for n in names
+                        if any(n in m for _, m in run["traces"])
+                    }
+                    summary = ", ".join(f"{n} {v:+.3f}" for n, v in medians.items())
+                    print(f"    median of {len(run['traces'])} traces, ms after the XADD: {summary}")
             if args.drain:
                 d = drain_run(server.url, args, log_dir)
                 print(
