@@ -228,6 +228,9 @@ class Consumer:
                 continue
             if deliveries:
                 self._admit_all(link, deliveries)
+                # Let the dispatcher take them now: under gevent a notified waiter only runs
+                # once this greenlet yields, and its next round trip would not yield at once.
+                time.sleep(0)
 
     def _sweep_orphans(self, link: Any) -> None:
         """Requeue entries reserved for this consumer that it does not hold (lost fetch replies)."""
