@@ -29,6 +29,11 @@ from typing import Any
 import redis
 import redis.exceptions
 
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _pack_command = None
+
 from greenq.broker import Delivery
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
@@ -57,9 +62,10 @@ class Keys:
         return base if priority == 0 else f"{base}:p{priority}"
 
     @staticmethod
-    def bands(queue: str) -> list[str]:
+    @cache
+    def bands(queue: str) -> tuple[str, ...]:
         """The queue's band streams, highest priority first (fetch order)."""
-        return [Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)]
+        return tuple(Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1))
 
     @staticmethod
     def delayed(queue: str) -> str:
@@ -131,13 +137,27 @@ class Link:
         )
         self._conn = client.connection_pool.make_connection()
 
+    def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
+        """The commands in the wire protocol, for ``send``. Packed by hiredis directly: redis-py's
+        packer goes over every argument in Python first (args are str, bytes and int here)."""
+        if _pack_command is not None:
+            try:
+                return [b"".join([_pack_command(tuple(command)) for command in commands])]
+            except TypeError:
+                pass  # redis-py's packer raises its own error for what hiredis cannot pack
+        return list(self._conn.pack_commands(commands))
+
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands in one write and read every reply; error replies are returned in place."""
+        return self.send(self.pack(commands), len(commands))
+
+    def send(self, packed: list[bytes], count: int) -> list[Any]:
+        """Send commands packed by ``pack`` and read their ``count`` replies (see ``pipeline``)."""
         conn = self._conn
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
-            for _ in commands:
+            for _ in range(count):
                 try:
                     replies.append(conn.read_response())
                 except redis.exceptions.ResponseError as exc:
@@ -196,6 +216,8 @@ class RedisBroker:
         )
         self.client = redis.Redis(connection_pool=pool)
         self._known_queues: set[str] = set()
+        # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
+        self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
 
     def __repr__(self) -> str:
         return f"RedisBroker({mask_url(self.url)!r})"
@@ -327,45 +349,44 @@ class RedisBroker:
         keys = [key for queue in queues for key in Keys.bands(queue)]
         per_band = count // len(keys)
         if drained and per_band >= 1 and block_ms > 0:
-            return self._reserve_blocking(link, queues, keys, consumer, per_band, block_ms)
+            return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
         deliveries, tails = self._fetch_once(link, queues, consumer, count, want_tails=per_band < 1)
         if deliveries or block_ms <= 0:
             return deliveries, len(deliveries) < count
         if per_band >= 1:
-            return self._reserve_blocking(link, queues, keys, consumer, per_band, block_ms)
+            return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
         link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])
         deliveries, _ = self._fetch_once(link, queues, consumer, count)
         return deliveries, False
 
     def _reserve_blocking(
-        self,
-        link: Link,
-        queues: Sequence[str],
-        keys: list[str],
-        consumer: str,
-        per_band: int,
-        block_ms: int,
+        self, link: Link, queues: Sequence[str], consumer: str, per_band: int, block_ms: int
     ) -> tuple[list[Delivery], bool]:
         """One XREADGROUP BLOCK on every band: returns at once what is there, else waits."""
-        command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
-        reply = link.pipeline([(*command, "STREAMS", *keys, *[">"] * len(keys))])[0]
+        # The same command, packed once, call after call while the worker idles.
+        key = (tuple(queues), consumer, per_band, block_ms)
+        if self._blocking_read[0] != key:
+            keys = [k for queue in queues for k in Keys.bands(queue)]
+            command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
+            packed = link.pack([(*command, "STREAMS", *keys, *[">"] * len(keys))])
+            bands = {k: (q, PRIORITY_MAX - i) for q in queues for i, k in enumerate(Keys.bands(q))}
+            self._blocking_read = (key, packed, bands)
+        _, packed, bands = self._blocking_read
+        reply = link.send(packed, 1)[0]
         if isinstance(reply, Exception):
             # NOGROUP: a band or its group does not exist (yet, or any more: deleted while this
             # read waited); Redis 7 answers UNBLOCKED when a stream is deleted under the read.
             if not str(reply).startswith(("NOGROUP", "UNBLOCKED")):
                 raise BrokerError(f"XREADGROUP failed: {reply}")
-            self.create_groups(link, keys)
+            self.create_groups(link, list(bands))
             return [], False
         if not reply:
             return [], True
-        by_key = {
-            key: (queue, PRIORITY_MAX - i) for queue in queues for i, key in enumerate(Keys.bands(queue))
-        }
         deliveries: list[Delivery] = []
         drained = True
-        for key, entries in reply:
-            queue, priority = by_key[_text(key)]
-            stream = _text(key)
+        for stream_key, entries in reply:
+            stream = _text(stream_key)
+            queue, priority = bands[stream]
             drained = drained and len(entries) < per_band
             for entry_id, fields in entries:
                 body, delivery_count = b"", 1
@@ -466,7 +487,9 @@ class RedisBroker:
         commands.extend(
             self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
         )
-        if commands:
+        if len(commands) == 1:
+            link.call(*commands[0])  # one command (one script, XADD or ZADD) is atomic by itself
+        elif commands:
             link.transaction(commands)
 
     def start_batch(
