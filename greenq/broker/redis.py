@@ -136,6 +136,9 @@ class Link:
             protocol=2,
         )
         self._conn = client.connection_pool.make_connection()
+        # The band tails (newest ids) the fetcher last saw when it left the bands empty: where
+        # its next XREAD BLOCK starts (RedisBroker.reserve, small capacities).
+        self.tails: list[str] | None = None
 
     def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
         """The commands in the wire protocol, for ``send``. Packed by hiredis directly: redis-py's
@@ -343,21 +346,49 @@ class RedisBroker:
 
         The blocking read asks ``count // bands`` messages of each band, so that it can never
         reserve more than ``count`` in all. Below one per band (a worker holding fewer messages
-        than it has band streams), it waits with ``XREAD BLOCK`` on the stream tails instead and
-        reserves with ``fetch.lua`` when woken.
+        than it has band streams), it waits with ``XREAD BLOCK`` on the band tails instead and
+        reserves with ``fetch.lua`` when woken; ``fetch.lua`` returns the tails whenever it
+        leaves the bands empty, so a drained call goes straight to the XREAD as well.
         """
         keys = [key for queue in queues for key in Keys.bands(queue)]
         per_band = count // len(keys)
-        if drained and per_band >= 1 and block_ms > 0:
+        if per_band < 1:
+            return self._reserve_tails(link, queues, keys, consumer, count, block_ms, drained)
+        if drained and block_ms > 0:
             return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
-        deliveries, tails = self._fetch_once(link, queues, consumer, count, want_tails=per_band < 1)
+        deliveries, _ = self._fetch_once(link, queues, consumer, count, want_tails=False)
         if deliveries or block_ms <= 0:
             return deliveries, len(deliveries) < count
-        if per_band >= 1:
-            return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
-        link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])
-        deliveries, _ = self._fetch_once(link, queues, consumer, count)
-        return deliveries, False
+        return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
+
+    def _reserve_tails(
+        self,
+        link: Link,
+        queues: Sequence[str],
+        keys: list[str],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        drained: bool,
+    ) -> tuple[list[Delivery], bool]:
+        """``reserve`` for fewer than one message per band: fetch.lua, and XREAD BLOCK on the
+        tails it saw (kept on the link) to wait for the next message."""
+        tails = link.tails if drained else None
+        link.tails = None
+        if tails is None or block_ms <= 0:
+            deliveries, tails = self._fetch_once(link, queues, consumer, count)
+            if deliveries or block_ms <= 0:
+                if len(deliveries) < count and len(tails) == len(keys):
+                    link.tails = tails
+                return deliveries, len(deliveries) < count
+        woken = link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])[0]
+        if not woken:  # nothing newer than the tails: they still hold (an error: poll again)
+            link.tails = tails if not isinstance(woken, Exception) else None
+            return [], not isinstance(woken, Exception)
+        deliveries, tails = self._fetch_once(link, queues, consumer, count)
+        if len(deliveries) < count and len(tails) == len(keys):
+            link.tails = tails
+        return deliveries, len(deliveries) < count
 
     def _reserve_blocking(
         self, link: Link, queues: Sequence[str], consumer: str, per_band: int, block_ms: int

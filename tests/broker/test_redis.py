@@ -98,6 +98,23 @@ def test_blocking_reserve_never_takes_more_than_asked(any_redis_url: str) -> Non
     assert [d.priority for d in got] == [9, 9, 9]
 
 
+def test_small_reserve_waits_on_the_tails_its_last_fetch_saw(any_redis_url: str) -> None:
+    """Fewer than one message per band: XREAD BLOCK on the tails, then fetch.lua. After a fetch
+    that left the bands empty, the next wait needs no second fetch.lua first."""
+    app, broker, link = _setup(any_redis_url)
+    r = redis.Redis.from_url(any_redis_url)
+    app.send_task("t.x", [1])
+    got, drained = broker.reserve(link, ["default"], "c1", 3, 1000)
+    assert [orjson.loads(d.body)["args"] for d in got] == [[1]] and drained
+    evals = _evals(r)
+    assert broker.reserve(link, ["default"], "c1", 3, 20, drained=True) == ([], True)  # timed out
+    thread = _when_blocked(any_redis_url, lambda _: app.send_task("t.x", [2], priority=6))
+    got, drained = broker.reserve(link, ["default"], "c1", 3, 5000, drained=True)
+    thread.join()
+    assert _evals(r) - evals == 1  # the fetch.lua that reserved what woke the XREAD
+    assert [(d.priority, orjson.loads(d.body)["args"]) for d in got] == [(6, [2])] and drained
+
+
 def test_blocking_reserve_survives_its_streams_being_deleted(any_redis_url: str) -> None:
     """Redis 7 fails a blocked XREADGROUP whose stream is deleted (UNBLOCKED); Redis 6.2 waits on,
     then fails it with NOGROUP when a producer makes the stream again. Either way the groups are
