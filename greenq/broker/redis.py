@@ -396,13 +396,14 @@ class RedisBroker:
         """One XREADGROUP BLOCK on every band: returns at once what is there, else waits."""
         # The same command, packed once, call after call while the worker idles.
         key = (tuple(queues), consumer, per_band, block_ms)
-        if self._blocking_read[0] != key:
+        cached = self._blocking_read  # one read: another thread's fetcher may replace it
+        if cached[0] != key:
             keys = [k for queue in queues for k in Keys.bands(queue)]
             command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
             packed = link.pack([(*command, "STREAMS", *keys, *[">"] * len(keys))])
             bands = {k: (q, PRIORITY_MAX - i) for q in queues for i, k in enumerate(Keys.bands(q))}
-            self._blocking_read = (key, packed, bands)
-        _, packed, bands = self._blocking_read
+            cached = self._blocking_read = (key, packed, bands)
+        _, packed, bands = cached
         reply = link.send(packed, 1)[0]
         if isinstance(reply, Exception):
             # NOGROUP: a band or its group does not exist (yet, or any more: deleted while this

@@ -98,6 +98,18 @@ def test_blocking_reserve_never_takes_more_than_asked(any_redis_url: str) -> Non
     assert [d.priority for d in got] == [9, 9, 9]
 
 
+def test_blocking_reads_of_two_consumers_on_one_broker_stay_apart(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    other = broker.connect("test2", 1.0)
+    broker.create_groups(link, Keys.bands("default"))
+    for consumer, conn, arg in (("c1", link, 1), ("c2", other, 2), ("c1", link, 3)):
+        app.send_task("t.x", [arg])
+        got, _ = broker.reserve(conn, ["default"], consumer, 100, 1000, drained=True)
+        assert [orjson.loads(d.body)["args"] for d in got] == [[arg]]
+    pending = redis.Redis.from_url(any_redis_url).xpending(Keys.stream("default"), GROUP)["consumers"]
+    assert sorted((c["name"], c["pending"]) for c in pending) == [(b"c1", 2), (b"c2", 1)]
+
+
 def test_small_reserve_waits_on_the_tails_its_last_fetch_saw(any_redis_url: str) -> None:
     """Fewer than one message per band: XREAD BLOCK on the tails, then fetch.lua. After a fetch
     that left the bands empty, the next wait needs no second fetch.lua first."""
