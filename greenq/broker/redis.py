@@ -382,9 +382,9 @@ class RedisBroker:
                     link.tails = tails
                 return deliveries, len(deliveries) < count
         woken = link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])[0]
-        if not woken:  # nothing newer than the tails: they still hold (an error: poll again)
-            link.tails = tails if not isinstance(woken, Exception) else None
-            return [], not isinstance(woken, Exception)
+        if woken is None:  # timed out: nothing newer than the tails, which still hold
+            link.tails = tails
+            return [], True
         deliveries, tails = self._fetch_once(link, queues, consumer, count)
         if len(deliveries) < count and len(tails) == len(keys):
             link.tails = tails
