@@ -48,6 +48,15 @@ class Broker(Protocol):
     def fetch(
         self, link: Any, queues: Sequence[str], consumer: str, count: int, block_ms: int
     ) -> list[Delivery]: ...
+    def reserve(
+        self,
+        link: Any,
+        queues: Sequence[str],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        drained: bool = False,
+    ) -> tuple[list[Delivery], bool]: ...
     def flush(
         self, link: Any, acks: Sequence[Delivery], results: Sequence[tuple[str, bytes]], result_ttl_ms: int
     ) -> None: ...

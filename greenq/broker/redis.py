@@ -29,6 +29,11 @@ from typing import Any
 import redis
 import redis.exceptions
 
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
+    _pack_command = None
+
 from greenq.broker import Delivery
 from greenq.broker.stack import NETWORK_ERRORS as _NETWORK_ERRORS
 from greenq.broker.stack import ConnectionStack
@@ -58,9 +63,10 @@ class Keys:
         return base if priority == 0 else f"{base}:p{priority}"
 
     @staticmethod
-    def bands(queue: str) -> list[str]:
+    @cache
+    def bands(queue: str) -> tuple[str, ...]:
         """The queue's band streams, highest priority first (fetch order)."""
-        return [Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1)]
+        return tuple(Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1))
 
     @staticmethod
     def delayed(queue: str) -> str:
@@ -139,14 +145,31 @@ class Link:
             protocol=2,
         )
         self._conn = client.connection_pool.make_connection()
+        # The band tails (newest ids) the fetcher last saw when it left the bands empty: where
+        # its next XREAD BLOCK starts (RedisBroker.reserve, small capacities).
+        self.tails: list[str] | None = None
+
+    def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
+        """The commands in the wire protocol, for ``send``. Packed by hiredis directly: redis-py's
+        packer goes over every argument in Python first (args are str, bytes and int here)."""
+        if _pack_command is not None:
+            try:
+                return [b"".join([_pack_command(tuple(command)) for command in commands])]
+            except TypeError:
+                pass  # redis-py's packer raises its own error for what hiredis cannot pack
+        return list(self._conn.pack_commands(commands))
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands in one write and read every reply; error replies are returned in place."""
+        return self.send(self.pack(commands), len(commands))
+
+    def send(self, packed: list[bytes], count: int) -> list[Any]:
+        """Send commands packed by ``pack`` and read their ``count`` replies (see ``pipeline``)."""
         conn = self._conn
         try:
-            conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            conn.send_packed_command(packed, check_health=False)
             replies: list[Any] = []
-            for _ in commands:
+            for _ in range(count):
                 try:
                     replies.append(conn.read_response())
                 except redis.exceptions.ResponseError as exc:
@@ -207,6 +230,8 @@ class RedisBroker:
         # Enqueue and result reads: the hot producer path, on raw connections (see stack.py).
         self.conns = ConnectionStack(url, pool.make_connection, pool_limit, socket_timeout_s)
         self._known_queues: set[str] = set()
+        # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
+        self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
 
     def __repr__(self) -> str:
         return f"RedisBroker({mask_url(self.url)!r})"
@@ -298,21 +323,126 @@ class RedisBroker:
     def fetch(
         self, link: Link, queues: Sequence[str], consumer: str, count: int, block_ms: int
     ) -> list[Delivery]:
-        """Reserve up to ``count`` messages, queues in the given order, high priority first.
+        """Reserve up to ``count`` messages, queues in the given order, high priority first;
+        when there are none, wait up to ``block_ms`` for the next. See ``reserve``."""
+        return self.reserve(link, queues, consumer, count, block_ms)[0]
 
-        One EVAL per queue until ``count`` is reached. When all are empty, one XREAD BLOCK on
-        the stream tails waits for the next message (or ``block_ms``), then fetches again.
+    def reserve(
+        self,
+        link: Link,
+        queues: Sequence[str],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        drained: bool = False,
+    ) -> tuple[list[Delivery], bool]:
+        """Reserve up to ``count`` messages; returns (deliveries, drained).
+
+        Unless ``drained``, first one EVAL of ``fetch.lua`` per queue until ``count`` is reached:
+        queues in the given order, bands high priority first. If that reserves nothing (or the
+        caller says the bands were just seen empty: ``drained``), one ``XREADGROUP ... BLOCK`` on
+        every band stream waits for the next messages and reserves them in the same round trip.
+
+        ``drained`` in the reply is True when this call saw every band empty once it was done, so
+        that a caller that calls again straight away (without waiting for capacity) may skip
+        the non-blocking pass: an idle worker then costs one round trip per wake-up.
+
+        The blocking read asks ``count // bands`` messages of each band, so that it can never
+        reserve more than ``count`` in all. Below one per band (a worker holding fewer messages
+        than it has band streams), it waits with ``XREAD BLOCK`` on the band tails instead and
+        reserves with ``fetch.lua`` when woken; ``fetch.lua`` returns the tails whenever it
+        leaves the bands empty, so a drained call goes straight to the XREAD as well.
         """
-        deliveries, tails = self._fetch_once(link, queues, consumer, count)
-        if deliveries or block_ms <= 0:
-            return deliveries
         keys = [key for queue in queues for key in Keys.bands(queue)]
-        link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])
-        deliveries, _ = self._fetch_once(link, queues, consumer, count)
-        return deliveries
+        per_band = count // len(keys)
+        if per_band < 1:
+            return self._reserve_tails(link, queues, keys, consumer, count, block_ms, drained)
+        if drained and block_ms > 0:
+            return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
+        deliveries, _ = self._fetch_once(link, queues, consumer, count, want_tails=False)
+        if deliveries or block_ms <= 0:
+            return deliveries, len(deliveries) < count
+        return self._reserve_blocking(link, queues, consumer, per_band, block_ms)
+
+    def _reserve_tails(
+        self,
+        link: Link,
+        queues: Sequence[str],
+        keys: list[str],
+        consumer: str,
+        count: int,
+        block_ms: int,
+        drained: bool,
+    ) -> tuple[list[Delivery], bool]:
+        """``reserve`` for fewer than one message per band: fetch.lua, and XREAD BLOCK on the
+        tails it saw (kept on the link) to wait for the next message."""
+        tails = link.tails if drained else None
+        link.tails = None
+        if tails is None or block_ms <= 0:
+            deliveries, tails = self._fetch_once(link, queues, consumer, count)
+            if deliveries or block_ms <= 0:
+                if len(deliveries) < count and len(tails) == len(keys):
+                    link.tails = tails
+                return deliveries, len(deliveries) < count
+        woken = link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])[0]
+        if woken is None:  # timed out: nothing newer than the tails, which still hold
+            link.tails = tails
+            return [], True
+        deliveries, tails = self._fetch_once(link, queues, consumer, count)
+        if len(deliveries) < count and len(tails) == len(keys):
+            link.tails = tails
+        return deliveries, len(deliveries) < count
+
+    def _reserve_blocking(
+        self, link: Link, queues: Sequence[str], consumer: str, per_band: int, block_ms: int
+    ) -> tuple[list[Delivery], bool]:
+        """One XREADGROUP BLOCK on every band: returns at once what is there, else waits."""
+        # The same command, packed once, call after call while the worker idles.
+        key = (tuple(queues), consumer, per_band, block_ms)
+        cached = self._blocking_read  # one read: another thread's fetcher may replace it
+        if cached[0] != key:
+            keys = [k for queue in queues for k in Keys.bands(queue)]
+            command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
+            packed = link.pack([(*command, "STREAMS", *keys, *[">"] * len(keys))])
+            bands = {k: (q, PRIORITY_MAX - i) for q in queues for i, k in enumerate(Keys.bands(q))}
+            cached = self._blocking_read = (key, packed, bands)
+        _, packed, bands = cached
+        reply = link.send(packed, 1)[0]
+        if isinstance(reply, Exception):
+            # NOGROUP: a band or its group does not exist (yet, or any more: deleted while this
+            # read waited); Redis 7 answers UNBLOCKED when a stream is deleted under the read.
+            if not str(reply).startswith(("NOGROUP", "UNBLOCKED")):
+                raise BrokerError(f"XREADGROUP failed: {reply}")
+            self.create_groups(link, list(bands))
+            return [], False
+        if not reply:
+            return [], True
+        deliveries: list[Delivery] = []
+        drained = True
+        for stream_key, entries in reply:
+            stream = _text(stream_key)
+            queue, priority = bands[stream]
+            drained = drained and len(entries) < per_band
+            for entry_id, fields in entries:
+                body, delivery_count = b"", 1
+                for i in range(0, len(fields or ()), 2):
+                    if fields[i] == b"m":
+                        body = fields[i + 1]
+                    elif fields[i] == b"d":
+                        delivery_count = int(fields[i + 1])
+                deliveries.append(Delivery(stream, _text(entry_id), body, delivery_count, queue, priority))
+        return deliveries, drained
+
+    def create_groups(self, link: Link, keys: Sequence[str]) -> None:
+        """Create the consumer group on each band stream (and the stream if need be), starting at
+        id 0 so that messages already there are delivered; existing groups are left alone."""
+        replies = link.pipeline([("XGROUP", "CREATE", key, GROUP, "0", "MKSTREAM") for key in keys])
+        for reply in replies:
+            if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
+                raise BrokerError(f"XGROUP CREATE failed: {reply}")
 
     def _fetch_once(
-        self, link: Link, queues: Sequence[str], consumer: str, count: int
+        self, link: Link, queues: Sequence[str], consumer: str, count: int, want_tails: bool = True
     ) -> tuple[list[Delivery], list[str]]:
         deliveries: list[Delivery] = []
         all_tails: list[str] = []
@@ -322,7 +452,7 @@ class RedisBroker:
                 break
             bands = Keys.bands(queue)
             entries, tails = link.call(
-                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining
+                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining, int(want_tails)
             )
             all_tails.extend(_text(t) for t in tails)
             for i in range(0, len(entries), 4):
@@ -392,7 +522,9 @@ class RedisBroker:
         commands.extend(
             self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
         )
-        if commands:
+        if len(commands) == 1:
+            link.call(*commands[0])  # one command (one script, XADD or ZADD) is atomic by itself
+        elif commands:
             link.transaction(commands)
 
     def start_batch(

@@ -196,6 +196,7 @@ class Consumer:
         link = self.broker.connect("fetch", self.block_ms / 1000)
         backoff = Backoff(self.log, "fetch", self.stats)
         needs_sweep = False
+        drained = False  # the last reserve saw every band empty: the next may block at once
         while not self._stopping.is_set():
             if needs_sweep:
                 try:
@@ -208,19 +209,28 @@ class Consumer:
                 while not self._stopping.is_set() and not (
                     self._free() >= self.refetch_at or (self._free() > 0 and not self.lanes.reserved())
                 ):
+                    # Messages may pile up meanwhile: the next reserve must take them in
+                    # priority order (fetch.lua), not as a blocking read would hand them out.
+                    drained = False
                     self._cond.wait(1.0)
                 count = self._free()
             if self._stopping.is_set():
                 break
             try:
-                deliveries = self.broker.fetch(link, self.queues, self.consumer_id, count, self.block_ms)
+                deliveries, drained = self.broker.reserve(
+                    link, self.queues, self.consumer_id, count, self.block_ms, drained
+                )
                 backoff.ok()
             except (BrokerUnavailable, BrokerError) as exc:
                 needs_sweep = True  # the fetch may have reserved messages whose reply was lost
+                drained = False
                 backoff.failed(exc, self._stopping)
                 continue
             if deliveries:
                 self._admit_all(link, deliveries)
+                # Let the dispatcher take them now: under gevent a notified waiter only runs
+                # once this greenlet yields, and its next round trip would not yield at once.
+                time.sleep(0)
 
     def _sweep_orphans(self, link: Any) -> None:
         """Requeue entries reserved for this consumer that it does not hold (lost fetch replies)."""

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 
+import orjson
+import pytest
 import redis
 
 from greenq import GreenQ
 from greenq.broker.redis import GROUP, Keys, RedisBroker
+from greenq.exceptions import BrokerError
 
 
 def _setup(url: str) -> tuple[GreenQ, RedisBroker, object]:
@@ -36,6 +41,117 @@ def test_blocking_fetch_wakes_on_a_new_message(any_redis_url: str) -> None:
     app.send_task("t.x", [1])
     got = broker.fetch(link, ["default"], "c1", 10, 2000)
     assert len(got) == 1
+
+
+def _when_blocked(url: str, action: Callable[[redis.Redis], object]) -> threading.Thread:
+    """Run ``action`` in a thread as soon as some client is blocked in Redis (the reserve under test)."""
+    r = redis.Redis.from_url(url)
+
+    def run() -> None:
+        deadline = time.monotonic() + 10
+        while int(r.info("clients")["blocked_clients"]) < 1 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        action(r)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def _evals(r: redis.Redis) -> int:
+    return int(r.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+
+
+def test_blocking_reserve_returns_the_messages_that_woke_it(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    r = redis.Redis.from_url(any_redis_url)
+    # No band stream exists yet: the first blocking read creates them with their group.
+    assert broker.reserve(link, ["default"], "c1", 100, 20) == ([], False)
+    assert r.xinfo_groups(Keys.stream("default", 9))[0]["name"] == GROUP.encode()
+    assert broker.reserve(link, ["default"], "c1", 100, 20) == ([], True)  # timed out: still empty
+    thread = _when_blocked(any_redis_url, lambda _: app.send_task("t.x", [7], priority=3))
+    evals = _evals(r)
+    got, drained = broker.reserve(link, ["default"], "c1", 100, 5000, drained=True)
+    thread.join()
+    assert _evals(r) == evals  # reserved by the blocking read itself: no fetch.lua
+    assert drained  # fewer than asked: the next call may block at once
+    assert len(got) == 1
+    delivery = got[0]
+    assert (delivery.queue, delivery.priority, delivery.stream) == ("default", 3, Keys.stream("default", 3))
+    assert (delivery.deliveries, orjson.loads(delivery.body)["args"]) == (1, [7])
+    assert r.xpending(Keys.stream("default", 3), GROUP)["consumers"] == [{"name": b"c1", "pending": 1}]
+
+
+def test_blocking_reserve_never_takes_more_than_asked(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    broker.create_groups(link, Keys.bands("default"))
+    app.enqueue_many([("t.x", [i], None) for i in range(5)], priority=9)
+    app.enqueue_many([("t.x", [i], None) for i in range(5)])
+    # 20 asked over 10 bands: at most 2 from each. As many as asked from a band means more may
+    # be waiting there: not drained.
+    got, drained = broker.reserve(link, ["default"], "c1", 20, 1000, drained=True)
+    assert [d.priority for d in got] == [9, 9, 0, 0]
+    assert not drained
+    # Fewer than one per band: "drained" is not trusted; fetch.lua reserves in priority order
+    # (and an empty queue would be waited on with XREAD on the tails).
+    got, _ = broker.reserve(link, ["default"], "c1", 3, 1000, drained=True)
+    assert [d.priority for d in got] == [9, 9, 9]
+
+
+def test_blocking_reads_of_two_consumers_on_one_broker_stay_apart(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    other = broker.connect("test2", 1.0)
+    broker.create_groups(link, Keys.bands("default"))
+    for consumer, conn, arg in (("c1", link, 1), ("c2", other, 2), ("c1", link, 3)):
+        app.send_task("t.x", [arg])
+        got, _ = broker.reserve(conn, ["default"], consumer, 100, 1000, drained=True)
+        assert [orjson.loads(d.body)["args"] for d in got] == [[arg]]
+    pending = redis.Redis.from_url(any_redis_url).xpending(Keys.stream("default"), GROUP)["consumers"]
+    assert sorted((c["name"], c["pending"]) for c in pending) == [(b"c1", 2), (b"c2", 1)]
+
+
+def test_small_reserve_waits_on_the_tails_its_last_fetch_saw(any_redis_url: str) -> None:
+    """Fewer than one message per band: XREAD BLOCK on the tails, then fetch.lua. After a fetch
+    that left the bands empty, the next wait needs no second fetch.lua first."""
+    app, broker, link = _setup(any_redis_url)
+    r = redis.Redis.from_url(any_redis_url)
+    app.send_task("t.x", [1])
+    got, drained = broker.reserve(link, ["default"], "c1", 3, 1000)
+    assert [orjson.loads(d.body)["args"] for d in got] == [[1]] and drained
+    evals = _evals(r)
+    assert broker.reserve(link, ["default"], "c1", 3, 20, drained=True) == ([], True)  # timed out
+    thread = _when_blocked(any_redis_url, lambda _: app.send_task("t.x", [2], priority=6))
+    got, drained = broker.reserve(link, ["default"], "c1", 3, 5000, drained=True)
+    thread.join()
+    assert _evals(r) - evals == 1  # the fetch.lua that reserved what woke the XREAD
+    assert [(d.priority, orjson.loads(d.body)["args"]) for d in got] == [(6, [2])] and drained
+
+
+def test_blocking_reserve_survives_its_streams_being_deleted(any_redis_url: str) -> None:
+    """Redis 7 fails a blocked XREADGROUP whose stream is deleted (UNBLOCKED); Redis 6.2 waits on,
+    then fails it with NOGROUP when a producer makes the stream again. Either way the groups are
+    made again and the next reserve gets the message."""
+    app, broker, link = _setup(any_redis_url)
+    broker.create_groups(link, Keys.bands("default"))
+
+    def flush_then_send(r: redis.Redis) -> None:
+        r.flushall()
+        app.send_task("t.x", [1])
+
+    thread = _when_blocked(any_redis_url, flush_then_send)
+    got, drained = broker.reserve(link, ["default"], "c1", 100, 5000, drained=True)
+    thread.join()
+    deadline = time.monotonic() + 10
+    while not got and time.monotonic() < deadline:
+        got, drained = broker.reserve(link, ["default"], "c1", 100, 200, drained=drained)
+    assert [orjson.loads(d.body)["args"] for d in got] == [[1]]
+
+
+def test_blocking_reserve_raises_on_other_errors(any_redis_url: str) -> None:
+    _, broker, link = _setup(any_redis_url)
+    redis.Redis.from_url(any_redis_url).set(Keys.stream("default", 4), "not a stream")
+    with pytest.raises(BrokerError, match="WRONGTYPE"):
+        broker.reserve(link, ["default"], "c1", 100, 20, drained=True)
 
 
 def test_flush_acks_and_stores_results_atomically(any_redis_url: str) -> None:
@@ -123,7 +239,7 @@ def test_dead_letters_are_capped_and_drops_counted(any_redis_url: str) -> None:
     r = redis.Redis.from_url(any_redis_url)
     assert r.xlen(Keys.dead("default")) == 3
     first = r.xrange(Keys.dead("default"))[0][1][b"m"]
-    assert b"\"args\":[2]" in first  # the two oldest were dropped
+    assert b'"args":[2]' in first  # the two oldest were dropped
     stats = admin.queue_stats(broker, "default")
     assert (stats.dead, stats.dead_dropped) == (3, 2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import time
 
 import pytest
 import redis
@@ -38,6 +39,58 @@ def test_prefetch_multiplier_one_holds_at_most_concurrency(app: GreenQ, r: redis
     assert most == 2
     assert r.xlen(Keys.stream("default")) >= 40  # the rest still wait in Redis, not in the worker
     worker.stop()
+
+
+def _wait_until_blocked(r: redis.Redis) -> None:
+    """Until a client waits in a blocking read: the idle worker's fetcher."""
+    deadline = time.monotonic() + 20
+    while int(r.info("clients")["blocked_clients"]) < 1:
+        assert time.monotonic() < deadline, "the worker never blocked waiting for messages"
+        time.sleep(0.005)
+
+
+def test_idle_gevent_worker_gets_what_is_sent_while_it_waits_even_after_flushall(
+    any_redis_url: str, start_worker
+) -> None:
+    producer = GreenQ("wake", broker=any_redis_url)
+    r = redis.Redis.from_url(any_redis_url)
+    worker = start_worker("--pool", "gevent", "-c", "50", url=any_redis_url)
+    for i in range(3):
+        _wait_until_blocked(r)
+        assert producer.send_task("tests.apps.basic.add", [i, 1]).get(timeout=20) == i + 1
+        _wait_until_blocked(r)
+        r.flushall()  # deletes the streams under the blocked XREADGROUP
+    assert producer.send_task("tests.apps.basic.add", [2, 3]).get(timeout=20) == 5
+    assert "crashed" not in worker.output and "Traceback" not in worker.output
+
+
+def test_worker_woken_by_a_burst_holds_at_most_its_capacity(any_redis_url: str, start_worker) -> None:
+    producer = GreenQ("burst", broker=any_redis_url)
+    r = redis.Redis.from_url(any_redis_url)
+    # 10 x 1: one per band stream, the least capacity that waits with XREADGROUP
+    start_worker("--pool", "gevent", "-c", "10", "--prefetch-multiplier", "1", url=any_redis_url)
+    _wait_until_blocked(r)
+    calls = [("tests.apps.basic.count_run_late", ("burst", 0.5), None)] * 40
+    results = producer.enqueue_many(calls[:20], priority=5) + producer.enqueue_many(calls[20:])
+    most = 0
+    while not results[0].ready():
+        pending = sum(r.xpending(Keys.stream("default", p), GROUP)["pending"] for p in (0, 5))
+        most = max(most, pending)
+        assert pending <= 10, f"worker held {pending} messages"
+    assert most == 10
+    assert [res.get(timeout=30) for res in results] == [res.id for res in results]
+
+
+def test_gevent_worker_starts_a_prefilled_backlog_in_priority_order(
+    app: GreenQ, r: redis.Redis, start_worker
+) -> None:
+    low = basic.count_sleep.map([("order", 0.02)] * 30)
+    high = basic.count_sleep.map([("order", 0.02)] * 15, priority=9)
+    start_worker("--pool", "gevent", "-c", "5", "--prefetch-multiplier", "2")
+    for res in low + high:
+        res.get(timeout=30)
+    started = [i.decode() for i in r.lrange("started:order", 0, -1)]
+    assert set(started[:15]) == {res.id for res in high}
 
 
 def test_gevent_worker_is_patched_and_runs_300_sleeps_concurrently(app: GreenQ, start_worker) -> None:

@@ -3,9 +3,11 @@
 -- ARGV[1]     consumer group name
 -- ARGV[2]     consumer name (unique per worker process)
 -- ARGV[3]     COUNT: most messages to reserve in this call
+-- ARGV[4]     "1" (or absent): return tails when fewer than COUNT were reserved; "0": never
 -- Returns {entries, tails}: entries is a flat list of {band index, id, body, deliveries};
--- when nothing was reserved, tails holds each stream's newest id ("0-0" if none) so the
--- caller can block with XREAD on exactly the entries that arrive after this call.
+-- when fewer than COUNT were reserved (the bands are left empty), tails holds each stream's
+-- newest id ("0-0" if none) so the caller can block with XREAD on exactly the entries that
+-- arrive after this call.
 local group, consumer = ARGV[1], ARGV[2]
 local remaining = tonumber(ARGV[3])
 local entries = {}
@@ -39,7 +41,7 @@ for index, key in ipairs(KEYS) do
   end
 end
 local tails = {}
-if #entries == 0 then
+if remaining > 0 and ARGV[4] ~= '0' then
   for index, key in ipairs(KEYS) do
     local last = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
     tails[index] = (last[1] and last[1][1]) or '0-0'
