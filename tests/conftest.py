@@ -164,7 +164,12 @@ def app(redis_url: str, monkeypatch: pytest.MonkeyPatch):
     from tests.apps import basic
 
     monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
+    # A test may configure the shared app (config_from_object, override): undone afterwards.
+    monkeypatch.setattr(basic.app, "_layers", list(basic.app._layers))
+    monkeypatch.setattr(basic.app, "_overrides", list(basic.app._overrides))
+    basic.app.close()
     basic.app._settings = None
-    basic.app._broker = None
     basic._client = None
-    return basic.app
+    yield basic.app
+    basic.app.close()
+    basic.app._settings = None

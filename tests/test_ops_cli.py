@@ -46,7 +46,7 @@ def test_status_json_and_table_show_queues_and_workers(app: GreenQ, redis_url: s
         time.sleep(0.05)
     data = json.loads(cli(redis_url, "status", "--json").stdout)
     queues = {q["name"]: q for q in data["queues"]}
-    assert queues["default"]["delayed"] == 1 and queues["default"]["dead"] == 1
+    assert (queues["default"]["delayed"], queues["default"]["dead"]) == (1, 1), queues
     assert queues["idle"]["ready"] == 1 and queues["idle"]["oldest_age_s"] >= 0
     [probe] = data["workers"]
     assert probe["name"].startswith("probe@") and probe["pid"] == worker.pid and probe["concurrency"] == 7

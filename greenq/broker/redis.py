@@ -29,14 +29,9 @@ from typing import Any
 import redis
 import redis.exceptions
 
-try:
-    from hiredis import pack_command as _pack_command
-except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
-    _pack_command = None
-
 from greenq.broker import Delivery
 from greenq.broker.stack import NETWORK_ERRORS as _NETWORK_ERRORS
-from greenq.broker.stack import ConnectionStack
+from greenq.broker.stack import ConnectionStack, pack
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
@@ -150,14 +145,8 @@ class Link:
         self.tails: list[str] | None = None
 
     def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
-        """The commands in the wire protocol, for ``send``. Packed by hiredis directly: redis-py's
-        packer goes over every argument in Python first (args are str, bytes and int here)."""
-        if _pack_command is not None:
-            try:
-                return [b"".join([_pack_command(tuple(command)) for command in commands])]
-            except TypeError:
-                pass  # redis-py's packer raises its own error for what hiredis cannot pack
-        return list(self._conn.pack_commands(commands))
+        """The commands in the wire protocol, for ``send`` (see ``stack.pack``)."""
+        return pack(self._conn, commands)
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands in one write and read every reply; error replies are returned in place."""

@@ -25,16 +25,6 @@ from tests.apps import basic
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def app(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> GreenQ:
-    """The worker tests' app as a producer, pointed at this test's Redis."""
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    basic.app.close()
-    basic.app._settings = None
-    basic._client = None
-    return basic.app
-
-
 async def _with_lag_probe(work: Callable[[], Awaitable[Any]]) -> tuple[Any, float]:
     """Run ``work`` beside a 1 ms ticker; returns its result (or the exception it raised) and
     the worst delay of a tick, in seconds: how long the event loop was kept from running."""
