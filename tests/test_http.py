@@ -137,3 +137,46 @@ def test_app_redis_keeps_redis_py_api_and_survives_a_dropped_connection(redis_ur
     killed = redis.Redis.from_url(redis_url).client_kill_filter(_type="normal", skipme=True)
     assert killed >= 1  # the pooled connection is gone; the next command reconnects once
     assert client.incr("n") == 4
+
+
+def test_a_keep_alive_connection_the_server_closed_is_replaced_not_reused() -> None:
+    """The server answers each request on a connection, then closes it, as a server whose
+    keep-alive timeout ran out does: every pooled socket is dead by the next request."""
+    import socket
+    import threading
+
+    from greenq import http
+    from greenq.http_transports import GeventTransport, idle_socket_usable
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    threading.Thread(target=serve, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    client = http.Client(4)
+    client.transport = GeventTransport(4)
+    assert [client.get(url, timeout=5).content for _ in range(3)] == [b"ok"] * 3
+    assert len(accepted) == 3  # each request found its pooled socket closed and opened a new one
+    probe = socket.create_connection(listener.getsockname())
+    assert idle_socket_usable(probe)  # open, nothing to read
+    closed, peer = socket.socketpair()
+    peer.close()
+    dirty, talker = socket.socketpair()
+    talker.sendall(b"stray")
+    assert not idle_socket_usable(closed) and not idle_socket_usable(dirty)
+    for sock in (closed, dirty, talker):
+        sock.close()
+    listener.close()
+    client.close()
+    probe.close()
