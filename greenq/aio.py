@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from greenq.broker.redis import Keys, RedisBroker
+from greenq.broker.redis import Keys, RedisBroker, wait_slices
 from greenq.message import Message, now
 
 # Messages per pipeline. Packing commands is synchronous, so this bounds how long one send
@@ -163,22 +163,13 @@ class AsyncRedisBroker:
         by the worker's write (no polling), in slices shorter than the socket timeout. Each
         waiting call holds one connection of the pool while it blocks."""
         key = Keys.result(task_id)
-        deadline = None if timeout_s is None else now() + timeout_s
-        socket_timeout_s = self.broker.socket_timeout_s
-        slice_ms = max(1, int((socket_timeout_s - 1.0) * 1000)) if socket_timeout_s > 2 else 1000
         with self.broker.guard():
-            while True:
-                if deadline is None:
-                    block_ms = slice_ms
-                else:
-                    left_ms = int((deadline - now()) * 1000)
-                    if left_ms <= 0:
-                        return None
-                    block_ms = min(slice_ms, left_ms)
+            for block_ms in wait_slices(timeout_s, self.broker.socket_timeout_s):
                 reply: Any = await self.client.xread({key: after}, count=1, block=block_ms)
                 if reply:
                     entry_id, fields = reply[0][1][-1]
                     return _text(entry_id), fields[b"r"]
+        return None
 
     async def aclose(self) -> None:
         """Close this loop's connections."""

@@ -110,6 +110,21 @@ def script(name: str) -> str:
     return resources.files("greenq.broker").joinpath("scripts", f"{name}.lua").read_text()
 
 
+def wait_slices(timeout_s: float | None, socket_timeout_s: float) -> Iterator[int]:
+    """BLOCK milliseconds for successive XREADs that together wait ``timeout_s`` (None: for
+    ever). Each ends well before the socket timeout would call a live server dead."""
+    slice_ms = max(1, int(max(socket_timeout_s - 1.0, socket_timeout_s / 2) * 1000))
+    deadline = None if timeout_s is None else now() + timeout_s
+    while True:
+        if deadline is None:
+            yield slice_ms
+            continue
+        left_ms = int((deadline - now()) * 1000)
+        if left_ms <= 0:
+            return
+        yield min(slice_ms, left_ms)
+
+
 def _field(flat: Sequence[Any], name: bytes) -> Any:
     """The value of ``name`` in a raw RESP2 field list [name, value, name, value, ...]."""
     for i in range(0, len(flat) - 1, 2):
@@ -278,21 +293,12 @@ class RedisBroker:
         (entry id, payload) or None on timeout.
         """
         key = Keys.result(task_id)
-        deadline = None if timeout_s is None else now() + timeout_s
-        # Each XREAD BLOCK must end well before the socket timeout would call the server dead.
-        slice_ms = max(1, int(max(self.socket_timeout_s - 1.0, self.socket_timeout_s / 2) * 1000))
-        while True:
-            if deadline is None:
-                block_ms = slice_ms
-            else:
-                left_ms = int((deadline - now()) * 1000)
-                if left_ms <= 0:
-                    return None
-                block_ms = min(slice_ms, left_ms)
+        for block_ms in wait_slices(timeout_s, self.socket_timeout_s):
             reply = self.conns.call("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", key, after)
             if reply:
                 entry_id, fields = reply[0][1][-1]
                 return _text(entry_id), _field(fields, b"r")
+        return None
 
     def forget(self, task_id: str) -> None:
         with self.guard():
