@@ -14,9 +14,12 @@ from greenq.embedded import free_port
 from tests.apps import basic
 
 
-@pytest.fixture(scope="module")
-def target() -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "greenq.demo.target"], stdout=subprocess.PIPE, text=True)
+@pytest.fixture(scope="module", params=["lean", "wsgi"])
+def target(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The demo target, served by its lean server and by its WSGI app: both answer alike."""
+    wsgi = ["--wsgi"] if request.param == "wsgi" else []
+    command = [sys.executable, "-m", "greenq.demo.target", *wsgi]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     port = int(proc.stdout.readline().split()[-1])
     yield f"http://127.0.0.1:{port}"

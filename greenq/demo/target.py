@@ -24,56 +24,39 @@ import gevent  # noqa: E402
 from gevent.pywsgi import WSGIServer  # noqa: E402
 from gevent.server import StreamServer  # noqa: E402
 
-
-def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """``/delay/<ms>`` answers ``ok`` after ms; ``/bytes/<n>`` answers n bytes; ``/status/<code>``
-    answers that status; ``/redirect/<n>`` redirects n times, then to ``/delay/0``; else 404."""
-    parts = environ.get("PATH_INFO", "/").strip("/").split("/")
-    try:
-        if parts[0] == "redirect" and len(parts) == 2:
-            hops = int(parts[1])
-            location = f"/redirect/{hops - 1}" if hops > 1 else "/delay/0"
-            start_response("302 Found", [("Location", location), ("Content-Length", "0")])
-            return [b""]
-        if parts[0] == "delay" and len(parts) == 2:
-            gevent.sleep(int(parts[1]) / 1000)
-            body = b'{"ok": true}'
-        elif parts[0] == "bytes" and len(parts) == 2:
-            body = b"x" * min(int(parts[1]), 50_000_000)
-        elif parts[0] == "status" and len(parts) == 2:
-            code = int(parts[1])
-            start_response(f"{code} STATUS", [("Content-Type", "text/plain"), ("Content-Length", "6")])
-            return [b"status"]
-        else:
-            start_response("404 Not Found", [("Content-Length", "0")])
-            return [b""]
-    except ValueError:
-        start_response("400 Bad Request", [("Content-Length", "0")])
-        return [b""]
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-    return [body]
-
-
 _REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 404: "Not Found"}
 
 
-def _answer(path: str) -> tuple[int, bytes, bytes]:
-    """(status, content type or redirect location, body) for one path, as ``app`` answers it."""
+def answer(path: str) -> tuple[int, list[tuple[str, str]], bytes]:
+    """(status, headers, body) for one path; both servers below answer with it.
+
+    ``/delay/<ms>`` answers ``ok`` after ms; ``/bytes/<n>`` answers n bytes; ``/status/<code>``
+    answers that status; ``/redirect/<n>`` redirects n times, then to ``/delay/0``; else 404.
+    """
     parts = path.split("?", 1)[0].strip("/").split("/")
+    json, text = [("Content-Type", "application/json")], [("Content-Type", "text/plain")]
     try:
         if parts[0] == "redirect" and len(parts) == 2:
             hops = int(parts[1])
-            return 302, (b"/redirect/%d" % (hops - 1) if hops > 1 else b"/delay/0"), b""
+            return 302, [("Location", f"/redirect/{hops - 1}" if hops > 1 else "/delay/0")], b""
         if parts[0] == "delay" and len(parts) == 2:
             gevent.sleep(int(parts[1]) / 1000)
-            return 200, b"application/json", b'{"ok": true}'
+            return 200, json, b'{"ok": true}'
         if parts[0] == "bytes" and len(parts) == 2:
-            return 200, b"application/json", b"x" * min(int(parts[1]), 50_000_000)
+            return 200, json, b"x" * min(int(parts[1]), 50_000_000)
         if parts[0] == "status" and len(parts) == 2:
-            return int(parts[1]), b"text/plain", b"status"
+            return int(parts[1]), text, b"status"
     except ValueError:
-        return 400, b"text/plain", b""
-    return 404, b"text/plain", b""
+        return 400, text, b""
+    return 404, text, b""
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The WSGI app (``--wsgi``, and ``loadtests/target.py``): see ``answer``."""
+    status, headers, body = answer(environ.get("PATH_INFO", "/"))
+    reason = _REASONS.get(status, "STATUS")
+    start_response(f"{status} {reason}", [*headers, ("Content-Length", str(len(body)))])
+    return [body]
 
 
 def handle(sock: socket.socket, _address: Any) -> None:
@@ -98,12 +81,17 @@ def handle(sock: socket.socket, _address: Any) -> None:
                     return
                 buffer += chunk
             buffer = buffer[length:]
-            status, kind, body = _answer(path)
-            reason = _REASONS.get(status, "STATUS").encode()
-            header = b"Location" if status == 302 else b"Content-Type"
+            status, headers, body = answer(path)
+            header_lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
             sock.sendall(
-                b"HTTP/1.1 %d %s\r\n%s: %s\r\nContent-Length: %d\r\n\r\n%s"
-                % (status, reason, header, kind, len(body), body if method != "HEAD" else b"")
+                b"HTTP/1.1 %d %s\r\n%sContent-Length: %d\r\n\r\n%s"
+                % (
+                    status,
+                    _REASONS.get(status, "STATUS").encode(),
+                    header_lines.encode("latin-1"),
+                    len(body),
+                    body if method != "HEAD" else b"",
+                )
             )
     except (OSError, ValueError):
         return
