@@ -64,7 +64,7 @@ class GreenQ:
         self._layers: list[Layer] = []
         self._overrides: list[Layer] = []
         self._settings: Settings | None = None
-        self._routes: dict[tuple[str, str | None], tuple[str, int | None]] = {}  # see _route
+        self._routes: dict[tuple[str, str | None, str | None], tuple[str, int | None]] = {}  # _route
         self._routes_conf: Settings | None = None  # the settings those routes were made with
         self._origin: dict[str, str] = {}
         self._broker: RedisBroker | None = None
@@ -305,7 +305,6 @@ class GreenQ:
                 )
             task = Task(self, function, name, task_options)
             self._tasks[name] = task
-            self._routes = {}  # a cached route may predate this task's own queue
             return task
 
         return register(fn) if fn is not None else register
@@ -365,12 +364,13 @@ class GreenQ:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> tuple[str, int | None]:
-        """(queue, route priority) for one call. Cached per (task, queue) unless ``task_routes``
-        holds a callable router, whose answer may depend on the arguments."""
+        """(queue, route priority) for one call. Cached per (task, call's queue, task's queue) and
+        settings, unless ``task_routes`` holds a callable router: its answer may depend on the
+        arguments."""
         conf = self.conf
         if self._routes_conf is not conf:  # settings were rebuilt: routes may have changed
             self._routes, self._routes_conf = {}, conf
-        key = (name, queue)
+        key = (name, queue, opts.queue if opts else None)
         cached = self._routes.get(key)
         if cached is not None:
             return cached

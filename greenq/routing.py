@@ -95,15 +95,11 @@ def _route_one(
 def is_static(routes: Any) -> bool:
     """True when no router in ``routes`` is a callable: the route then depends only on the task
     name and the call's queue, and producers may cache it."""
-    if routes is None:
-        return True
-    if isinstance(routes, Mapping):
-        return True
-    if callable(routes):
+    if callable(routes) and not isinstance(routes, Mapping):
         return False
-    if _is_pair(routes):
-        return True
-    return all(is_static(item) for item in routes) if isinstance(routes, list | tuple) else True
+    if isinstance(routes, list | tuple) and not _is_pair(routes):
+        return all(is_static(item) for item in routes)
+    return True
 
 
 def validate_routes(routes: Any, where: str = "task_routes") -> None:
