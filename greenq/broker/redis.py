@@ -31,7 +31,7 @@ import redis.exceptions
 
 from greenq.broker import Delivery
 from greenq.broker.stack import NETWORK_ERRORS as _NETWORK_ERRORS
-from greenq.broker.stack import ConnectionStack, pack
+from greenq.broker.stack import ConnectionStack, exchange, pack
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
@@ -168,20 +168,8 @@ class Link:
         return self.send(self.pack(commands), len(commands))
 
     def send(self, packed: list[bytes], count: int) -> list[Any]:
-        """Send commands packed by ``pack`` and read their ``count`` replies (see ``pipeline``)."""
-        conn = self._conn
-        try:
-            conn.send_packed_command(packed, check_health=False)
-            replies: list[Any] = []
-            for _ in range(count):
-                try:
-                    replies.append(conn.read_response())
-                except redis.exceptions.ResponseError as exc:
-                    replies.append(exc)
-            return replies
-        except _NETWORK_ERRORS as exc:
-            conn.disconnect()
-            raise BrokerUnavailable(f"broker {mask_url(self.url)} unavailable: {exc}") from exc
+        """Send commands packed by ``pack`` and read their ``count`` replies (see ``exchange``)."""
+        return exchange(self._conn, packed, count, self.url)
 
     def call(self, *args: Any) -> Any:
         """One command; an error reply raises ``BrokerError``."""

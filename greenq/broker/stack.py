@@ -37,6 +37,28 @@ def pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
     return list(conn.pack_commands(commands))
 
 
+def exchange(conn: Any, packed: list[bytes], count: int, url: str) -> list[Any]:
+    """Send packed commands in one write and read ``count`` replies; error replies come back in
+    place as ``ResponseError`` instances. A network failure raises ``BrokerUnavailable``; it,
+    or any interruption mid-reply (a gevent ``Timeout``), disconnects ``conn``, whose replies
+    are then in an unknown state. Shared by the producer's stack and the worker's links."""
+    try:
+        conn.send_packed_command(packed, check_health=False)
+        replies: list[Any] = []
+        for _ in range(count):
+            try:
+                replies.append(conn.read_response())
+            except redis.exceptions.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except NETWORK_ERRORS as exc:
+        conn.disconnect()
+        raise BrokerUnavailable(f"broker {mask_url(url)} unavailable: {exc}") from exc
+    except BaseException:
+        conn.disconnect()
+        raise
+
+
 NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -58,9 +80,7 @@ class ConnectionStack:
         self._slots = threading.BoundedSemaphore(self.limit)
 
     def execute(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Send the commands in one write and read every reply; error replies come back in
-        place as ``ResponseError`` instances. A network failure raises ``BrokerUnavailable``
-        and drops the connection (its replies are in an unknown state)."""
+        """Send the commands in one write and read every reply (see ``exchange``)."""
         if self._pid != os.getpid():
             self._reset()
         if not self._slots.acquire(timeout=self._wait_s):
@@ -70,21 +90,8 @@ class ConnectionStack:
             )
         try:
             conn = self._idle.pop() if self._idle else self._make()
-            try:
-                conn.send_packed_command(pack(conn, commands), check_health=False)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(conn.read_response())
-                    except redis.exceptions.ResponseError as exc:
-                        replies.append(exc)
-            except NETWORK_ERRORS as exc:
-                conn.disconnect()
-                raise BrokerUnavailable(f"broker {mask_url(self.url)} unavailable: {exc}") from exc
-            except BaseException:
-                conn.disconnect()  # interrupted mid-reply (a gevent Timeout, KeyboardInterrupt)
-                raise
-            self._idle.append(conn)
+            replies = exchange(conn, pack(conn, commands), len(commands), self.url)
+            self._idle.append(conn)  # only after a clean exchange: a failed one dropped it
             return replies
         finally:
             self._slots.release()
