@@ -7,17 +7,24 @@ sending one short command, that was ~25 % of a worker's CPU in the drain benchma
 connection interrupted mid-command is already disconnected by redis-py itself (its read and
 send paths disconnect on any exception, a gevent ``Timeout`` included), so the poll guards
 nothing here. ``TaskRedis`` skips the retry wrapper and timing around each command. Together:
-0.151 -> 0.112 ms of worker CPU per INCR task in the drain benchmark. Imports: redis.
+0.151 -> 0.112 ms of worker CPU per INCR task in the drain benchmark.
+
+In a gevent-patched process, plain commands go further: through one ``Multiplexer``
+(greenq.redis_mux), which pipelines the commands of every greenlet over one connection.
+Imports: redis; greenq.redis_mux only once gevent has patched the process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from queue import Empty, Full
 from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from greenq.config import mask_url
 
 
 class TaskConnectionPool(redis.BlockingConnectionPool):
@@ -54,12 +61,43 @@ class TaskConnectionPool(redis.BlockingConnectionPool):
             self.pool.put_nowait(connection)
 
 
+# Commands that block, or change or depend on the state of their connection: never multiplexed.
+POOLED_ONLY = frozenset(
+    b"BLPOP BRPOP BRPOPLPUSH BLMOVE BLMPOP BZPOPMIN BZPOPMAX BZMPOP WAIT WAITAOF SUBSCRIBE "
+    b"PSUBSCRIBE SSUBSCRIBE MONITOR SELECT MULTI EXEC DISCARD WATCH UNWATCH AUTH HELLO RESET QUIT "
+    b"READONLY READWRITE CLIENT HIMPORT SYNC PSYNC SHUTDOWN".decode().split()
+)
+
+
+_NAME_MULTIPLEXABLE: dict[Any, bool] = {}  # command name as passed -> may it be multiplexed?
+
+
+def _multiplexable(args: tuple[Any, ...]) -> bool:
+    name = args[0]
+    allowed = _NAME_MULTIPLEXABLE.get(name)
+    if allowed is None:
+        word = (name.decode() if isinstance(name, bytes) else str(name)).upper().split(" ", 1)[0]
+        allowed = _NAME_MULTIPLEXABLE[name] = word not in POOLED_ONLY
+    if allowed and name in ("XREAD", "XREADGROUP", b"XREAD", b"XREADGROUP"):
+        return not any(isinstance(a, (str, bytes)) and a.upper() in ("BLOCK", b"BLOCK") for a in args)
+    return allowed
+
+
 class TaskRedis(redis.Redis):
     """redis-py's client with its whole API; a plain command skips the per-command retry
     wrapper and observability timing (a third of an INCR's CPU here). A dropped connection is
-    retried once on a fresh one; a timeout is not retried (the command may have run)."""
+    retried once on a fresh one; a timeout is not retried (the command may have run).
+
+    In a gevent-patched process, commands from the hub's greenlets that neither block nor touch
+    connection state are multiplexed (greenq.redis_mux); pipelines, transactions, pub/sub and
+    calls from other native threads use the pool."""
+
+    _mux: Any = None
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
+        mux = self._mux
+        if mux is not None and mux.here() and _multiplexable(args):
+            return self._multiplexed(mux, args, options)
         send = getattr(self, "_send_command_parse_response", None)
         if send is None or self.connection is not None or self._single_connection_client:
             return super().execute_command(*args, **options)  # redis-py's own path
@@ -74,10 +112,41 @@ class TaskRedis(redis.Redis):
         finally:
             pool.release(conn)
 
+    def _multiplexed(self, mux: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+        """One command through the multiplexer, its reply parsed as redis-py's ``parse_response``
+        does; a dropped connection is retried once, as on the pooled path."""
+        from greenq.redis_mux import pack
+
+        packed = pack(args)
+        try:
+            reply = mux.execute(packed)
+        except RedisConnectionError:
+            reply = mux.execute(packed)
+        if isinstance(reply, redis.exceptions.ResponseError):
+            if "EMPTY_RESPONSE" in options:
+                return options["EMPTY_RESPONSE"]
+            raise reply
+        options.pop("EMPTY_RESPONSE", None)
+        options.pop("NEVER_DECODE", None)
+        options.pop("keys", None)
+        name = args[0]
+        callback = self.response_callbacks.get(name)
+        return callback(reply, **options) if callback is not None else reply
+
 
 def task_client(url: str, size: int, wait_s: float, connect_timeout_s: float) -> redis.Redis:
     """A redis-py client on a ``TaskConnectionPool`` of ``size`` connections."""
     pool = TaskConnectionPool.from_url(
         url, max_connections=size, timeout=wait_s, socket_connect_timeout=connect_timeout_s
     )
-    return TaskRedis(connection_pool=pool)
+    client = TaskRedis(connection_pool=pool)
+    if _gevent_patched():
+        from greenq.redis_mux import Multiplexer
+
+        client._mux = Multiplexer(pool.make_connection, f"app.redis {mask_url(url)}")
+    return client
+
+
+def _gevent_patched() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("socket"))

@@ -1,0 +1,124 @@
+"""Runs app.redis's multiplexer in a gevent-patched process (pytest's own is not patched) and
+prints what each scenario saw as one JSON object: ``python -m tests.apps.mux_probe URL``.
+
+tests/test_redis_mux.py asserts on it.
+"""
+
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import json  # noqa: E402
+import sys  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import redis  # noqa: E402
+
+from greenq.task_redis import task_client  # noqa: E402
+
+BUSY_300_MS = """
+local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
+repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000
+return 'slow'
+"""
+
+
+def own_replies(client: Any, greenlets: int) -> dict[str, Any]:
+    """Every greenlet writes and reads its own keys, some get an error reply: does each caller
+    get its own answer, parsed as redis-py parses it?"""
+
+    def one(i: int) -> bool:
+        key = f"own:{i}"
+        ok = client.set(key, i) is True and client.incrby(key, i) == 2 * i
+        ok = ok and client.get(key) == str(2 * i).encode()
+        ok = ok and client.hset(f"h:{i}", mapping={"a": i}) == 1
+        ok = ok and client.hgetall(f"h:{i}") == {b"a": str(i).encode()}
+        ok = ok and client.zadd(f"z:{i}", {"m": i}) == 1
+        ok = ok and client.zrange(f"z:{i}", 0, -1, withscores=True) == [(b"m", float(i))]
+        if i % 10 == 0:
+            try:
+                client.hget(key, "field")  # WRONGTYPE, for this caller only
+                return False
+            except redis.ResponseError as exc:
+                ok = ok and "WRONGTYPE" in str(exc)
+        return ok
+
+    jobs = [gevent.spawn(one, i) for i in range(greenlets)]
+    gevent.joinall(jobs, raise_error=True)
+    return {"all_correct": all(job.value for job in jobs), "count": len(jobs)}
+
+
+def connections(client: Any, watcher: redis.Redis) -> dict[str, Any]:
+    """How many connections did the multiplexed commands take: the pool's and the server's view."""
+    name = "mux-probe"
+    names = [c.get("name") for c in watcher.client_list()]
+    return {
+        "pool_made": len(client.connection_pool._connections),
+        "server_clients": len([n for n in names if n != name]),  # all but the watcher
+    }
+
+
+def blocking_does_not_stall(client: Any, watcher: redis.Redis) -> dict[str, Any]:
+    """A BLPOP (through the pool) waits while other greenlets' commands keep flowing."""
+    popped = gevent.spawn(client.blpop, ["wake"], 10)
+    gevent.sleep(0)
+    counted = [client.incr("flowing") for _ in range(100)]
+    waiting = not popped.ready()
+    watcher.rpush("wake", "go")
+    popped.join(10)
+    return {"incr_while_blocked": counted[-1], "was_waiting": waiting, "popped": popped.value[1].decode()}
+
+
+def interrupted_caller(client: Any) -> dict[str, Any]:
+    """A caller that gives up (gevent.Timeout) leaves its reply behind; the next caller must get
+    its own reply, not the stale one."""
+    timed_out = False
+    try:
+        with gevent.Timeout(0.05):
+            client.eval(BUSY_300_MS, 0)
+    except gevent.Timeout:
+        timed_out = True
+    client.set("after", "mine")
+    return {"timed_out": timed_out, "next_reply": client.get("after").decode()}
+
+
+def dropped_connection(client: Any, watcher: redis.Redis) -> dict[str, Any]:
+    """The server drops the connection under load: callers get a reply or ConnectionError, never
+    someone else's reply, and the next command reconnects."""
+    outcomes: list[str] = []
+
+    def one(i: int) -> None:
+        try:
+            outcomes.append("ok" if client.incrby(f"drop:{i}", i) == i else "wrong")
+        except redis.ConnectionError:
+            outcomes.append("error")
+
+    jobs = [gevent.spawn(one, i) for i in range(300)]
+    gevent.sleep(0)
+    killed = watcher.client_kill_filter(_type="normal", skipme=True)
+    gevent.joinall(jobs)
+    return {
+        "killed": killed,
+        "wrong": outcomes.count("wrong"),
+        "answered": len(outcomes),
+        "after": client.incr("after-drop"),
+    }
+
+
+def main(url: str) -> None:
+    client = task_client(url, size=5, wait_s=5.0, connect_timeout_s=5.0)
+    watcher = redis.Redis.from_url(url, client_name="mux-probe")
+    report = {"multiplexed": client._mux is not None}
+    report["own_replies"] = own_replies(client, 300)
+    report["connections"] = connections(client, watcher)
+    report["blocking"] = blocking_does_not_stall(client, watcher)
+    report["interrupted"] = interrupted_caller(client)
+    report["dropped"] = dropped_connection(client, watcher)
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
