@@ -47,10 +47,12 @@ class Multiplexer:
     """One connection shared by every greenlet of the hub that made it.
 
     A writer greenlet sends whatever callers queued since its last write in one ``sendall``; a
-    reader greenlet parses replies and hands each to the next waiter. A failed connection fails
-    every command in flight with ``ConnectionError`` (it may or may not have run) and the next
-    command connects again. A caller interrupted while it waits (``gevent.Timeout``, a task's
-    time limit) leaves its waiter behind: its reply is read in turn and dropped.
+    reader greenlet parses replies and hands each to the next waiter. When the connection fails,
+    a command already written gets ``ConnectionError`` (it may have run: it is not sent twice),
+    one not yet written is sent again on a new connection. An idle connection the server closed
+    is noticed by the reader at once, so the next command simply connects again. A caller
+    interrupted while it waits (``gevent.Timeout``, a task's time limit) leaves its waiter
+    behind: its reply is read in turn and dropped.
     """
 
     def __init__(self, make_connection: Callable[[], Any], name: str) -> None:
@@ -80,6 +82,8 @@ class Multiplexer:
             self._wake.set()
         reply = waiter.get()
         if isinstance(reply, _Failed):
+            if reply.unsent:
+                return self.execute(packed)
             raise reply.error
         return reply
 
@@ -136,14 +140,15 @@ class Multiplexer:
             waiter.switch(reply)
 
     def _fail(self, sock: Any, exc: Exception) -> None:
-        """Close the connection; every command queued or in flight gets ``ConnectionError``."""
+        """Close the connection: commands written get ``ConnectionError``, the rest are sent again."""
         if sock is not self._sock:
             return
         conn, loops = self._conn, self._loops
         self._conn = self._sock = None
         self._loops = []
-        error = _Failed(RedisConnectionError(f"{self._name}: connection lost: {exc}"))
-        batch = [(waiter, error) for waiter in self._waiters]
+        error = RedisConnectionError(f"{self._name}: connection lost: {exc}")
+        written = len(self._waiters) - len(self._out)  # the unsent commands are the newest
+        batch = [(waiter, _Failed(error, i >= written)) for i, waiter in enumerate(self._waiters)]
         self._waiters.clear()
         self._out.clear()
         self._wake.clear()
@@ -162,9 +167,10 @@ class Multiplexer:
 
 
 class _Failed:
-    """What a waiter gets instead of a reply when the connection failed."""
+    """What a waiter gets instead of a reply when the connection failed; ``unsent``: its command
+    was never written, so sending it again cannot run it twice."""
 
-    __slots__ = ("error",)
+    __slots__ = ("error", "unsent")
 
-    def __init__(self, error: Exception) -> None:
-        self.error = error
+    def __init__(self, error: Exception, unsent: bool) -> None:
+        self.error, self.unsent = error, unsent

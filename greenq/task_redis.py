@@ -90,7 +90,8 @@ class TaskRedis(redis.Redis):
 
     In a gevent-patched process, commands from the hub's greenlets that neither block nor touch
     connection state are multiplexed (greenq.redis_mux); pipelines, transactions, pub/sub and
-    calls from other native threads use the pool."""
+    calls from other native threads use the pool. A multiplexed command is never sent twice:
+    one the connection dropped after writing raises ``ConnectionError``."""
 
     _mux: Any = None
 
@@ -114,14 +115,10 @@ class TaskRedis(redis.Redis):
 
     def _multiplexed(self, mux: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """One command through the multiplexer, its reply parsed as redis-py's ``parse_response``
-        does; a dropped connection is retried once, as on the pooled path."""
+        does. Not retried once written (see ``Multiplexer``): it may have run."""
         from greenq.redis_mux import pack
 
-        packed = pack(args)
-        try:
-            reply = mux.execute(packed)
-        except RedisConnectionError:
-            reply = mux.execute(packed)
+        reply = mux.execute(pack(args))
         if isinstance(reply, redis.exceptions.ResponseError):
             if "EMPTY_RESPONSE" in options:
                 return options["EMPTY_RESPONSE"]

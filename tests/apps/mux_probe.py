@@ -11,6 +11,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
+import socket  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -53,11 +54,10 @@ def own_replies(client: Any, greenlets: int) -> dict[str, Any]:
 
 def connections(client: Any, watcher: redis.Redis) -> dict[str, Any]:
     """How many connections did the multiplexed commands take: the pool's and the server's view."""
-    name = "mux-probe"
     names = [c.get("name") for c in watcher.client_list()]
     return {
         "pool_made": len(client.connection_pool._connections),
-        "server_clients": len([n for n in names if n != name]),  # all but the watcher
+        "server_clients": names.count("mux-probe-client"),  # other tests' clients may linger
     }
 
 
@@ -85,31 +85,64 @@ def interrupted_caller(client: Any) -> dict[str, Any]:
     return {"timed_out": timed_out, "next_reply": client.get("after").decode()}
 
 
-def dropped_connection(client: Any, watcher: redis.Redis) -> dict[str, Any]:
-    """The server drops the connection under load: callers get a reply or ConnectionError, never
-    someone else's reply, and the next command reconnects."""
+def _incr_each(client: Any, prefix: str, count: int) -> tuple[list[gevent.Greenlet], list[str]]:
+    """``count`` greenlets, greenlet i sends INCRBY prefix:i i; their outcomes, in finishing order."""
     outcomes: list[str] = []
 
     def one(i: int) -> None:
         try:
-            outcomes.append("ok" if client.incrby(f"drop:{i}", i) == i else "wrong")
+            outcomes.append("ok" if client.incrby(f"{prefix}:{i}", i) == i else "wrong")
         except redis.ConnectionError:
             outcomes.append("error")
 
-    jobs = [gevent.spawn(one, i) for i in range(300)]
-    gevent.sleep(0)
-    killed = watcher.client_kill_filter(_type="normal", skipme=True)
+    return [gevent.spawn(one, i) for i in range(count)], outcomes
+
+
+def _ran_twice(watcher: redis.Redis, prefix: str, count: int) -> int:
+    values = watcher.mget([f"{prefix}:{i}" for i in range(count)])
+    return sum(1 for i, value in enumerate(values) if value is not None and int(value) != i)
+
+
+def dropped_connection(client: Any, watcher: redis.Redis) -> dict[str, Any]:
+    """The connection fails with 300 commands queued: first before the writer sent them (each is
+    sent again on a new connection), then after (each gets ConnectionError, none runs twice);
+    last the server kills the idle connection (the next command connects again)."""
+    mux = client._mux
+    jobs, unsent = _incr_each(client, "unsent", 300)
+    gevent.sleep(0)  # every greenlet queued its command; the writer has not run yet
+    mux.close()
     gevent.joinall(jobs)
+
+    def busy_script() -> str:
+        try:
+            return client.eval(BUSY_300_MS, 0)
+        except redis.ConnectionError:
+            return "error"
+
+    busy = gevent.spawn(busy_script)  # Redis answers nothing for 300 ms
+    gevent.sleep(0.05)
+    jobs, written = _incr_each(client, "written", 300)
+    gevent.sleep(0.05)  # all 300 are written, none answered
+    queued = len(mux._out)
+    mux._sock.shutdown(socket.SHUT_RDWR)
+    gevent.joinall([*jobs, busy])
+    busy_error = busy.value == "error"
+
+    killed = watcher.client_kill_filter(_type="normal", skipme=True)
     return {
+        "unsent": {"ok": unsent.count("ok"), "ran_twice": _ran_twice(watcher, "unsent", 300)},
+        "written": {
+            "queued_at_drop": queued,
+            "errors": written.count("error") + busy_error,
+            "ran_twice": _ran_twice(watcher, "written", 300),
+        },
         "killed": killed,
-        "wrong": outcomes.count("wrong"),
-        "answered": len(outcomes),
-        "after": client.incr("after-drop"),
+        "after_kill": client.incr("after-kill"),
     }
 
 
 def main(url: str) -> None:
-    client = task_client(url, size=5, wait_s=5.0, connect_timeout_s=5.0)
+    client = task_client(f"{url}?client_name=mux-probe-client", size=5, wait_s=5.0, connect_timeout_s=5.0)
     watcher = redis.Redis.from_url(url, client_name="mux-probe")
     report = {"multiplexed": client._mux is not None}
     report["own_replies"] = own_replies(client, 300)
