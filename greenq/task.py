@@ -104,18 +104,20 @@ class Request:
     worker: str | None = None
 
 
-_current_request: contextvars.ContextVar[Request | None] = contextvars.ContextVar(
+# The running call's request fields; a ``Request`` is built from them only when a task asks.
+_current_request: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "greenq_request", default=None
 )
 _NO_REQUEST = Request()
 
 
-def set_request(request: Request) -> contextvars.Token[Request | None]:
-    """Called by the executor around a task body (per greenlet, thread or child process)."""
-    return _current_request.set(request)
+def set_request(fields: dict[str, Any]) -> contextvars.Token[dict[str, Any] | None]:
+    """Called by the executor around a task body (per greenlet, thread or child process) with
+    the ``Request`` fields of the call."""
+    return _current_request.set(fields)
 
 
-def reset_request(token: contextvars.Token[Request | None]) -> None:
+def reset_request(token: contextvars.Token[dict[str, Any] | None]) -> None:
     _current_request.reset(token)
 
 
@@ -161,7 +163,8 @@ class Task:
     @property
     def request(self) -> Request:
         """The current call's request inside a worker; an empty Request elsewhere."""
-        return _current_request.get() or _NO_REQUEST
+        fields = _current_request.get()
+        return _NO_REQUEST if fields is None else Request(**fields)
 
     def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` at enqueue if the function could not take these arguments."""

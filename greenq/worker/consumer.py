@@ -5,9 +5,10 @@ Four threads (greenlets once gevent has patched ``threading``), each with its ow
 * fetcher: keeps reserved + running <= prefetch_multiplier x concurrency, one round trip per batch;
 * dispatcher: hands reserved messages to free pool slots, early-acking each batch in one round
   trip *before* the bodies start (a started task is never run again);
-* on completion (in the pool's thread): results, late acks and retries are queued for the flusher;
-* flusher: writes them in one MULTI per round — natural batching, since completions pile up
-  while a flush is in flight;
+* on completion (in the pool's thread): results, late acks and retries go to the flusher's inbox,
+  without a lock (a deque) and without waking anyone when the flusher is already awake;
+* flusher: frees the finished tasks' prefetch slots and writes their results in one MULTI per
+  round — natural batching, since completions pile up while a flush is in flight;
 * maintenance: heartbeat, moving due delayed messages, recovering dead workers' messages.
 
 Imports: app, broker (protocol types and errors), message, pools.base, worker.execute.
@@ -22,7 +23,9 @@ import secrets
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -81,17 +84,20 @@ class Consumer:
             k for k in [self.conf.message_signing_key, *(self.conf.message_signing_old_keys or [])] if k
         ]
         self.result_ttl_ms = int(self.conf.result_expires * 1000)
-        self._cond = threading.Condition()
+        # NOTE: a plain Lock, not the default RLock, which gevent makes a Python-level lock
+        # (nothing here takes it twice).
+        self._cond = threading.Condition(threading.Lock())
         self._held = 0
         self._running: dict[int, Reserved] = {}
         # (stream, entry id) of every message this worker holds unacked; anything else the
         # broker lists in this consumer's pending entries is an orphan (see _sweep_orphans).
         self._owned: set[tuple[str, str]] = set()
         self._next_key = 0
-        self._flush_cond = threading.Condition()
-        self._flush_results: list[tuple[str, bytes]] = []
-        self._flush_acks: list[Delivery] = []
-        self._flush_delayed: list[tuple[Message, bytes]] = []
+        # Finished work for the flusher: (result, late ack, retry, prefetch slots to free).
+        # deque.append and popleft are atomic, so the hot path takes no lock.
+        self._flush_inbox: deque[FlushItem] = deque()
+        self._flush_wake = threading.Event()
+        self._flush_lock = threading.Lock()  # for the rarer lists below
         self._flush_nacks: list[Delivery] = []
         self._flush_events: list[bytes] = []
         self._flush_dead: list[tuple[Delivery, str, str]] = []
@@ -147,8 +153,7 @@ class Consumer:
             timeout_s,
         )
         finished = self._wait_pool(timeout_s, force)
-        with self._flush_cond:
-            self._flush_cond.notify_all()
+        self._flush_wake.set()
         self._flusher_done.wait(timeout_s + 10)
         # Unregister even if tasks are still running: this process is about to exit, and
         # other workers should recover its late-acked messages now, not after the timeout.
@@ -360,8 +365,7 @@ class Consumer:
         if reserved.acks_late:
             self._queue_flush(result=(message.id, payload), ack=reserved.delivery)
         else:
-            self._queue_flush(result=(message.id, payload))
-            self._release(1)
+            self._queue_flush(result=(message.id, payload), release=1)
 
     def _drop_expired(self, batch: list[Reserved]) -> list[Reserved]:
         """A task whose ``expires`` passed before it could start does not run: REVOKED."""
@@ -463,7 +467,7 @@ class Consumer:
             self.log.warning("task %s[%s] failed: %s", message.task, message.id, outcome.error)
             if reserved.task.options.dead_letter_on_failure:
                 stats.dead_lettered += 1
-                with self._flush_cond:
+                with self._flush_lock:
                     self._flush_dead.append((reserved.delivery, f"failed: {outcome.error}", self.consumer_id))
         elif outcome.state == REVOKED:
             stats.revoked += 1
@@ -473,16 +477,15 @@ class Consumer:
             # The process running it died: at-least-once means it runs again (counted toward
             # max_deliveries), not FAILURE.
             self.log.warning("task %s[%s] lost with its process; requeued", message.task, message.id)
-            with self._flush_cond:
+            with self._flush_lock:
                 self._flush_nacks.append(reserved.delivery)
-                self._flush_cond.notify()
+            self._flush_wake.set()
             return
         result = (message.id, outcome.payload) if outcome.payload is not None else None
-        self._queue_flush(
-            result=result, ack=reserved.delivery if reserved.acks_late else None, delayed=delayed
-        )
-        if not reserved.acks_late:
-            self._release(1)  # a late-acked message is held until its ack is flushed
+        if reserved.acks_late:  # a late-acked message is held until its ack is flushed
+            self._queue_flush(result=result, ack=reserved.delivery, delayed=delayed)
+        else:
+            self._queue_flush(result=result, delayed=delayed, release=1)
 
     def _event(self, kind: str, message: Message, **fields: Any) -> None:
         """Queue a task event for the capped events stream (``worker_send_task_events``)."""
@@ -495,9 +498,9 @@ class Consumer:
             "time": time.time(),
             **{k: v for k, v in fields.items() if v is not None},
         }
-        with self._flush_cond:
+        with self._flush_lock:
             self._flush_events.append(orjson.dumps(record, default=str))
-            self._flush_cond.notify()
+        self._flush_wake.set()
 
     def held(self) -> int:
         return self._held
@@ -516,62 +519,74 @@ class Consumer:
         result: tuple[str, bytes] | None = None,
         ack: Delivery | None = None,
         delayed: tuple[Message, bytes] | None = None,
+        release: int = 0,
     ) -> None:
-        with self._flush_cond:
-            if result is not None:
-                self._flush_results.append(result)
-            if ack is not None:
-                self._flush_acks.append(ack)
-            if delayed is not None:
-                self._flush_delayed.append(delayed)
-            self._flush_cond.notify()
+        """Hand finished work to the flusher; ``release`` prefetch slots are freed by it."""
+        self._flush_inbox.append((result, ack, delayed, release))
+        if not self._flush_wake.is_set():
+            self._flush_wake.set()
 
     def _flush_loop(self) -> None:
         link = self.broker.connect("flush")
         backoff = Backoff(self.log, "flush", self.stats)
+        work = FlushWork()  # what is still to write, kept across a failed round
         while True:
-            with self._flush_cond:
-                while not (
-                    self._flush_results
-                    or self._flush_acks
-                    or self._flush_delayed
-                    or self._flush_nacks
-                    or self._flush_events
-                    or self._flush_dead
-                ):
-                    if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
-                        self._flusher_done.set()
-                        return
-                    self._flush_cond.wait(0.5)
-                results, acks, delayed = self._flush_results, self._flush_acks, self._flush_delayed
-                self._flush_results, self._flush_acks, self._flush_delayed = [], [], []
-                nacks, self._flush_nacks = self._flush_nacks, []
-                events, self._flush_events = self._flush_events, []
-                dead, self._flush_dead = self._flush_dead, []
+            self._flush_wake.clear()  # before taking the work: a later hand-off wakes us again
+            released = self._take_flush_work(work)
+            if released:
+                self._release(released)  # before the round trip: the slots are free now
+            if work.empty():
+                if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
+                    self._flusher_done.set()
+                    return
+                self._flush_wake.wait(0.5)
+                continue
             try:
-                if nacks:
+                if work.nacks:
                     self.stats.dead_lettered += self.broker.nack(
-                        link, nacks, self.conf.max_deliveries, self.consumer_id
+                        link, work.nacks, self.conf.max_deliveries, self.consumer_id
                     )
-                    self._disown(nacks)
-                    self._release(len(nacks))
-                    nacks = []
+                    self._disown(work.nacks)
+                    self._release(len(work.nacks))
+                    work.nacks = []
                 self.broker.flush(
-                    link, acks, results, self.result_ttl_ms, delayed=delayed, events=events, dead=dead
+                    link,
+                    work.acks,
+                    work.results,
+                    self.result_ttl_ms,
+                    delayed=work.delayed,
+                    events=work.events,
+                    dead=work.dead,
                 )
                 backoff.ok()
+                acks = work.acks
+                work = FlushWork()
                 if acks:
                     self._disown(acks)
                     self._release(len(acks))
             except (BrokerUnavailable, BrokerError) as exc:
-                with self._flush_cond:
-                    self._flush_results[:0] = results
-                    self._flush_acks[:0] = acks
-                    self._flush_delayed[:0] = delayed
-                    self._flush_nacks[:0] = nacks
-                    self._flush_events[:0] = events
-                    self._flush_dead[:0] = dead
                 backoff.failed(exc, threading.Event())
+
+    def _take_flush_work(self, work: FlushWork) -> int:
+        """Move handed-off work into ``work``; the number of prefetch slots it frees."""
+        released = 0
+        inbox = self._flush_inbox
+        while inbox:
+            result, ack, delayed, release = inbox.popleft()
+            if result is not None:
+                work.results.append(result)
+            if ack is not None:
+                work.acks.append(ack)
+            if delayed is not None:
+                work.delayed.append(delayed)
+            released += release
+        if self._flush_nacks or self._flush_events or self._flush_dead:
+            with self._flush_lock:
+                work.nacks += self._flush_nacks
+                work.events += self._flush_events
+                work.dead += self._flush_dead
+                self._flush_nacks, self._flush_events, self._flush_dead = [], [], []
+        return released
 
     # ---- maintenance -----------------------------------------------------------------
 
@@ -671,3 +686,21 @@ class Consumer:
             message.task, routes=self.conf.task_routes, args=message.args, kwargs=message.kwargs
         )
         return route.pool == "prefork"
+
+
+FlushItem = tuple[tuple[str, bytes] | None, Delivery | None, tuple[Message, bytes] | None, int]
+
+
+@dataclass(slots=True)
+class FlushWork:
+    """One flush round's writes."""
+
+    results: list[tuple[str, bytes]] = field(default_factory=list)
+    acks: list[Delivery] = field(default_factory=list)
+    delayed: list[tuple[Message, bytes]] = field(default_factory=list)
+    nacks: list[Delivery] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)
+    dead: list[tuple[Delivery, str, str]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (self.results or self.acks or self.delayed or self.nacks or self.events or self.dead)

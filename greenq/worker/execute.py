@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from greenq.exceptions import Retry, TaskRevoked
 from greenq.pools.base import Job, Outcome
 from greenq.results import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
-from greenq.task import Request, reset_request, set_request
+from greenq.task import reset_request, set_request
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
@@ -66,7 +66,7 @@ def execute(app: GreenQ, job: Job) -> Outcome:
     options = task.options
     ignore = options.ignore_result if options.ignore_result is not None else app.conf.task_ignore_result
     worker = job.request.get("worker")
-    token = set_request(Request(**job.request))
+    token = set_request(job.request)
     started = time.perf_counter()
     try:
         try:
