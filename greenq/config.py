@@ -104,6 +104,14 @@ class Settings:
     worker_block_warning: float = field(
         default=0.1, metadata=_doc("gevent: log tasks that block the hub longer than this many seconds.")
     )
+    worker_gc_threshold: int = field(
+        default=10_000,
+        metadata=_doc(
+            "Allocations between collections of the youngest garbage-collector generation (Python's"
+            " default: 700), with the worker's start-up objects frozen out of every collection;"
+            " 0: leave the collector as Python sets it."
+        ),
+    )
     worker_send_task_events: bool = field(default=False, metadata=_doc("Emit task events to a stream."))
     shutdown_timeout: float = field(
         default=30.0, metadata=_doc("Seconds a graceful shutdown waits for running tasks.")

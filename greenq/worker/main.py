@@ -8,6 +8,7 @@ Imports: app, pools, worker.consumer, worker.execute.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import signal
@@ -76,6 +77,24 @@ def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | 
     return make_pool(app, "prefork", wanted, child_app, nice=app.conf.worker_cpu_nice)
 
 
+def tune_gc(threshold: int) -> None:
+    """Collect the youngest generation every ``threshold`` allocations, and never look again at
+    what start-up made (modules, classes, the app: ``gc.freeze``).
+
+    NOTE: with Python's default of 700, a gevent worker running 500 tasks at a time spent 7 %
+    (10,000 HTTP tasks) to 11 % (100,000 no-op tasks) of its CPU in the collector: hundreds of
+    young collections, each walking the objects of every task in flight, which then moved up a
+    generation to be walked again. At 10,000 it ran 4 young collections in the same HTTP run.
+    Most garbage here has no cycles and is freed by reference counting anyway.
+    """
+    if threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(threshold, middle, oldest)
+
+
 def run_worker(
     app: GreenQ,
     *,
@@ -134,6 +153,7 @@ def run_worker(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    tune_gc(conf.worker_gc_threshold)
     consumer.start()
     if metrics_port:
         from greenq.metrics import WorkerCollector, serve

@@ -259,6 +259,14 @@ def incr_shared(key: str) -> int:
 
 
 @app.task
+def gc_settings() -> list:
+    """The worker process's collector: [youngest threshold, objects frozen at start-up]."""
+    import gc
+
+    return [gc.get_threshold()[0], gc.get_freeze_count()]
+
+
+@app.task
 def redis_client_id() -> list:
     return [id(app.redis), os.getpid(), app.redis.connection_pool.max_connections]
 

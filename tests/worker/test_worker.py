@@ -220,3 +220,12 @@ def test_dead_letter_on_failure_keeps_the_original_message(app: GreenQ, r: redis
     assert failed.id.encode() in entry[b"m"]
     basic.fail.delay("not dead-lettered").get(timeout=10, propagate=False)
     assert r.xlen(Keys.dead("default")) == 1
+
+
+def test_worker_tunes_the_garbage_collector_unless_told_not_to(app: GreenQ, start_worker) -> None:
+    worker = start_worker("-c", "5")
+    threshold, frozen = basic.gc_settings.delay().get(timeout=30)
+    assert threshold == 10_000 and frozen > 1000  # start-up objects are out of every collection
+    worker.stop()
+    start_worker("-c", "5", env={"GREENQ_WORKER_GC_THRESHOLD": "0"})
+    assert basic.gc_settings.delay().get(timeout=30) == [700, 0]  # Python's own defaults
