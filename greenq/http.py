@@ -19,12 +19,15 @@ import builtins
 import os
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urljoin
 
 import orjson
 
 from greenq.exceptions import GreenqError
+
+if TYPE_CHECKING:
+    from greenq.http_transports import HeaderSource
 
 DEFAULT_POOL_SIZE = 100
 DEFAULT_TIMEOUT_S = 30.0
@@ -49,13 +52,20 @@ class Timeout(GreenqError, TimeoutError):
 
 
 class Response:
-    """A fully read response."""
+    """A fully read response. ``headers`` is built on first use: most tasks never look."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], content: bytes, url: str) -> None:
+    def __init__(self, status: int, headers: HeaderSource, content: bytes, url: str) -> None:
         self.status_code = status
-        self.headers = Headers(headers)
+        self._raw_headers = headers
+        self._headers: Headers | None = None
         self.content = content
         self.url = url
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(self._raw_headers)
+        return self._headers
 
     def __repr__(self) -> str:
         return f"<Response [{self.status_code}]>"
@@ -88,7 +98,7 @@ def _charset(headers: Mapping[str, str]) -> str | None:
 class Headers(dict):  # type: ignore[type-arg]
     """Response headers; names are matched case-insensitively (stored lower-case)."""
 
-    def __init__(self, items: Mapping[str, str]) -> None:
+    def __init__(self, items: HeaderSource) -> None:
         super().__init__((k.lower(), v) for k, v in items.items())
 
     def __getitem__(self, name: str) -> str:
@@ -152,8 +162,8 @@ class Client:
             except builtins.ConnectionError as exc:
                 raise ConnectionError(f"{method} {url}: {exc}") from exc
             response = Response(status, got, content, url)
-            location = response.headers.get("location")
-            if status not in REDIRECTS or not location:
+            location = response.headers.get("location") if status in REDIRECTS else None
+            if not location:
                 return response
             url = urljoin(url, location)
             if status == 303 or (status in (301, 302) and method == "POST"):

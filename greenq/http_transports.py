@@ -13,11 +13,32 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-Reply = tuple[int, Mapping[str, str], bytes]
+
+class HeaderSource(Protocol):
+    """Response headers as a transport returns them: anything with ``items()``."""
+
+    def items(self) -> Iterable[tuple[str, str]]: ...
+
+
+Reply = tuple[int, HeaderSource, bytes]
+ROUTES_KEPT = 4096  # URLs whose parsed form GeventTransport keeps
+
+
+class _HeaderLines:
+    """A geventhttpclient response's header lines, read only if ``items()`` is called (by
+    ``greenq.http.Response.headers``); a repeated header keeps its last value."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: Any) -> None:
+        self._response = response
+
+    def items(self) -> Iterable[tuple[str, str]]:
+        return dict(self._response.items()).items()
 
 
 class Transport(Protocol):
@@ -84,6 +105,8 @@ class GeventTransport:
         self._make = HTTPClient
         self._protocol_errors = (HTTPParseError, HTTPConnectionClosed)
         self._clients: dict[tuple[str, str, int | None, float], Any] = {}
+        # (url, timeout) -> (client, path and query): most tasks call a few URLs over and over
+        self._routes: dict[tuple[str, float], tuple[Any, str]] = {}
         self._lock = threading.Lock()
 
     def _client(self, scheme: str, host: str, port: int | None, timeout_s: float) -> Any:
@@ -107,14 +130,24 @@ class GeventTransport:
                     self._clients[key] = client
         return client
 
+    def _route(self, url: str, timeout_s: float) -> tuple[Any, str]:
+        """The client for ``url``'s origin and the request target (path and query)."""
+        route = self._routes.get((url, timeout_s))
+        if route is None:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {url!r}")
+            client = self._client(parts.scheme, parts.hostname, parts.port, timeout_s)
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            if len(self._routes) >= ROUTES_KEPT:
+                self._routes.clear()  # URLs with ever-changing query strings: keep it bounded
+            route = self._routes[url, timeout_s] = (client, target)
+        return route
+
     def send(
         self, method: str, url: str, body: bytes | str | None, headers: dict[str, str], timeout_s: float
     ) -> Reply:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {url!r}")
-        client = self._client(parts.scheme, parts.hostname, parts.port, timeout_s)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        client, target = self._route(url, timeout_s)
         try:
             response = client.request(method, target, body=body, headers=headers)
             try:
@@ -127,11 +160,12 @@ class GeventTransport:
             raise ConnectionError(f"bad or closed response: {exc}") from exc
         except OSError as exc:  # refused, reset, DNS (socket.gaierror)
             raise ConnectionError(str(exc) or type(exc).__name__) from exc
-        return response.status_code, dict(response.items()), content
+        return response.status_code, _HeaderLines(response), content
 
     def close(self) -> None:
         with self._lock:
             clients, self._clients = list(self._clients.values()), {}
+            self._routes = {}
         for client in clients:
             client.close()
 
@@ -142,9 +176,12 @@ def idle_socket_usable(sock: Any) -> bool:
     server closed or dirtied it, and the pool opens a new one.
 
     NOTE: replaces geventhttpclient's own check (``ConnectionPool._is_socket_alive``), which
-    asks the same question through ``gevent.select.select`` — a trip through the hub that was 9 %
-    of a gevent worker's CPU in the 10,000-GET benchmark. A server closing the socket between
-    this check and the request is still caught by geventhttpclient's retry of closed connections.
+    asks the same question with ``gevent.select.select(..., 0)``: one ``select`` system call
+    behind gevent's Python wrapper (it does not go through the hub when the timeout is 0). The
+    9 % of worker CPU once blamed on it was not confirmed later: A/B runs of the 10,000-GET
+    benchmark (2026-11-25) could not tell the two apart within this machine's noise (±12 %).
+    A server closing the socket between this check and the request is still caught by
+    geventhttpclient's retry of closed connections (idempotent methods only).
     Plain HTTP only: under TLS, records the client has not read yet (session tickets) would look
     like stray bytes, so HTTPS pools keep geventhttpclient's check.
     """
