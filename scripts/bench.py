@@ -128,7 +128,7 @@ CEILINGS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     ),
     "ceiling_incr": ("raw INCR from 500 greenlets, no queue", [("drain", f"drain throughput {SHARE}")]),
     "ceiling_incr_pool": (
-        "raw INCR from 500 greenlets through app.redis's client (50 connections), no queue",
+        "raw INCR from 500 greenlets through app.redis's client (multiplexed under gevent), no queue",
         [("drain_app", f"drain through app.redis {SHARE}")],
     ),
     "ceiling_xadd": (

@@ -51,8 +51,9 @@ def http_session() -> Any:
 
 
 def pooled_redis() -> Any:
-    """The client ``app.redis`` builds (``greenq.task_redis``, 50 connections, the default broker
-    timeouts), made directly: the ceiling of the ``incr_app`` body without a queue."""
+    """The client ``app.redis`` builds (``greenq.task_redis``: multiplexed under gevent, a pool of
+    50 for the rest; the default broker timeouts), made directly: the ceiling of the ``incr_app``
+    body without a queue."""
     if "pooled" not in _clients:
         from greenq.task_redis import task_client
 

@@ -439,7 +439,14 @@ class Consumer:
     # ---- completion and flush --------------------------------------------------------
 
     def _on_done(self, job: Job, outcome: Outcome) -> None:
-        reserved = self._running.pop(job.key)
+        try:
+            self._finish(self._running[job.key], outcome)
+        finally:
+            # Only once its results are handed to the flusher: a stopping flusher that sees
+            # nothing running and an empty inbox has everything.
+            del self._running[job.key]
+
+    def _finish(self, reserved: Reserved, outcome: Outcome) -> None:
         message = reserved.message
         stats = self.stats
         stats.processed += 1
@@ -537,8 +544,13 @@ class Consumer:
                 self._release(released)  # before the round trip: the slots are free now
             if work.empty():
                 if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
-                    self._flusher_done.set()
-                    return
+                    released = self._take_flush_work(work)  # one last look
+                    if released:
+                        self._release(released)
+                    if work.empty():
+                        self._flusher_done.set()
+                        return
+                    continue
                 self._flush_wake.wait(0.5)
                 continue
             try:
