@@ -15,6 +15,7 @@ Imports: gevent, hiredis, redis (for the handshake and its error classes).
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -59,6 +60,7 @@ class Multiplexer:
         self._make_connection = make_connection
         self._name = name
         self.hub = get_hub()
+        self._pid = os.getpid()
         self._lock = gevent.lock.Semaphore()
         self._conn: Any = None  # redis-py's connection: it did the handshake (AUTH, SELECT ...)
         self._sock: Any = None
@@ -68,8 +70,9 @@ class Multiplexer:
         self._loops: list[gevent.Greenlet] = []
 
     def here(self) -> bool:
-        """Is the caller on this multiplexer's hub (not in another native thread)?"""
-        return get_hub() is self.hub
+        """Is the caller on this multiplexer's hub, in the process that made it? (Not in another
+        native thread, nor in a forked child, which must not share the parent's socket.)"""
+        return get_hub() is self.hub and os.getpid() == self._pid
 
     def execute(self, packed: bytes) -> Any:
         """Send one packed command and wait for its reply; an error reply is returned, not raised."""

@@ -41,3 +41,5 @@ def test_multiplexed_app_redis_keeps_every_reply_with_its_caller(any_redis_url: 
     assert dropped["written"] == {"queued_at_drop": 0, "errors": 301, "ran_twice": 0}
     # The server kills the idle connection: the next command connects again.
     assert dropped["killed"] >= 1 and dropped["after_kill"] == 1
+    # A child forked after the multiplexer connected uses the pool, not the parent's socket.
+    assert report["forked"] == {"child_exit": 0, "parent_after": 2}

@@ -11,6 +11,7 @@ from gevent import monkey
 monkey.patch_all()
 
 import json  # noqa: E402
+import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 from typing import Any  # noqa: E402
@@ -141,6 +142,21 @@ def dropped_connection(client: Any, watcher: redis.Redis) -> dict[str, Any]:
     }
 
 
+def forked_child(client: Any) -> dict[str, Any]:
+    """A child forked after the multiplexer connected must not share its socket: it uses the
+    pool, and the parent's connection keeps working."""
+    client.incr("fork:parent")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = not client._mux.here() and client.incr("fork:child") == 1
+            os._exit(0 if ok else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    return {"child_exit": os.waitstatus_to_exitcode(status), "parent_after": client.incr("fork:parent")}
+
+
 def main(url: str) -> None:
     client = task_client(f"{url}?client_name=mux-probe-client", size=5, wait_s=5.0, connect_timeout_s=5.0)
     watcher = redis.Redis.from_url(url, client_name="mux-probe")
@@ -150,6 +166,7 @@ def main(url: str) -> None:
     report["blocking"] = blocking_does_not_stall(client, watcher)
     report["interrupted"] = interrupted_caller(client)
     report["dropped"] = dropped_connection(client, watcher)
+    report["forked"] = forked_child(client)
     print(json.dumps(report), flush=True)
 
 
