@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import redis
 
@@ -163,6 +164,9 @@ def test_map_pipelines_thousands_and_countdown_goes_to_delayed(r: redis.Redis, r
     results = task.map([(i,) for i in range(12_000)])
     assert len({res.id for res in results}) == 12_000
     assert r.xlen(Keys.stream("default")) == 12_000
+    # chunks are written before earlier replies are read: the stream keeps the calls' order
+    queued = [orjson.loads(fields[b"m"])["args"][0] for _, fields in r.xrange(Keys.stream("default"))]
+    assert queued == list(range(12_000))
     task.apply_async((1,), countdown=60, priority=4)
     members = r.zrange(Keys.delayed("default"), 0, -1, withscores=True)
     assert len(members) == 1 and members[0][0].startswith(b"4|")
