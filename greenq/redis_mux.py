@@ -74,8 +74,11 @@ class Multiplexer:
         native thread, nor in a forked child, which must not share the parent's socket.)"""
         return get_hub() is self.hub and os.getpid() == self._pid
 
-    def execute(self, packed: bytes) -> Any:
-        """Send one packed command and wait for its reply; an error reply is returned, not raised."""
+    def execute(self, args: tuple[Any, ...]) -> Any:
+        """Send one command and wait for its reply; an error reply is returned, not raised."""
+        return self._send(pack(args))
+
+    def _send(self, packed: bytes) -> Any:
         if self._sock is None:
             self._connect()
         waiter = Waiter(self.hub)
@@ -86,7 +89,7 @@ class Multiplexer:
         reply = waiter.get()
         if isinstance(reply, _Failed):
             if reply.unsent:
-                return self.execute(packed)
+                return self._send(packed)
             raise reply.error
         return reply
 

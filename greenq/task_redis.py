@@ -116,9 +116,7 @@ class TaskRedis(redis.Redis):
     def _multiplexed(self, mux: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
         """One command through the multiplexer, its reply parsed as redis-py's ``parse_response``
         does. Not retried once written (see ``Multiplexer``): it may have run."""
-        from greenq.redis_mux import pack
-
-        reply = mux.execute(pack(args))
+        reply = mux.execute(args)
         if isinstance(reply, redis.exceptions.ResponseError):
             if "EMPTY_RESPONSE" in options:
                 return options["EMPTY_RESPONSE"]
