@@ -28,19 +28,6 @@ Reply = tuple[int, HeaderSource, bytes]
 ROUTES_KEPT = 4096  # URLs whose parsed form GeventTransport keeps
 
 
-class _HeaderLines:
-    """A geventhttpclient response's header lines, read only if ``items()`` is called (by
-    ``greenq.http.Response.headers``); a repeated header keeps its last value."""
-
-    __slots__ = ("_response",)
-
-    def __init__(self, response: Any) -> None:
-        self._response = response
-
-    def items(self) -> Iterable[tuple[str, str]]:
-        return dict(self._response.items()).items()
-
-
 class Transport(Protocol):
     name: str
 
@@ -160,7 +147,7 @@ class GeventTransport:
             raise ConnectionError(f"bad or closed response: {exc}") from exc
         except OSError as exc:  # refused, reset, DNS (socket.gaierror)
             raise ConnectionError(str(exc) or type(exc).__name__) from exc
-        return response.status_code, _HeaderLines(response), content
+        return response.status_code, response, content  # its items(): the header lines, read on use
 
     def close(self) -> None:
         with self._lock:
