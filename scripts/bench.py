@@ -19,7 +19,6 @@ for quiet and is repeated if others took the CPU. Task bodies, ceilings: scripts
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import datetime
 import json
@@ -539,21 +538,9 @@ class Bench:
         proc = self.start_worker(framework)
         rate, count = 100, 100 * self.sizes["latency_s"]
 
-        def one() -> float:
-            started = time.perf_counter()
-            assert task.delay().get(timeout=10) == 1
-            return (time.perf_counter() - started) * 1000
-
         try:
             task.delay().get(timeout=60)  # the worker is up and consuming
-            for _ in range(20):
-                one()
-            with concurrent.futures.ThreadPoolExecutor(32) as pool:
-                futures, start = [], time.perf_counter()
-                for i in range(count):  # open loop: sends on schedule, whatever the latency
-                    time.sleep(max(0.0, start + i / rate - time.perf_counter()))
-                    futures.append(pool.submit(one))
-                samples = [f.result() for f in futures]
+            samples = tasks.open_loop_ms(task, rate, count)
         finally:
             stop(proc)
         cuts = statistics.quantiles(samples, n=100)

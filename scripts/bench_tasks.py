@@ -15,6 +15,7 @@ over their common span.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -68,6 +69,36 @@ def greenq_session() -> Any:
 
         _clients["greenq_session"] = http.requests_session()
     return _clients["greenq_session"]
+
+
+# ---- latency, shared by bench.py and latency_probe.py ---------------------------------
+
+
+def round_trip_ms(task: Any) -> float:
+    """Milliseconds from ``task.delay()`` to its result in hand (greenq or Celery)."""
+    started = time.perf_counter()
+    assert task.delay().get(timeout=10) == 1
+    return (time.perf_counter() - started) * 1000
+
+
+def open_loop_ms(task: Any, rate: float, count: int, measure: Any = contextlib.nullcontext) -> list[float]:
+    """``count`` round trips sent on a schedule of ``rate`` per second, whatever the latency (open
+    loop), from 32 producer threads; each one's latency in ms. The worker must be up. ``measure()``
+    is entered around the timed part only (warm-up: 20 calls, then one per thread, so every
+    thread has its connection before the clock starts)."""
+    import concurrent.futures  # here: workers import this module too, and never need it
+
+    for _ in range(20):
+        round_trip_ms(task)
+    with concurrent.futures.ThreadPoolExecutor(32) as pool:
+        for _ in range(32):
+            pool.submit(round_trip_ms, task).result()
+        with measure():
+            futures, start = [], time.perf_counter()
+            for i in range(count):
+                time.sleep(max(0.0, start + i / rate - time.perf_counter()))
+                futures.append(pool.submit(round_trip_ms, task))
+            return [future.result() for future in futures]
 
 
 # ---- the bodies ----------------------------------------------------------------------

@@ -21,7 +21,6 @@ Every child is stopped by PID; the whole run is bounded in time.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import os
 import signal
@@ -31,6 +30,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,34 +110,30 @@ def latency_run(url: str, args: argparse.Namespace, log_dir: Path, server_pid: i
     worker = Worker(url, args, log_dir)
     count = int(args.rate * args.seconds)
 
-    def one() -> float:
-        started = time.perf_counter()
-        assert echo.delay().get(timeout=10) == 1
-        return (time.perf_counter() - started) * 1000
+    before: dict[str, Any] = {}
+    after: dict[str, Any] = {}
+
+    @contextlib.contextmanager
+    def measured() -> Iterator[None]:
+        """Command counts, CPU and context switches over the timed part only."""
+        before.update(stats=command_stats(r), rcpu=redis_cpu(r), wcpu=cpu_s(worker.proc.pid))
+        before.update(wsw=switches(worker.proc.pid), rsw=switches(server_pid))
+        yield
+        after.update(wcpu=cpu_s(worker.proc.pid), rcpu=redis_cpu(r), stats=command_stats(r))
+        after.update(wsw=switches(worker.proc.pid), rsw=switches(server_pid))
 
     try:
         echo.delay().get(timeout=60)  # the worker is up and consuming
-        for _ in range(20):
-            one()
-        with concurrent.futures.ThreadPoolExecutor(32) as pool:
-            for _ in range(32):  # every producer thread has its connection before the clock starts
-                pool.submit(one).result()
-            stats0, rcpu0, wcpu0 = command_stats(r), redis_cpu(r), cpu_s(worker.proc.pid)
-            wsw0, rsw0 = switches(worker.proc.pid), switches(server_pid)
-            futures, start = [], time.perf_counter()
-            for i in range(count):  # open loop: sends on schedule, whatever the latency
-                time.sleep(max(0.0, start + i / args.rate - time.perf_counter()))
-                futures.append(pool.submit(one))
-            samples = [f.result() for f in futures]
-            wcpu1, rcpu1, stats1 = cpu_s(worker.proc.pid), redis_cpu(r), command_stats(r)
-            wsw1, rsw1 = switches(worker.proc.pid), switches(server_pid)
+        samples = tasks.open_loop_ms(echo, args.rate, count, measured)
         worker.check()
-        closed = sorted(one() for _ in range(args.closed))  # back to back, one producer thread
+        # back to back, one producer thread
+        closed = sorted(tasks.round_trip_ms(echo) for _ in range(args.closed))
         traces = [trace_one(url, echo, r) for _ in range(args.trace)]
     finally:
         worker.stop()
         app.close()
     cuts = statistics.quantiles(samples, n=100)
+    stats0, stats1 = before["stats"], after["stats"]
     per_task = {k: (v - stats0.get(k, 0)) / count for k, v in stats1.items() if v != stats0.get(k, 0)}
     per_task.pop("info", None)
     return {
@@ -145,10 +141,10 @@ def latency_run(url: str, args: argparse.Namespace, log_dir: Path, server_pid: i
         "p90": cuts[89],
         "p99": cuts[98],
         "max": max(samples),
-        "worker_cpu_ms": (wcpu1 - wcpu0) / count * 1000,
-        "redis_cpu_ms": (rcpu1 - rcpu0) / count * 1000,
-        "worker_sleeps": (wsw1 - wsw0) / count,
-        "redis_sleeps": (rsw1 - rsw0) / count,
+        "worker_cpu_ms": (after["wcpu"] - before["wcpu"]) / count * 1000,
+        "redis_cpu_ms": (after["rcpu"] - before["rcpu"]) / count * 1000,
+        "worker_sleeps": (after["wsw"] - before["wsw"]) / count,
+        "redis_sleeps": (after["rsw"] - before["rsw"]) / count,
         "commands": per_task,
         "traces": traces,
         "closed": closed,
