@@ -7,8 +7,8 @@ Four threads (greenlets once gevent has patched ``threading``), each with its ow
   trip *before* the bodies start (a started task is never run again);
 * on completion (in the pool's thread): results, late acks and retries go to the flusher's inbox,
   without a lock (a deque) and without waking anyone when the flusher is already awake;
-* flusher: frees the finished tasks' prefetch slots and writes their results in one MULTI per
-  round — natural batching, since completions pile up while a flush is in flight;
+* flusher: writes results in one MULTI per round — natural batching, since completions pile up
+  while a flush is in flight — and then frees the finished tasks' places (prefetch and start);
 * maintenance: heartbeat, moving due delayed messages, recovering dead workers' messages.
 
 Imports: app, broker (protocol types and errors), message, pools.base, worker.execute.
@@ -295,11 +295,11 @@ class Consumer:
         lost_reply = False  # the last start_batch may have acked without us seeing the reply
         while True:
             with self._cond:
-                while not self._stopping.is_set() and not self.lanes.can_dispatch():
+                while not self._stopping.is_set() and not self.lanes.can_dispatch(self._startable()):
                     self._cond.wait(1.0)
                 if self._stopping.is_set():
                     return
-                batch = self.lanes.take()
+                batch = self.lanes.take(self._startable())
             batch = self._drop_expired(batch)
             early = [r for r in batch if not r.acks_late]
             try:
@@ -320,6 +320,12 @@ class Consumer:
             for reserved in batch:
                 self._track_started(reserved)
                 self._submit(reserved)
+
+    def _startable(self) -> int:
+        """How many more tasks may start: a finished task keeps its place until its outcome is
+        written, so a SIGKILL can never lose the outcomes of more than ``concurrency`` tasks
+        (running, or finished with the result still in this process). Call under ``_cond``."""
+        return self.lanes.concurrency - (self._held - self.lanes.reserved())
 
     def _drop_recovered(
         self, batch: list[Reserved], early: list[Reserved], still_ours: list[bool]
@@ -539,15 +545,13 @@ class Consumer:
         work = FlushWork()  # what is still to write, kept across a failed round
         while True:
             self._flush_wake.clear()  # before taking the work: a later hand-off wakes us again
-            released = self._take_flush_work(work)
-            if released:
-                self._release(released)  # before the round trip: the slots are free now
+            self._take_flush_work(work)
             if work.empty():
+                self._release_written(work)  # finished tasks with nothing to write
                 if self._stopping.is_set() and self.lanes.running() == 0 and not self._running:
-                    released = self._take_flush_work(work)  # one last look
-                    if released:
-                        self._release(released)
+                    self._take_flush_work(work)  # one last look
                     if work.empty():
+                        self._release_written(work)
                         self._flusher_done.set()
                         return
                     continue
@@ -571,17 +575,22 @@ class Consumer:
                     dead=work.dead,
                 )
                 backoff.ok()
-                acks = work.acks
-                work = FlushWork()
-                if acks:
-                    self._disown(acks)
-                    self._release(len(acks))
+                written, work = work, FlushWork()
+                if written.acks:
+                    self._disown(written.acks)
+                written.released += len(written.acks)
+                self._release_written(written)
             except (BrokerUnavailable, BrokerError) as exc:
                 backoff.failed(exc, threading.Event())
 
-    def _take_flush_work(self, work: FlushWork) -> int:
-        """Move handed-off work into ``work``; the number of prefetch slots it frees."""
-        released = 0
+    def _release_written(self, work: FlushWork) -> None:
+        """Free the places of finished tasks whose outcomes are written (see ``_startable``)."""
+        if work.released:
+            self._release(work.released)
+            work.released = 0
+
+    def _take_flush_work(self, work: FlushWork) -> None:
+        """Move handed-off work into ``work``."""
         inbox = self._flush_inbox
         while inbox:
             result, ack, delayed, release = inbox.popleft()
@@ -591,14 +600,13 @@ class Consumer:
                 work.acks.append(ack)
             if delayed is not None:
                 work.delayed.append(delayed)
-            released += release
+            work.released += release
         if self._flush_nacks or self._flush_events or self._flush_dead:
             with self._flush_lock:
                 work.nacks += self._flush_nacks
                 work.events += self._flush_events
                 work.dead += self._flush_dead
                 self._flush_nacks, self._flush_events, self._flush_dead = [], [], []
-        return released
 
     # ---- maintenance -----------------------------------------------------------------
 
@@ -713,6 +721,7 @@ class FlushWork:
     nacks: list[Delivery] = field(default_factory=list)
     events: list[bytes] = field(default_factory=list)
     dead: list[tuple[Delivery, str, str]] = field(default_factory=list)
+    released: int = 0  # places of finished tasks to free once this round is written
 
     def empty(self) -> bool:
         return not (self.results or self.acks or self.delayed or self.nacks or self.events or self.dead)

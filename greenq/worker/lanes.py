@@ -51,14 +51,19 @@ class Lanes:
     def running(self) -> int:
         return sum(pool.running() for pool in self.pools.values())
 
-    def can_dispatch(self) -> bool:
+    def can_dispatch(self, limit: int) -> bool:
+        """Can ``take`` give anything, with at most ``limit`` more tasks allowed in flight?"""
+        if limit <= 0:
+            return False
         return any(self.ready[lane] and pool.free_slots() > 0 for lane, pool in self.pools.items())
 
-    def take(self) -> list[Reserved]:
+    def take(self, limit: int) -> list[Reserved]:
+        """Reserved messages for the free pool slots, at most ``limit`` in all."""
         batch: list[Reserved] = []
         for lane, pool in self.pools.items():
             queue = self.ready[lane]
-            batch.extend(queue.popleft() for _ in range(min(len(queue), pool.free_slots())))
+            count = min(len(queue), pool.free_slots(), limit - len(batch))
+            batch.extend(queue.popleft() for _ in range(max(0, count)))
         return batch
 
     def put_back(self, batch: list[Reserved]) -> None:
