@@ -13,6 +13,7 @@ import redis
 from greenq import GreenQ
 from greenq.broker.redis import GROUP, Keys, RedisBroker
 from greenq.exceptions import BrokerError
+from greenq.message import decode
 
 
 def _setup(url: str) -> tuple[GreenQ, RedisBroker, object]:
@@ -242,6 +243,24 @@ def test_dead_letters_are_capped_and_drops_counted(any_redis_url: str) -> None:
     assert b'"args":[2]' in first  # the two oldest were dropped
     stats = admin.queue_stats(broker, "default")
     assert (stats.dead, stats.dead_dropped) == (3, 2)
+
+
+def test_start_batch_acks_every_early_message_and_flags_only_the_revoked(any_redis_url: str) -> None:
+    app, broker, link = _setup(any_redis_url)
+    for priority in (0, 9, 0, 9, 5, 0):
+        app.send_task("t.x", [priority], priority=priority)
+    got = broker.fetch(link, ["default"], "w1", 10, 0)
+    task_ids = [decode(d.body).id for d in got]
+    doomed = {task_ids[1], task_ids[4]}
+    app.control.revoke(sorted(doomed))
+    held, revoked = broker.start_batch(link, got[:5], task_ids)  # the last one is late-acked
+    assert held == [True] * 5
+    assert revoked == [task_id in doomed for task_id in task_ids]
+    r = redis.Redis.from_url(any_redis_url)
+    bands = [band for band in Keys.bands("default") if r.exists(band)]
+    assert sum(r.xlen(band) for band in bands) == 1  # early-acked entries are deleted, in every band
+    assert sum(r.xpending(band, GROUP)["pending"] for band in bands) == 1
+    assert broker.start_batch(link, [], task_ids[:1]) == ([], [False])
 
 
 def test_start_batch_retry_after_a_lost_reply_still_runs_what_this_worker_acked(any_redis_url: str) -> None:
