@@ -144,6 +144,17 @@ def per_task_ms(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+
+def http_costs(results: dict[str, Any]) -> dict[str, float]:
+    """CPU ms per task of each process group in the plain HTTP scenario, for the prose below."""
+    http = next((r for r in results["scenarios"] if r["scenario"]["key"] == "http-gevent"), None)
+    return per_task_ms(http) if http else {}
+
+
+def _cost(costs: dict[str, float], name: str) -> str:
+    return f"{costs[name]:.2f} ms" if name in costs else "n/a"
+
+
 def cpu_table(results: dict[str, Any]) -> list[str]:
     lines = [
         "| Scenario | worker | locust | target | redis | other processes | idle | machine busy just before "
@@ -295,6 +306,8 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
     m = results["machine"]
     rel = {name: path.relative_to(doc.parent).as_posix() for name, path in charts.items()}
     failures = [f"- `{r['scenario']['key']}`: {f}" for r in results["scenarios"] for f in r["failures"]]
+    costs = http_costs(results)
+    quietest = min((r["usage"]["other_cpu_pct"] for r in results["scenarios"]), default=0.0)
     lines = [
         "# Load tests: greenq under locust",
         "",
@@ -340,8 +353,8 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "",
         "Averaged over each locust run, in % of one core (the machine has 200 %). 'other processes' is "
         "the whole machine's busy time minus every process this run started: other people's jobs, plus "
-        "kernel threads (some of them doing this run's loopback networking) and run.py's own sampling, "
-        "which came to 20-30 % when nobody else was busy. CPU ms per task divides each "
+        "kernel threads (some of them doing this run's loopback networking) and run.py's own sampling "
+        f"(the quietest scenario of this run: {quietest:.0f} %). CPU ms per task divides each "
         "group's CPU time by the tasks the worker processed; the 2-core ceiling is the completed/s that "
         "budget allows if this run had both cores to itself (2,000 ms of CPU per second / total ms).",
         "",
@@ -353,10 +366,12 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "",
         "## What bounds these figures",
         "",
-        "- **Two cores for everything.** The producers (locust, ~1 ms of CPU per task for `delay()` + "
-        "`get()` + its own stats), the worker, the target (~0.3 ms per request) and Redis share them, so "
-        "the HTTP scenarios are CPU-bound long before 200 in-flight 100 ms GETs (2,000/s) could be. The "
-        "'CPU ms per task' column says what each part costs; the 2-core ceiling is what that budget allows.",
+        "- **Two cores for everything.** The producers (locust: "
+        f"{_cost(costs, 'locust')} of CPU per task in `http-gevent` for `delay()` + `get()` + its own "
+        f"stats), the worker ({_cost(costs, 'worker')}), the target ({_cost(costs, 'target')} per "
+        f"request) and Redis ({_cost(costs, 'redis')}) share them, so the HTTP scenarios become "
+        "CPU-bound before 200 in-flight 100 ms GETs (2,000/s) can be reached. The 'CPU ms per task' "
+        "column says what each part costs; the 2-core ceiling is what that budget allows.",
         "- **A shared machine.** Other people's builds and tests ran on the same cores during some "
         "scenarios ('other processes'); their share varies from run to run, and so do the figures. "
         "Compare scenarios by CPU ms per task, which moves far less than throughput, and rerun with "
@@ -366,8 +381,9 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "run gives locust's producer `?max_connections=1000` in its broker URL; without it (`run.py "
         "--producer-max-connections 0`) most enqueues of 200 users fail with `BrokerUnavailable`.",
         "- **Hub-block warnings that name `http_get`.** The gevent pool warns when its event loop did "
-        "not tick for 0.1 s and blames the task on the stack at that moment. One `http_get` costs ~1.3 ms "
-        "of CPU here, so a warning naming it means the loop was busy with hundreds of ready greenlets, or "
+        "not tick for 0.1 s and blames the task on the stack at that moment. One `http_get` task cost "
+        f"the worker {_cost(costs, 'worker')} of CPU in this run, so a warning naming it means the "
+        "loop was busy with hundreds of ready greenlets, or "
         "the process was waiting for a core, rather than that task being CPU-bound. `cpu_burn` warnings "
         "are the real thing.",
         "- **Short runs** (`--quick`, 10 s) include locust's start-up in the CPU figures and a backlog "
@@ -375,8 +391,9 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "",
         "## The target alone",
         "",
-        "`loadtests/target.py` serves `greenq.demo.target`'s WSGI app from 2 gevent processes (one "
-        "`pywsgi` process spends ~0.3 ms of CPU per request), with `TCP_NODELAY` on its listening sockets: "
+        "`loadtests/target.py` serves `greenq.demo.target`'s WSGI app from 2 gevent processes "
+        f"({_cost(costs, 'target')} of CPU per request in `http-gevent`), with `TCP_NODELAY` on its "
+        "listening sockets: "
         "without it, pywsgi's separate writes of headers and body meet the client's delayed ACK and every "
         "keep-alive response waits ~40 ms (`GET /delay/0` from a `requests.Session`: 44 ms median, 1.4 ms "
         "with it; `/delay/100`: 144 ms, 105 ms with it). `python -m greenq.demo.target` itself still has "
