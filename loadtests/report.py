@@ -144,10 +144,14 @@ def per_task_ms(result: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def scenario_result(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """The result of one scenario of this run, or None if the run left it out (``--only``)."""
+    return next((r for r in results["scenarios"] if r["scenario"]["key"] == key), None)
+
 
 def http_costs(results: dict[str, Any]) -> dict[str, float]:
     """CPU ms per task of each process group in the plain HTTP scenario, for the prose below."""
-    http = next((r for r in results["scenarios"] if r["scenario"]["key"] == "http-gevent"), None)
+    http = scenario_result(results, "http-gevent")
     return per_task_ms(http) if http else {}
 
 
@@ -246,7 +250,7 @@ def observations(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> l
 
 
 def _mixed_notes(results: dict[str, Any], table_rows: list[dict[str, Any]]) -> list[str]:
-    hybrid_result = next((r for r in results["scenarios"] if r["scenario"]["key"] == "mixed-hybrid"), None)
+    hybrid_result = scenario_result(results, "mixed-hybrid")
     if hybrid_result is None:
         return []
     notes = []

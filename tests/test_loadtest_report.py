@@ -24,7 +24,9 @@ def render(results: dict[str, Any], tmp_path: Path) -> str:
 
 
 def http_gevent(results: dict[str, Any]) -> dict[str, Any]:
-    return next(r for r in results["scenarios"] if r["scenario"]["key"] == "http-gevent")
+    found = report.scenario_result(results, "http-gevent")
+    assert found is not None, "the committed results.json has no http-gevent scenario"
+    return found
 
 
 def test_cost_sentences_follow_the_http_scenario_figures(tmp_path: Path) -> None:
