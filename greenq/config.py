@@ -53,6 +53,18 @@ class Settings:
         default=1000,
         metadata=_doc("Producer connections to Redis; more concurrent callers wait for a free one."),
     )
+    broker_connection_retry_on_startup: bool = field(
+        default=True,
+        metadata=_doc("A worker started while Redis is down retries with back-off instead of exiting."),
+    )
+    broker_connection_timeout: float = field(
+        default=60.0,
+        metadata=_doc(
+            "Seconds a starting worker keeps retrying an unreachable broker before it exits"
+            " (unlike Celery's setting of this name, not the time to open one connection:"
+            " that is broker_connect_timeout)."
+        ),
+    )
     task_default_queue: str = field(default="default", metadata=_doc("Queue of tasks with no route."))
     task_routes: Any = field(
         default=None,
@@ -113,6 +125,9 @@ class Settings:
         ),
     )
     worker_send_task_events: bool = field(default=False, metadata=_doc("Emit task events to a stream."))
+    worker_log_tasks: bool = field(
+        default=True, metadata=_doc("Log one line per finished task (name, id, state, runtime) at INFO.")
+    )
     shutdown_timeout: float = field(
         default=30.0, metadata=_doc("Seconds a graceful shutdown waits for running tasks.")
     )
