@@ -1,16 +1,25 @@
-"""Message: the versioned JSON envelope of one task call, and its orjson codec.
+"""The wire formats: the versioned JSON envelope of one task call, the result record and the
+task states it carries, and their orjson codecs.
 
-Owns the wire format (documented field by field in docs/protocol.md) and argument checks:
-a value that is not plain JSON fails here, at enqueue, naming the argument, before anything
-reaches Redis. JSON only, never pickle. Imports: exceptions, orjson.
+Owns everything a producer or a worker writes into Redis as JSON (documented field by field in
+docs/protocol.md) and the argument rule: a value JSON cannot carry as it is (``NaN``, a UUID, a
+``datetime``, an int beyond 64 bits, a dict with non-string keys...) fails here, at enqueue,
+naming where it is and how to send it instead, before anything reaches Redis. JSON only, never
+pickle. Imports: exceptions, orjson; nothing else from greenq, so every layer may import it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import decimal
 import hashlib
 import hmac
+import math
 import os
+import re
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,6 +34,30 @@ PRIORITY_MAX = 9
 # Strict JSON: datetimes and dataclasses would arrive as strings/dicts, so refuse them instead.
 _DUMP_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 _SIG_FIELD = b',"sig":"'
+# The integers orjson encodes: signed and unsigned 64-bit.
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+# orjson writes NaN/inf as null and a UUID as its text, silently: a body with more nulls than the
+# envelope's own, or with the middle of a UUID's text, is scanned for them (see _check_lossless).
+_UUID_MIDDLE = re.compile(rb"-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-")
+# What to send instead of a value greenq refuses, by type (checked with isinstance, in order).
+_HINTS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    ((datetime.date, datetime.time), "pass .isoformat()"),  # datetime is a date
+    (decimal.Decimal, "pass str() or float()"),
+    (uuid.UUID, "pass str()"),
+    ((set, frozenset), "pass a list"),
+    ((bytes, bytearray, memoryview), "pass base64 text, or a reference (key, URL)"),
+)
+
+# Task states, as result records carry them (docs/protocol.md, "States").
+PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED = (
+    "PENDING",
+    "STARTED",
+    "RETRY",
+    "SUCCESS",
+    "FAILURE",
+    "REVOKED",
+)
+READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
 
 
 def new_id() -> str:
@@ -53,14 +86,13 @@ class Message:
     expires: float | None = None
     retries: int = 0
     created: float = 0.0
-    options: dict[str, Any] = field(default_factory=dict)
 
     def with_changes(self, **changes: Any) -> Message:
         """A copy with some fields changed (retries, eta, queue...)."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        envelope: dict[str, Any] = {
+        return {
             "v": PROTOCOL_VERSION,
             "id": self.id,
             "task": self.task,
@@ -73,34 +105,90 @@ class Message:
             "retries": self.retries,
             "created": self.created,
         }
-        if self.options:
-            envelope["options"] = self.options
-        return envelope
 
 
-def _describe_unserialisable(message: Message) -> str:
-    """Find which argument cannot be encoded, for an error message that names it."""
-    for index, value in enumerate(message.args):
-        try:
-            orjson.dumps(value, option=_DUMP_OPTIONS)
-        except TypeError:
-            return f"args[{index}]: type {type(value).__name__} is not JSON serialisable"
-    for key, value in message.kwargs.items():
+def _problem(value: Any, where: str) -> tuple[str, str] | None:
+    """(where, why and what to send instead) for the first value under ``value`` that JSON would
+    refuse or silently change, depth first; None if there is none. Only runs on the error path
+    and when the cheap checks in ``encode`` saw something suspicious."""
+    if value is None or isinstance(value, str | bool):
+        return None
+    if isinstance(value, int):
+        if _INT_MIN <= value <= _INT_MAX:
+            return None
+        return where, "integer is outside the 64-bit range (-2**63 to 2**64-1); pass str()"
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return None
+        return where, "NaN/infinity is not valid JSON; pass None or a string"
+    if isinstance(value, list | tuple | dict):
+        return _container_problem(value, where)
+    return _leaf_problem(value, where)
+
+
+def _container_problem(value: Sequence[Any] | dict[Any, Any], where: str) -> tuple[str, str] | None:
+    if not isinstance(value, dict):
+        for index, item in enumerate(value):
+            found = _problem(item, f"{where}[{index}]")
+            if found:
+                return found
+        return None
+    for key, item in value.items():
         if not isinstance(key, str):
-            return f"kwargs key {key!r}: keys must be strings"
-        try:
-            orjson.dumps(value, option=_DUMP_OPTIONS)
-        except TypeError:
-            return f"kwargs[{key!r}]: type {type(value).__name__} is not JSON serialisable"
-    return "options are not JSON serialisable"
+            return where, f"dict keys must be strings, not {type(key).__name__} ({key!r})"
+        found = _problem(item, f"{where}[{key!r}]")
+        if found:
+            return found
+    return None
+
+
+def _leaf_problem(value: Any, where: str) -> tuple[str, str] | None:
+    name = type(value).__name__
+    for types, hint in _HINTS:
+        if isinstance(value, types):
+            return where, f"type {name} is not JSON serialisable; {hint}"
+    if dataclasses.is_dataclass(value):
+        return where, f"type {name} is not JSON serialisable; pass dataclasses.asdict()"
+    try:  # what orjson takes as it is (an Enum member, a str or int subclass...) is fine
+        orjson.dumps(value, option=_DUMP_OPTIONS)
+    except TypeError:
+        return where, f"type {name} is not JSON serialisable"
+    return None
+
+
+def _arguments_problem(message: Message) -> str | None:
+    """The first argument problem of a message, as ``where: why``; None if its arguments are fine."""
+    found = _problem(list(message.args), "args") or _problem(message.kwargs, "kwargs")
+    return f"{found[0]}: {found[1]}" if found else None
+
+
+def _check_lossless(message: Message, body: bytes) -> None:
+    """Raise ``EncodeError`` if orjson changed an argument silently (NaN/inf to null, UUID to text).
+
+    Cheap on the common path (~0.3 µs, two C scans of the body): only a body with more ``null``
+    than the envelope's own ``eta``/``expires``, or with UUID-shaped text, walks the arguments.
+    """
+    nulls = (message.eta is None) + (message.expires is None)
+    if body.count(b"null") > nulls or _UUID_MIDDLE.search(body) is not None:
+        problem = _arguments_problem(message)
+        if problem:
+            raise EncodeError(f"task {message.task}: {problem}")
 
 
 def encode(message: Message, max_bytes: int | None = None, signing_key: str | None = None) -> bytes:
-    """Serialise a message; raise ``EncodeError``/``MessageTooLarge`` before anything is sent."""
+    """Serialise a message; raise ``EncodeError``/``MessageTooLarge`` before anything is sent.
+
+    Raises:
+        EncodeError: an argument JSON cannot carry as it is; the message says where
+            (``args[0]['when']``), why, and what to send instead.
+        MessageTooLarge: the body (signature included) is over ``max_bytes``.
+    """
     try:
         body = orjson.dumps(message.to_dict(), option=_DUMP_OPTIONS)
     except TypeError:
-        raise EncodeError(f"task {message.task}: {_describe_unserialisable(message)}") from None
+        problem = _arguments_problem(message) or "the envelope is not JSON serialisable"
+        raise EncodeError(f"task {message.task}: {problem}") from None
+    _check_lossless(message, body)
     if signing_key:
         body = sign(body, signing_key)
     if max_bytes is not None and len(body) > max_bytes:
@@ -161,10 +249,45 @@ def decode(body: bytes) -> Message:
         expires=raw.get("expires"),
         retries=int(raw.get("retries") or 0),
         created=float(raw.get("created") or 0.0),
-        options=raw.get("options") or {},
     )
 
 
 def now() -> float:
     """Wall-clock time as messages carry it (epoch seconds)."""
     return time.time()
+
+
+def result_payload(
+    task_id: str,
+    task: str,
+    state: str,
+    *,
+    result: Any = None,
+    exc_type: str | None = None,
+    exc_message: str | None = None,
+    traceback: str | None = None,
+    retries: int = 0,
+    worker: str | None = None,
+) -> bytes:
+    """Encode one result record (docs/protocol.md, "Result record"). A result that is not JSON
+    raises ``TypeError`` (the worker turns that into FAILURE)."""
+    record: dict[str, Any] = {
+        "id": task_id,
+        "task": task,
+        "state": state,
+        "date_done": time.time(),
+        "retries": retries,
+    }
+    if state == SUCCESS:
+        record["result"] = result
+    if exc_type is not None:
+        record.update(exc_type=exc_type, exc_message=exc_message, traceback=traceback)
+    if worker:
+        record["worker"] = worker
+    return orjson.dumps(record, option=_DUMP_OPTIONS)
+
+
+def decode_result(payload: bytes) -> dict[str, Any]:
+    """Parse a result record written by ``result_payload``."""
+    record: dict[str, Any] = orjson.loads(payload)
+    return record

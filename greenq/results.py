@@ -1,62 +1,74 @@
 """AsyncResult: a task's state and result, read from its result stream in Redis.
 
-Owns the result payload format (docs/protocol.md) and waiting: ``get()`` blocks inside Redis
-(XREAD BLOCK on the task's result stream) and is woken by the worker's write; it never sleeps
-and polls. ``await aget()`` waits the same way on the app's asyncio transport (``greenq.aio``).
-Imports: exceptions, orjson; the broker is reached through the app passed in.
+Owns waiting for a result: ``get()`` blocks inside Redis (XREAD BLOCK on the task's result
+stream) and is woken by the worker's write; it never sleeps and polls. ``await aget()`` waits
+the same way on the app's asyncio transport (``greenq.aio``). The record format and the state
+names belong to ``greenq.message`` (re-exported here: ``from greenq.results import SUCCESS``).
+Imports: message, exceptions. The broker is reached through the app passed in, typed by the
+``ResultApp`` Protocol below, so this module never imports ``greenq.app`` (no import cycle).
 """
 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
-
-import orjson
+from typing import Any, Protocol
 
 from greenq.exceptions import ResultTimeout, TaskError, TaskRevoked
-
-if TYPE_CHECKING:
-    from greenq.app import GreenQ
-
-PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED = (
-    "PENDING",
-    "STARTED",
-    "RETRY",
-    "SUCCESS",
-    "FAILURE",
-    "REVOKED",
+from greenq.message import (
+    FAILURE,
+    PENDING,
+    READY_STATES,
+    RETRY,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+    decode_result,
+    result_payload,
 )
-READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})
+
+__all__ = [
+    "FAILURE",
+    "PENDING",
+    "READY_STATES",
+    "RETRY",
+    "REVOKED",
+    "STARTED",
+    "SUCCESS",
+    "AsyncResult",
+    "ResultApp",
+    "decode_result",
+    "result_payload",
+]
 
 
-def result_payload(
-    task_id: str,
-    task: str,
-    state: str,
-    *,
-    result: Any = None,
-    exc_type: str | None = None,
-    exc_message: str | None = None,
-    traceback: str | None = None,
-    retries: int = 0,
-    worker: str | None = None,
-) -> bytes:
-    """Encode one state record. A result that is not JSON raises ``TypeError`` (the worker turns
-    that into FAILURE)."""
-    record: dict[str, Any] = {
-        "id": task_id,
-        "task": task,
-        "state": state,
-        "date_done": time.time(),
-        "retries": retries,
-    }
-    if state == SUCCESS:
-        record["result"] = result
-    if exc_type is not None:
-        record.update(exc_type=exc_type, exc_message=exc_message, traceback=traceback)
-    if worker:
-        record["worker"] = worker
-    return orjson.dumps(record, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+class ResultStore(Protocol):
+    """The broker calls a result handle makes (``greenq.broker.redis.RedisBroker``)."""
+
+    def read_result(self, task_id: str) -> bytes | None: ...
+
+    def wait_result(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> tuple[str, bytes] | None: ...
+
+    def forget(self, task_id: str) -> None: ...
+
+
+class AsyncResultStore(Protocol):
+    """The asyncio transport's wait (``greenq.aio.AsyncRedisBroker``)."""
+
+    async def wait_result(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> tuple[str, bytes] | None: ...
+
+
+class ResultApp(Protocol):
+    """What an AsyncResult needs of its app: a ``GreenQ`` satisfies it."""
+
+    @property
+    def broker(self) -> ResultStore: ...
+
+    @property
+    def async_broker(self) -> AsyncResultStore: ...
 
 
 class AsyncResult:
@@ -67,7 +79,7 @@ class AsyncResult:
     states SUCCESS, FAILURE, REVOKED.
     """
 
-    def __init__(self, id: str, app: GreenQ | None = None) -> None:
+    def __init__(self, id: str, app: ResultApp | None = None) -> None:
         if app is None:
             raise TypeError("AsyncResult needs the app: AsyncResult(id, app=app) or app.AsyncResult(id)")
         self.id = id
@@ -87,7 +99,7 @@ class AsyncResult:
         if self._record is not None and self._record["state"] in READY_STATES:
             return self._record
         payload = self.app.broker.read_result(self.id)
-        self._record = orjson.loads(payload) if payload is not None else None
+        self._record = decode_result(payload) if payload is not None else None
         return self._record
 
     @property
@@ -181,7 +193,7 @@ class AsyncResult:
 
     def _settle(self, payload: bytes, propagate: bool) -> tuple[bool, Any]:
         """(ready?, what get() returns) for one state record; raises the task's error if asked."""
-        record = orjson.loads(payload)
+        record = decode_result(payload)
         if record["state"] not in READY_STATES:
             return False, None
         self._record = record
