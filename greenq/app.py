@@ -1,10 +1,15 @@
-"""GreenQ: the application object — task registry, settings, the lazily built broker.
+"""GreenQ: the application object — task registry, settings and their sources, the lazily
+built broker and Redis clients, and the public enqueue calls.
 
 The only long-lived mutable object in greenq. Producer side only: it never imports gevent,
-the worker or pools, so any service (Django, Flask, FastAPI, scripts) can enqueue.
-Imports: config, message, task, routing, results; lazily: the broker, ``greenq.aio`` (the
-asyncio transport, for the ``a*`` methods) and ``greenq.contrib.django`` (``on_commit``,
-``autodiscover_tasks``), so neither redis.asyncio nor Django is imported unless used.
+the worker or pools, so any service (Django, Flask, FastAPI, scripts) can enqueue. Building a
+message (routing, validation, encoding) is ``greenq.producer``'s job; ``app.control`` is
+``greenq.control``'s. Nothing below imports this module back: task, results, producer and
+control reach the app through small Protocols.
+Imports: config, control, exceptions, message, producer, results, routing, task; lazily: the
+broker, ``greenq.embedded``, ``greenq.task_redis``, ``greenq.aio`` (the asyncio transport, for
+the ``a*`` methods) and ``greenq.contrib.django`` (``on_commit``, ``autodiscover_tasks``), so
+neither redis.asyncio nor Django is imported unless used.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ from typing import TYPE_CHECKING, Any, overload
 
 from greenq import config
 from greenq.config import Layer, Settings
+from greenq.control import Control
 from greenq.exceptions import ConfigError
-from greenq.message import Message, encode, new_id, now
+from greenq.message import Message
+from greenq.producer import Producer
 from greenq.results import AsyncResult
-from greenq.routing import is_static, route_task, validate_routes
-from greenq.task import Task, TaskOptions, check_priority, make_options, to_epoch
+from greenq.routing import validate_routes
+from greenq.task import Task, make_options
 
 if TYPE_CHECKING:
     from greenq.aio import AsyncRedisBroker
@@ -64,8 +71,7 @@ class GreenQ:
         self._layers: list[Layer] = []
         self._overrides: list[Layer] = []
         self._settings: Settings | None = None
-        self._routes: dict[tuple[str, str | None, str | None], tuple[str, int | None]] = {}  # _route
-        self._routes_conf: Settings | None = None  # the settings those routes were made with
+        self._producer = Producer(self)
         self._origin: dict[str, str] = {}
         self._broker: RedisBroker | None = None
         self._task_redis: dict[tuple[str | None, int], Any] = {}
@@ -323,72 +329,17 @@ class GreenQ:
         task_id: str | None = None,
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call; nothing is sent. Raises as ``apply_async`` does."""
-        conf = self.conf
-        args = tuple(args) if args else ()
-        kwargs = dict(kwargs) if kwargs else {}
-        task = self.tasks.get(name)
-        opts = task.options if task is not None else None
-        if task is not None:
-            task.check_arguments(args, kwargs)
-        route_queue, route_priority = self._route(name, queue, opts, args, kwargs)
-        if priority is None:
-            priority = opts.priority if opts is not None and opts.priority is not None else route_priority
-            if priority is None:
-                priority = conf.task_default_priority
-        check_priority(priority, f"task {name}")
-        if countdown is not None and eta is not None:
-            raise ValueError("give countdown or eta, not both")
-        created = now()
-        eta_s = created + countdown if countdown is not None else to_epoch(eta)
-        if expires is None and opts is not None:
-            expires = opts.expires
-        expires_s = created + expires if isinstance(expires, int | float) else to_epoch(expires)
-        message = Message(
-            id=task_id or new_id(),
-            task=name,
-            args=args,
-            kwargs=kwargs,
-            queue=route_queue,
-            priority=priority,
-            eta=eta_s,
-            expires=expires_s,
-            created=created,
-        )
-        return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
-
-    def _route(
-        self,
-        name: str,
-        queue: str | None,
-        opts: TaskOptions | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> tuple[str, int | None]:
-        """(queue, route priority) for one call. Cached per (task, call's queue, task's queue) and
-        settings, unless ``task_routes`` holds a callable router: its answer may depend on the
-        arguments."""
-        conf = self.conf
-        if self._routes_conf is not conf:  # settings were rebuilt: routes may have changed
-            self._routes, self._routes_conf = {}, conf
-        key = (name, queue, opts.queue if opts else None)
-        cached = self._routes.get(key)
-        if cached is not None:
-            return cached
-        route = route_task(
+        return self._producer.build(
             name,
-            call_queue=queue,
-            task_queue=opts.queue if opts else None,
-            routes=conf.task_routes,
-            default_queue=conf.task_default_queue,
-            args=args,
-            kwargs=kwargs,
+            args,
+            kwargs,
+            queue=queue,
+            priority=priority,
+            countdown=countdown,
+            eta=eta,
+            expires=expires,
+            task_id=task_id,
         )
-        from greenq.broker.redis import check_queue_name
-
-        found = (check_queue_name(route.queue), route.priority)
-        if is_static(conf.task_routes):
-            self._routes[key] = found
-        return found
 
     def send_task(
         self,
@@ -403,7 +354,7 @@ class GreenQ:
 
         Takes the options of ``Task.apply_async``, ``on_commit`` included.
         """
-        message, body = self.build_message(name, args, kwargs, **options)
+        message, body = self._producer.build(name, args, kwargs, **options)
         self._send([(message, body)], on_commit)
         return AsyncResult(message.id, app=self)
 
@@ -421,8 +372,9 @@ class GreenQ:
         Every call is validated and encoded before anything is sent, so a bad argument in
         call 9,000 enqueues nothing.
         """
+        build = self._producer.build
         items = [
-            self.build_message(task.name if isinstance(task, Task) else task, args, kwargs, **options)
+            build(task.name if isinstance(task, Task) else task, args, kwargs, **options)
             for task, args, kwargs in calls
         ]
         if items:
@@ -454,7 +406,7 @@ class GreenQ:
         Concurrent calls from one loop share round trips: calls made while one is in flight go
         together in the next pipeline, so ``asyncio.gather`` of thousands costs a few round trips.
         """
-        message, body = self.build_message(name, args, kwargs, **options)
+        message, body = self._producer.build(name, args, kwargs, **options)
         await self.async_broker.enqueue([(message, body)])
         return AsyncResult(message.id, app=self)
 
@@ -466,7 +418,7 @@ class GreenQ:
         items: list[tuple[Message, bytes]] = []
         for count, (task, args, kwargs) in enumerate(calls, 1):
             items.append(
-                self.build_message(task.name if isinstance(task, Task) else task, args, kwargs, **options)
+                self._producer.build(task.name if isinstance(task, Task) else task, args, kwargs, **options)
             )
             if count % ASYNC_BUILD_SLICE == 0:
                 await asyncio.sleep(0)
@@ -482,21 +434,3 @@ class GreenQ:
     def AsyncResult(self, task_id: str) -> AsyncResult:
         """A handle on a task's result by id."""
         return AsyncResult(task_id, app=self)
-
-
-class Control:
-    """Remote control through Redis state; no broadcast round trip to workers."""
-
-    def __init__(self, app: GreenQ) -> None:
-        self.app = app
-
-    def revoke(self, task_id: str | Sequence[str], terminate: bool = False) -> None:
-        """Revoke tasks that have not started: every worker (also one started later) skips them
-        and records REVOKED. The revocation lives in Redis for ``result_expires``.
-
-        With ``terminate=True`` a task already running in a prefork child (a ``--pool prefork``
-        worker, or a ``cpu=True`` task in a hybrid worker) is killed within about 0.1 s and its
-        state is REVOKED. Greenlets are not interrupted.
-        """
-        ids = [task_id] if isinstance(task_id, str) else list(task_id)
-        self.app.broker.revoke(ids, self.app.conf.result_expires, terminate)

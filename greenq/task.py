@@ -1,9 +1,11 @@
 """Task: a function plus its options, and the calls that enqueue it through its app.
 
 Owns the task options table (unknown options are an error, not silently dropped), the
-per-execution ``request`` context and ``retry()``. Imports: message, exceptions; the app is
-reached through the task's ``app`` attribute, never imported. Every way to enqueue (``delay``,
-``delay_on_commit``, ``adelay``, ``map``...) ends in the app's one ``build_message``.
+per-execution ``request`` context and ``retry()``. Every way to enqueue (``delay``,
+``delay_on_commit``, ``adelay``, ``map``...) goes through the app's ``send_task`` family and
+ends in ``greenq.producer.Producer.build``.
+Imports: message, exceptions; ``results`` for a type. The app is reached through the task's
+``app`` attribute, typed by the ``TaskApp`` Protocol below, never imported (no import cycle).
 """
 
 from __future__ import annotations
@@ -12,17 +14,44 @@ import contextvars
 import difflib
 import inspect
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from greenq.exceptions import ConfigError, Retry
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, now
 
 if TYPE_CHECKING:
-    from greenq.app import GreenQ
     from greenq.results import AsyncResult
+
+
+class TaskApp(Protocol):
+    """The app calls a Task makes to enqueue itself; a ``GreenQ`` satisfies it."""
+
+    def send_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        on_commit: bool | str = False,
+        **options: Any,
+    ) -> AsyncResult: ...
+
+    def enqueue_many(
+        self, calls: Iterable[Any], *, on_commit: bool | str = False, **options: Any
+    ) -> list[AsyncResult]: ...
+
+    async def asend_task(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult: ...
+
+    async def aenqueue_many(self, calls: Iterable[Any], **options: Any) -> list[AsyncResult]: ...
 
 
 @dataclass(frozen=True)
@@ -142,7 +171,7 @@ def _positional_range(signature: inspect.Signature | None, bind: bool) -> tuple[
 class Task:
     """A registered task. Calling it runs the function here; ``delay()`` sends it to a worker."""
 
-    def __init__(self, app: GreenQ, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
+    def __init__(self, app: TaskApp, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
         self.app = app
         self.fn = fn
         self.name = name

@@ -1,0 +1,125 @@
+"""Producer: one call in, one routed, validated and encoded message out. Nothing is sent here.
+
+Owns what every way to enqueue shares (``delay``, ``apply_async``, ``send_task``, ``map``, the
+asyncio and Django on-commit calls all end in ``Producer.build``): checking the arguments against
+the task's signature, routing (static routes cached per settings), priority, the countdown / eta /
+expires arithmetic, and encoding (``greenq.message``). The app owns one and sends what it builds.
+
+Imports: message, routing, task, config (a type); ``broker.redis`` lazily, for the queue-name
+check. Never ``greenq.app``: the app is reached through the ``ProducerApp`` Protocol below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from greenq.message import Message, encode, new_id, now
+from greenq.routing import is_static, route_task
+from greenq.task import Task, TaskOptions, check_priority, to_epoch
+
+if TYPE_CHECKING:
+    from greenq.config import Settings
+
+
+class ProducerApp(Protocol):
+    """What the producer reads from its app (a ``GreenQ``): the effective settings and tasks."""
+
+    @property
+    def conf(self) -> Settings: ...
+
+    @property
+    def tasks(self) -> dict[str, Task]: ...
+
+
+class Producer:
+    """Builds messages for one app; holds its route cache (rebuilt when the settings change)."""
+
+    def __init__(self, app: ProducerApp) -> None:
+        self._app = app
+        # (task, call's queue, task's queue) -> (queue, route priority); valid for _routes_conf
+        self._routes: dict[tuple[str, str | None, str | None], tuple[str, int | None]] = {}
+        self._routes_conf: Settings | None = None
+
+    def build(
+        self,
+        name: str,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        countdown: float | None = None,
+        eta: datetime | float | None = None,
+        expires: datetime | float | None = None,
+        task_id: str | None = None,
+    ) -> tuple[Message, bytes]:
+        """Route, validate and encode one call (``GreenQ.build_message`` documents it)."""
+        app = self._app
+        conf = app.conf
+        args = tuple(args) if args else ()
+        kwargs = dict(kwargs) if kwargs else {}
+        task = app.tasks.get(name)
+        opts = task.options if task is not None else None
+        if task is not None:
+            task.check_arguments(args, kwargs)
+        route_queue, route_priority = self._route(conf, name, queue, opts, args, kwargs)
+        if priority is None:
+            priority = opts.priority if opts is not None and opts.priority is not None else route_priority
+            if priority is None:
+                priority = conf.task_default_priority
+        check_priority(priority, f"task {name}")
+        if countdown is not None and eta is not None:
+            raise ValueError("give countdown or eta, not both")
+        created = now()
+        eta_s = created + countdown if countdown is not None else to_epoch(eta)
+        if expires is None and opts is not None:
+            expires = opts.expires
+        expires_s = created + expires if isinstance(expires, int | float) else to_epoch(expires)
+        message = Message(
+            id=task_id or new_id(),
+            task=name,
+            args=args,
+            kwargs=kwargs,
+            queue=route_queue,
+            priority=priority,
+            eta=eta_s,
+            expires=expires_s,
+            created=created,
+        )
+        return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
+
+    def _route(
+        self,
+        conf: Settings,
+        name: str,
+        queue: str | None,
+        opts: TaskOptions | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> tuple[str, int | None]:
+        """(queue, route priority) for one call. Cached per (task, call's queue, task's queue) and
+        settings, unless ``task_routes`` holds a callable router: its answer may depend on the
+        arguments."""
+        if self._routes_conf is not conf:  # settings were rebuilt: routes may have changed
+            self._routes, self._routes_conf = {}, conf
+        key = (name, queue, opts.queue if opts else None)
+        cached = self._routes.get(key)
+        if cached is not None:
+            return cached
+        route = route_task(
+            name,
+            call_queue=queue,
+            task_queue=opts.queue if opts else None,
+            routes=conf.task_routes,
+            default_queue=conf.task_default_queue,
+            args=args,
+            kwargs=kwargs,
+        )
+        from greenq.broker.redis import check_queue_name
+
+        found = (check_queue_name(route.queue), route.priority)
+        if is_static(conf.task_routes):
+            self._routes[key] = found
+        return found
