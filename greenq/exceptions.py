@@ -83,7 +83,11 @@ class Retry(GreenqError):
 
 
 class TimeLimitExceeded(GreenqError):
-    """The task ran past its hard ``time_limit`` and was stopped."""
+    """The task ran past its hard ``time_limit`` and was stopped; its result records this type.
+
+    A task never sees it: a prefork child is killed, and a gevent task is interrupted with a
+    private BaseException that ``except Exception:`` cannot swallow.
+    """
 
 
 class SoftTimeLimitExceeded(GreenqError):

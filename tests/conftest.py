@@ -173,3 +173,14 @@ def app(redis_url: str, monkeypatch: pytest.MonkeyPatch):
     yield basic.app
     basic.app.close()
     basic.app._settings = None
+
+
+@pytest.fixture
+def evidence(redis_url: str, monkeypatch: pytest.MonkeyPatch):
+    """tests/apps/evidence.py as a producer, pointed at this test's Redis."""
+    from tests.apps import evidence
+
+    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
+    evidence.clear()
+    yield evidence
+    evidence.clear()

@@ -21,6 +21,29 @@ from greenq.pools.base import Job, OnDone, Outcome, Runner
 
 logger = logging.getLogger(__name__)
 BLOCK_SAMPLES = 5  # looks at the hub thread's stack per worker_block_warning interval
+HARD_LIMIT_GRACE_S = 1.0  # after its hard time_limit, how long a job may keep its slot
+FailureFactory = Callable[[Job, BaseException], Outcome]
+
+
+class _HardTimeLimit(BaseException):
+    """Thrown into a job's greenlet at its hard ``time_limit``.
+
+    A BaseException (as ``gevent.Timeout`` is), so a task body's ``except Exception:`` cannot
+    swallow it; the pool records the outcome as ``TimeLimitExceeded``.
+    """
+
+
+class _Limits:
+    """The timers of one time-limited job and what became of it; touched only in the hub thread."""
+
+    __slots__ = ("abandoned", "done", "fired", "started", "timers")
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.fired = False  # the hard limit was thrown into the job
+        self.abandoned = False  # the job outlived its grace: reported, its greenlet replaced
+        self.done = False  # the runner returned or raised
+        self.timers: list[Any] = []
 
 
 def patch() -> None:
@@ -64,15 +87,27 @@ class GeventPool:
     slot is free before ``on_done`` runs (drain of no-op tasks: ~4k/s -> 25-38k/s).
     Thread-locals and contextvars of a worker greenlet live on from one task to the next.
 
-    ``time_limit`` kills the job's greenlet with ``TimeLimitExceeded``; ``soft_time_limit``
-    raises ``SoftTimeLimitExceeded`` inside the task first, which it may catch.
+    ``soft_time_limit`` raises ``SoftTimeLimitExceeded`` inside the task, which it may catch.
+    ``time_limit`` throws a BaseException into the task (``except Exception:`` does not stop
+    it) and the job ends FAILURE ``TimeLimitExceeded``, whatever the body did after. A body that
+    catches even that and keeps going is abandoned ``HARD_LIMIT_GRACE_S`` later: its outcome is
+    reported and a new greenlet takes its slot, but the old greenlet runs on until it yields
+    back for good (a greenlet cannot be destroyed from outside; a prefork child can be killed).
+
+    Args:
+        runner: runs one job and turns whatever happens into an Outcome; never raises.
+        concurrency: greenlets, i.e. jobs at once.
+        fail: builds the FAILURE outcome (with its result record) of a job the pool stopped at
+            its hard time limit, as for PreforkPool; without it that outcome has no payload.
     """
 
     kind = "gevent"
 
-    def __init__(self, runner: Runner, concurrency: int) -> None:
+    def __init__(self, runner: Runner, concurrency: int, fail: FailureFactory | None = None) -> None:
         self.runner = runner
         self.concurrency = concurrency
+        self.fail = fail
+        self._orphans: set[gevent.Greenlet] = set()  # abandoned past their hard limit, still running
         self._pending: deque[tuple[Job, OnDone]] = deque()
         self._idle: list[Waiter] = []  # workers waiting for a job; LIFO keeps the warm ones busy
         self._handing_out = False  # a hub callback is due to hand pending jobs to idle workers
@@ -89,7 +124,8 @@ class GeventPool:
 
         A greenlet ticks every ``threshold_s / 2``; a native watchdog thread samples the main
         thread's stack (``sys._current_frames``) and blames a job that stayed on it, with the
-        tick stopped, for longer than the threshold.
+        tick stopped, for longer than the threshold — or, when one C call kept the watchdog from
+        sampling at all, the job on the stack right after that gap.
         NOTE: gevent's own monitor thread traces every greenlet switch, which cut drain
         throughput by 3.5x here; this costs one wake-up per tick. The task is logged when it
         ends, with how long it held the hub.
@@ -122,17 +158,35 @@ class GeventPool:
         """
         cpu_clock = time.pthread_getcpuclockid(self._hub_thread)
         held_key, held_at, held_cpu = None, 0.0, 0.0  # the job seen at every sample since held_at
+        last_clock, last_cpu = time.monotonic(), time.clock_gettime(cpu_clock)
         while True:
             real_sleep(threshold_s / BLOCK_SAMPLES)
             clock, cpu = time.monotonic(), time.clock_gettime(cpu_clock)
             job = self._job_on_hub_stack()
             key = job.key if job is not None else None
+            if key is not None and key != held_key and self._locked_out(last_clock, clock, cpu - last_cpu):
+                # NOTE: one C call (sum(range(10**8))) held the GIL across the whole gap, so this
+                # thread could take no sample during it; the job on the hub's stack the moment the
+                # GIL came back is the one that held it (issue 26 item 4).
+                held_key, held_at, held_cpu = key, last_clock, last_cpu
+            last_clock, last_cpu = clock, cpu
             if key is None or key != held_key or self._tick > held_at:
                 held_key, held_at, held_cpu = key, clock, cpu  # the hub switched since the last look
                 continue
             stall = clock - held_at
             if stall > threshold_s and stall > self._blocked.get(key, (0.0, 0.0))[0]:
                 self._blocked[key] = (stall, cpu - held_cpu)
+
+    def _locked_out(self, since: float, until: float, hub_cpu_s: float) -> bool:
+        """Was this thread kept from sampling by the hub thread itself holding the GIL?
+
+        The gap between two samples passed the threshold, the ticker did not run meanwhile,
+        and the hub thread burnt at least half the threshold of CPU. NOTE: the CPU test keeps
+        a process that was merely descheduled (overloaded machine) from blaming whatever job
+        was on the stack; a C call that blocks without CPU while holding the GIL is missed.
+        """
+        threshold_s = self._block_threshold_s
+        return until - since > threshold_s and self._tick <= since and hub_cpu_s >= threshold_s / 2
 
     def _job_on_hub_stack(self) -> Job | None:
         """The job whose greenlet is running on the hub thread now, if any."""
@@ -182,19 +236,26 @@ class GeventPool:
 
     def _work(self) -> None:
         waiter = Waiter()
+        me = gevent.getcurrent()
         while True:
             job, on_done = self._next_job(waiter)
+            orphaned = False
             try:
-                outcome = self._run(job)
+                outcome = self._run(job, on_done)
             finally:
-                self._free += 1  # before on_done, which wakes the dispatcher to use this slot
+                orphaned = bool(self._orphans) and me in self._orphans
+                if not orphaned:
+                    self._free += 1  # before on_done, which wakes the dispatcher to use this slot
+            if orphaned:  # its outcome went out when it was abandoned; another greenlet has its slot
+                self._orphans.discard(me)
+                return
             on_done(job, outcome)
 
-    def _run(self, job: Job) -> Outcome:
+    def _run(self, job: Job, on_done: OnDone) -> Outcome:
         if job.time_limit is None and job.soft_time_limit is None:
             outcome = self.runner(job)
         else:
-            outcome = self._run_limited(job)
+            outcome = self._run_limited(job, on_done)
         if self._blocked:
             self._report_block(job)
         return outcome
@@ -222,31 +283,78 @@ class GeventPool:
             advice,
         )
 
-    def _run_limited(self, job: Job) -> Outcome:
-        hard = (
-            gevent.Timeout(
-                job.time_limit, TimeLimitExceeded(f"{job.task} exceeded time_limit={job.time_limit}s")
-            )
-            if job.time_limit
-            else None
-        )
-        soft = (
-            gevent.Timeout(
+    def _run_limited(self, job: Job, on_done: OnDone) -> Outcome:
+        me = gevent.getcurrent()
+        limits = _Limits()
+        loop = get_hub().loop
+        if job.time_limit:
+            hard = loop.timer(job.time_limit)
+            hard.start(self._hard_limit, limits, me, job, on_done)
+            limits.timers.append(hard)
+        if job.soft_time_limit:
+            soft = gevent.Timeout(
                 job.soft_time_limit,
                 SoftTimeLimitExceeded(f"{job.task} exceeded soft_time_limit={job.soft_time_limit}s"),
             )
-            if job.soft_time_limit
-            else None
-        )
-        for timer in (hard, soft):
-            if timer is not None:
-                timer.start()
+            soft.start()
+            limits.timers.append(soft)
+        outcome: Outcome | None = None
         try:
-            return self.runner(job)
+            outcome = self.runner(job)
+        except _HardTimeLimit:
+            if not limits.fired:
+                raise
         finally:
-            for timer in (hard, soft):
-                if timer is not None:
-                    timer.close()
+            limits.done = True
+            for timer in limits.timers:
+                timer.close()
+        if limits.fired or outcome is None:  # past the limit it failed, whatever the body did next
+            outcome = self._timed_out(job, limits)
+        return outcome
+
+    def _timed_out(self, job: Job, limits: _Limits) -> Outcome:
+        error = TimeLimitExceeded(f"{job.task} exceeded time_limit={job.time_limit}s")
+        if self.fail is not None:
+            outcome = self.fail(job, error)
+        else:
+            outcome = Outcome("FAILURE", error=f"TimeLimitExceeded: {error}")
+        outcome.runtime_s = time.perf_counter() - limits.started
+        return outcome
+
+    def _hard_limit(self, limits: _Limits, greenlet: gevent.Greenlet, job: Job, on_done: OnDone) -> None:
+        """In the hub, at the job's hard time limit: throw it in, and set the grace timer first
+        (the throw runs the job's greenlet until it next yields)."""
+        if limits.done:
+            return
+        limits.fired = True
+        grace = get_hub().loop.timer(HARD_LIMIT_GRACE_S)
+        grace.start(self._abandon, limits, greenlet, job, on_done)
+        limits.timers.append(grace)
+        greenlet.throw(_HardTimeLimit(f"{job.task} exceeded time_limit={job.time_limit}s"))
+
+    def _abandon(self, limits: _Limits, greenlet: gevent.Greenlet, job: Job, on_done: OnDone) -> None:
+        """In the hub: the job caught its hard limit and went on. Report it failed, give its slot
+        to a new greenlet, and leave the old one to finish on its own."""
+        if limits.done:
+            return
+        limits.abandoned = True
+        self._orphans.add(greenlet)
+        self._free += 1
+        logger.error(
+            "task %s[%s] still runs %.1fs after its hard time_limit=%ss (does it catch BaseException?): "
+            "recorded as failed, its slot given to a new greenlet; the old one runs on",
+            job.task,
+            job.request.get("id"),
+            HARD_LIMIT_GRACE_S,
+            job.time_limit,
+        )
+        gevent.spawn(self._take_over, greenlet, job, on_done, self._timed_out(job, limits))
+        greenlet.throw(_HardTimeLimit(f"{job.task} exceeded time_limit={job.time_limit}s"))
+
+    def _take_over(self, old: gevent.Greenlet, job: Job, on_done: OnDone, outcome: Outcome) -> None:
+        self._workers[self._workers.index(old)] = gevent.getcurrent()
+        on_done(job, outcome)
+        self._work()
 
     def stop(self, timeout_s: float | None) -> bool:
         """Wait until no job runs (up to ``timeout_s``); True if all finished."""
@@ -258,7 +366,7 @@ class GeventPool:
         return True
 
     def kill(self) -> None:
-        gevent.killall(self._workers, block=False)
+        gevent.killall([*self._workers, *self._orphans], block=False)
 
     def stats(self) -> dict[str, Any]:
         return {"busy": self.running(), "hub_blocks": self.hub_blocks}

@@ -51,3 +51,39 @@ def test_a_killed_idle_worker_is_never_handed_a_job() -> None:
     pool.submit(Job(1, "t", [], {}), lambda job, outcome: done.set())
     assert done.wait(5)  # the one live worker ran it
     pool.kill()
+
+
+def test_hard_time_limit_ends_a_gevent_task_that_catches_exception(evidence, r, start_worker) -> None:
+    """``except Exception:`` around a sleep must not keep the task alive past its time_limit."""
+    worker = start_worker("--pool", "gevent", "-c", "1", app="tests.apps.evidence")
+    result = evidence.swallows_exception.delay("exc")
+    error = result.get(timeout=5, propagate=False)  # the body alone would take 20 s
+    assert result.state == "FAILURE" and error.exc_type == "TimeLimitExceeded"
+    assert "exceeded time_limit=0.5s" in error.exc_message
+    assert r.get("started:exc") == b"1" and r.get("finished:exc") is None
+    assert evidence.whoami.delay().get(timeout=10) == worker.pid  # its only slot is free again
+
+
+def test_a_gevent_task_that_swallows_its_hard_limit_loses_its_slot(evidence, r, start_worker) -> None:
+    worker = start_worker("--pool", "gevent", "-c", "1", app="tests.apps.evidence")
+    result = evidence.swallows_everything.delay("all")
+    error = result.get(timeout=8, propagate=False)  # the body alone would take 8 s
+    assert result.state == "FAILURE" and error.exc_type == "TimeLimitExceeded"
+    assert int(r.get("swallowed:all")) >= 1  # it did catch the limit, and was failed anyway
+    assert evidence.whoami.delay().get(timeout=10) == worker.pid  # a new greenlet has the slot
+    assert r.get("finished:all") is None
+    worker.wait_for(r"task tests\.apps\.evidence\.swallows_everything\[\w+\] still runs .* after its hard")
+
+
+def test_one_long_c_call_that_blocks_the_hub_is_logged_with_its_name(evidence, start_worker) -> None:
+    """sum(range(n)) holds the GIL throughout, so the watchdog thread takes no sample during it;
+    the gap itself must be blamed on the task (issue 26 item 4)."""
+    worker = start_worker("--pool", "gevent", "-c", "5", app="tests.apps.evidence")
+    n = 30_000_000  # ~0.6 s of one C call here, six times the default worker_block_warning
+    assert evidence.one_long_c_call.delay(n).get(timeout=60) == n * (n - 1) // 2
+    match = worker.wait_for(r"task (\S+)\[(\w+)\] blocked the event loop for ([\d.]+)s")
+    assert match.group(1) == "tests.apps.evidence.one_long_c_call"
+    assert float(match.group(3)) > 0.1
+    assert "mark it @app.task(cpu=True)" in match.string
+    blocks = [line for line in worker.lines if "blocked the event loop" in line]
+    assert len(blocks) == 1, blocks
