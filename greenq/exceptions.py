@@ -7,8 +7,6 @@ with ``raise ... from exc``.
 
 from __future__ import annotations
 
-from typing import Any
-
 
 class GreenqError(Exception):
     """Base class of every error greenq raises on purpose."""
@@ -73,13 +71,10 @@ class TaskRevoked(TaskError):
 class Retry(GreenqError):
     """Raised by ``self.retry()``; the worker turns it into state RETRY and a delayed message."""
 
-    def __init__(
-        self, exc: BaseException | None = None, countdown_s: float | None = None, when: Any = None
-    ) -> None:
+    def __init__(self, exc: BaseException | None = None, countdown_s: float | None = None) -> None:
         super().__init__(f"retry in {countdown_s}s" if countdown_s is not None else "retry")
         self.exc = exc
         self.countdown_s = countdown_s
-        self.when = when
 
 
 class TimeLimitExceeded(GreenqError):
