@@ -1,14 +1,28 @@
-"""Packaging for greenq: a Redis-Streams task queue with gevent, prefork and hybrid workers."""
+"""Packaging for greenq: a Redis-Streams task queue with gevent, prefork and hybrid workers.
 
+The version is written once, as ``__version__`` in greenq/__init__.py, and read here from the
+source text (importing greenq at build time would need its dependencies installed).
+"""
+
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
 
+
+def read_version() -> str:
+    source = (ROOT / "greenq" / "__init__.py").read_text(encoding="utf-8")
+    found = re.search(r'^__version__ = "([^"]+)"', source, re.MULTILINE)
+    if found is None:
+        raise RuntimeError('greenq/__init__.py has no __version__ = "..." line')
+    return found.group(1)
+
+
 setup(
     name="greenq",
-    version="0.1.0",
+    version=read_version(),
     description="A Python distributed task queue on Redis Streams, built for HTTP-heavy and CPU-bound work",
     long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",

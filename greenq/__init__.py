@@ -2,7 +2,8 @@
 
 Re-exports the public API lazily (PEP 562), so ``import greenq`` has no side effects and
 imports nothing heavy: the CLI must be able to monkey-patch with gevent before redis, requests
-or the user's app are imported.
+or the user's app are imported. Owns ``__version__``. Imports nothing from greenq at import
+time; each name is imported from its module on first use.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one version number: setup.py reads this line
 
 _EXPORTS = {
     "GreenQ": "greenq.app",
