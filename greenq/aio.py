@@ -1,7 +1,7 @@
 """AsyncRedisBroker: the producer's round trips on ``redis.asyncio``, for asyncio services.
 
 A thin second transport beside ``RedisBroker``. It builds nothing: messages come from
-``GreenQ.build_message`` (the one code path for routing, validation and encoding), are laid
+``greenq.producer.Producer`` (the one code path for routing, validation and encoding), are laid
 out with the same ``Keys`` and commands as ``RedisBroker.enqueue``, and redis errors are
 translated by ``RedisBroker.guard`` (``BrokerUnavailable`` with the URL masked). What it owns
 is write combining: enqueues made while a pipeline is in flight wait for the next one, so

@@ -2,16 +2,16 @@
 
 redis-py checks every connection at checkout (``can_read``: a poll of the socket, which under
 gevent is a trip through the hub), records four observability counters per checkout and
-release, and arms a timer for every blocking ``get`` from its queue. For 500 greenlets each
-sending one short command, that was ~25 % of a worker's CPU in the drain benchmark. A
-connection interrupted mid-command is already disconnected by redis-py itself (its read and
-send paths disconnect on any exception, a gevent ``Timeout`` included), so the poll guards
-nothing here. ``TaskRedis`` skips the retry wrapper and timing around each command. Together:
-0.151 -> 0.112 ms of worker CPU per INCR task in the drain benchmark.
+release, and arms a timer for every blocking ``get`` from its queue; with hundreds of greenlets
+each sending one short command, that is a large share of a worker's CPU (figures in
+docs/benchmarks.md, "drain"). A connection interrupted mid-command is already disconnected by
+redis-py itself (its read and send paths disconnect on any exception, a gevent ``Timeout``
+included), so the poll guards nothing here. ``TaskRedis`` also skips the retry wrapper and
+timing around each command.
 
 In a gevent-patched process, plain commands go further: through one ``Multiplexer``
 (greenq.redis_mux), which pipelines the commands of every greenlet over one connection.
-Imports: redis; greenq.redis_mux only once gevent has patched the process.
+Imports: redis, config (``mask_url``); greenq.redis_mux only once gevent has patched the process.
 """
 
 from __future__ import annotations

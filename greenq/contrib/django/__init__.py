@@ -5,11 +5,12 @@ Owns the Django touch points: ``on_commit`` (``apply_async(on_commit=True)``,
 Django up in a worker process that has not), ``close_db_connections`` for task bodies, and the
 clear error when Django is missing.
 Settings need nothing here: ``app.config_from_object("django.conf:settings",
-namespace="GREENQ")`` reads ``GREENQ_*`` names through ``greenq.config`` like any other object.
+namespace="GREENQ")`` reads ``GREENQ_*`` names through ``greenq.config`` like any other object,
+and only those: a Django setting that raises when read (an empty ``SECRET_KEY``) is never read.
 
 Django is the optional extra ``greenq[django]``; this module imports it lazily, inside the
-functions, so importing greenq (or this module) never needs it. Must not import gevent, the
-worker or pools.
+functions, so importing greenq (or this module) never needs it. Imports: exceptions. Must not
+import gevent, the worker or pools.
 """
 
 from __future__ import annotations
