@@ -253,7 +253,8 @@ class Task:
                 (errors raise here), so ``countdown`` counts from this call.
 
         Raises:
-            EncodeError: an argument is not JSON serialisable (the argument is named).
+            EncodeError: an argument JSON cannot carry as it is (NaN, a datetime, a UUID...);
+                the message names where it is and what to send instead (docs/protocol.md).
             MessageTooLarge: the message is over ``max_message_bytes``.
             BrokerUnavailable: Redis cannot be reached within the connect/socket timeout
                 (with ``on_commit``: raised from the commit, after the data is committed).
