@@ -1,10 +1,12 @@
-"""ConnectionStack: the producer's raw Redis connections, shared by threads and greenlets.
+"""Raw Redis connections: the producer's shared ``ConnectionStack`` and a worker thread's own
+``Link``, plus the wire helpers both use (packing, one exchange, reply fields, Lua scripts).
 
 redis-py's connection pool costs tens of microseconds per command on this path (a lock, a
 health check and a ``can_read`` poll of the socket at every checkout), more than building the
-message. A producer sends whole pipelines and reads every reply before it lets go of a
-connection, so it needs none of that: a LIFO list of idle connections (``list.pop`` and
-``list.append`` are atomic) and a semaphore that caps how many exist. Imports: redis, exceptions.
+message. Both users send whole pipelines and read every reply before they let go of a
+connection, so they need none of that: the producer keeps a LIFO list of idle connections
+(``list.pop`` and ``list.append`` are atomic) and a semaphore that caps how many exist; a worker
+thread owns one connection outright. Imports: redis, config (URL masking), exceptions.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import redis
 import redis.exceptions
 
 from greenq.config import mask_url
@@ -109,3 +114,73 @@ class ConnectionStack:
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.disconnect()
+
+
+def text(value: Any) -> str:
+    """A reply value (bytes under RESP2) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def field(flat: Sequence[Any], name: bytes) -> Any:
+    """The value of ``name`` in a raw RESP2 field list [name, value, name, value, ...]."""
+    for i in range(0, len(flat) - 1, 2):
+        if flat[i] == name:
+            return flat[i + 1]
+    raise BrokerError(f"stream entry lacks field {name.decode()!r}: {flat!r}"[:300])
+
+
+@cache
+def script(name: str) -> str:
+    """The text of ``scripts/<name>.lua`` (run with EVAL: Redis caches it by SHA, and a restarted
+    server needs no SCRIPT LOAD)."""
+    return resources.files("greenq.broker").joinpath("scripts", f"{name}.lua").read_text()
+
+
+class Link:
+    """One dedicated Redis connection for one worker thread or greenlet.
+
+    No pool checkout, no locks, no per-command health check: the owner sends whole pipelines
+    and reads the replies. A broken connection raises ``BrokerUnavailable`` and reconnects on
+    the next call.
+    """
+
+    def __init__(self, url: str, connect_timeout_s: float, socket_timeout_s: float) -> None:
+        self.url = url
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=connect_timeout_s,
+            socket_timeout=socket_timeout_s,
+            health_check_interval=0,
+            protocol=2,
+        )
+        self._conn = client.connection_pool.make_connection()
+
+    def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
+        """The commands in the wire protocol, for ``send`` (see ``pack``)."""
+        return pack(self._conn, commands)
+
+    def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Send all commands in one write and read every reply; error replies are returned in place."""
+        return self.send(self.pack(commands), len(commands))
+
+    def send(self, packed: list[bytes], count: int) -> list[Any]:
+        """Send commands packed by ``pack`` and read their ``count`` replies (see ``exchange``)."""
+        return exchange(self._conn, packed, count, self.url)
+
+    def call(self, *args: Any) -> Any:
+        """One command; an error reply raises ``BrokerError``."""
+        reply = self.pipeline([args])[0]
+        if isinstance(reply, Exception):
+            raise BrokerError(f"{text(args[0])} failed: {reply}")
+        return reply
+
+    def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """Run commands in MULTI/EXEC: all of them or none, in one round trip."""
+        replies = self.pipeline([("MULTI",), *commands, ("EXEC",)])
+        result = replies[-1]
+        if isinstance(result, Exception) or result is None:
+            raise BrokerError(f"transaction failed: {result or replies}")
+        return list(result)
+
+    def close(self) -> None:
+        self._conn.disconnect()

@@ -2,8 +2,10 @@
 
 The same function runs in a greenlet, inline (solo) or in a prefork child, so it takes only
 the app and a picklable ``Job``. A task that raises, returns something that is not JSON, or
-calls ``sys.exit()`` gives FAILURE; it never takes the worker down. Imports: app (registry),
-task, results, pools.base; no Redis.
+calls ``sys.exit()`` gives FAILURE; it never takes the worker down. Also builds the outcome
+records the consumer writes for tasks that never ran (revoked, expired, abandoned). Imports:
+message (result records), task (request context), pools.base, worker.admission, and loader in
+prefork children; no Redis.
 """
 
 from __future__ import annotations
@@ -15,19 +17,40 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from greenq.exceptions import Retry, TaskRevoked
+from greenq.message import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
 from greenq.pools.base import Job, Outcome
-from greenq.results import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
 from greenq.task import reset_request, set_request
+from greenq.worker.admission import setting
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
     from greenq.task import Task
 
 
+# NOTE: redis-py 8 caps a default pool at 100 connections; a gevent worker runs hundreds of
+# tasks at once, so a module-level redis.Redis() in a task module fails with this.
+POOL_EXHAUSTED = "Too many connections"
+POOL_HINT = (
+    " [greenq: this worker runs more tasks at once than the task's Redis client has connections"
+    " (redis-py's default pool holds 100); use app.redis, which is sized for the worker, or"
+    " redis.BlockingConnectionPool(max_connections=...) — see docs/http-tasks.md]"
+)
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception's message, with one sentence of help for an exhausted Redis client pool."""
+    text = str(exc)
+    if POOL_EXHAUSTED in text and type(exc).__name__ in ("MaxConnectionsError", "ConnectionError"):
+        return text + POOL_HINT
+    return text
+
+
 def _failure(task: Task, job: Job, exc: BaseException, ignore: bool, worker: str | None) -> Outcome:
     name = type(exc).__name__
-    text = str(exc)
+    text = _describe(exc)
     trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if text.endswith(POOL_HINT):
+        trace += POOL_HINT.strip() + "\n"
     payload = (
         None
         if ignore
@@ -64,7 +87,7 @@ def execute(app: GreenQ, job: Job) -> Outcome:
     """Run ``job`` with ``app``'s task registry; never raises (but lets GreenletExit through)."""
     task = app.tasks[job.task]
     options = task.options
-    ignore = options.ignore_result if options.ignore_result is not None else app.conf.task_ignore_result
+    ignore = setting(task, app.conf, "ignore_result")
     worker = job.request.get("worker")
     token = set_request(job.request)
     started = time.perf_counter()
@@ -111,23 +134,29 @@ def _autoretry(task: Task, job: Job, exc: BaseException, ignore: bool, worker: s
     return _retry(task, job, exc, task.backoff_delay(retries), worker)
 
 
+def revoked_outcome(task_id: str, task_name: str, reason: str, retries: int, worker: str | None) -> Outcome:
+    """REVOKED for a task that did not run to its end: revoked, expired or terminated."""
+    payload = result_payload(
+        task_id,
+        task_name,
+        REVOKED,
+        exc_type="TaskRevoked",
+        exc_message=reason,
+        retries=retries,
+        worker=worker,
+    )
+    return Outcome(REVOKED, payload, error=f"TaskRevoked: {reason}")
+
+
 def lost_outcome(app: GreenQ, job: Job, exc: BaseException) -> Outcome:
     """FAILURE for a job whose process died or hit its hard time limit (built in the parent)."""
     task = app.tasks[job.task]
-    option = task.options.ignore_result
-    ignore = option if option is not None else app.conf.task_ignore_result
+    request = job.request
     if isinstance(exc, TaskRevoked):
-        payload = result_payload(
-            str(job.request["id"]),
-            task.name,
-            REVOKED,
-            exc_type="TaskRevoked",
-            exc_message="terminated",
-            retries=int(job.request.get("retries", 0)),
-            worker=job.request.get("worker"),
+        return revoked_outcome(
+            str(request["id"]), task.name, "terminated", int(request.get("retries", 0)), request.get("worker")
         )
-        return Outcome(REVOKED, payload, error="TaskRevoked: terminated")
-    return _failure(task, job, exc, bool(ignore), job.request.get("worker"))
+    return _failure(task, job, exc, bool(setting(task, app.conf, "ignore_result")), request.get("worker"))
 
 
 class ChildApp:
@@ -137,7 +166,7 @@ class ChildApp:
         self.app_spec, self.config, self.overrides = app_spec, config, overrides
 
     def __call__(self) -> Callable[[Job], Outcome]:
-        from greenq.cli import load_app
+        from greenq.loader import load_app
 
         app = load_app(self.app_spec)
         if self.config:

@@ -2,19 +2,23 @@
 
 "main" is the worker's own pool; a hybrid gevent worker adds "cpu" (child processes for
 ``cpu=True`` tasks). Each lane has its own queue, so CPU work waiting for a child never holds up
-I/O work behind it. Imports: broker (Delivery), message, pools.base; no Redis calls.
+I/O work behind it. The "cpu" lane's child processes start with its first task (``LazyPool``):
+an HTTP worker whose module merely defines a ``cpu=True`` task does not pay for them.
+Imports: broker (Delivery), message, pools.base; no Redis calls.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from greenq.broker import Delivery
 from greenq.message import Message
-from greenq.pools.base import Pool
+from greenq.pools.base import Job, OnDone, Pool
 
 if TYPE_CHECKING:
     from greenq.task import Task
@@ -92,3 +96,51 @@ class Lanes:
                 cpu_stats=cpu.stats(),
             )
         return info
+
+
+class LazyPool:
+    """A pool made and started on its first ``submit``; until then it reports free slots and
+    runs nothing. Everything else is passed to the real pool once it exists."""
+
+    def __init__(self, make: Callable[[], Pool], kind: str, concurrency: int) -> None:
+        self.kind = kind
+        self.concurrency = concurrency
+        self._make = make
+        self._pool: Pool | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    def start(self) -> None:
+        """Nothing to start before the first task."""
+
+    def _real(self) -> Pool:
+        with self._lock:
+            if self._pool is None:
+                pool = self._make()
+                pool.start()
+                self._pool = pool
+            return self._pool
+
+    def free_slots(self) -> int:
+        return self.concurrency if self._pool is None else self._pool.free_slots()
+
+    def running(self) -> int:
+        return 0 if self._pool is None else self._pool.running()
+
+    def submit(self, job: Job, on_done: OnDone) -> None:
+        self._real().submit(job, on_done)
+
+    def stop(self, timeout_s: float | None) -> bool:
+        return True if self._pool is None else self._pool.stop(timeout_s)
+
+    def stats(self) -> dict[str, Any]:
+        return {"started": False} if self._pool is None else self._pool.stats()
+
+    def __getattr__(self, name: str) -> Any:
+        """``running_keys``, ``terminate``, ``child_pids``... of the real pool, once it exists."""
+        if name.startswith("_") or self.__dict__.get("_pool") is None:
+            raise AttributeError(name)
+        return getattr(self.__dict__["_pool"], name)

@@ -1,8 +1,9 @@
-"""run_worker: build the pool and consumer for an app, handle signals, stop gracefully.
+"""run_worker: build the pools and the consumer for an app, handle signals, stop.
 
 First SIGTERM/SIGINT: graceful stop (reserved messages go back at once, running tasks get
-``shutdown_timeout``). Second: exit at once; unacked messages are recovered by other workers.
-Imports: app, pools, worker.consumer, worker.execute.
+``shutdown_timeout``). Second: exit at once; unacked messages are recovered by other workers
+and each running early-ack task gets FAILURE (``WorkerLostError``), since none will run it
+again. Imports: config, pools (chosen lazily), worker.consumer, worker.execute, worker.lanes.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from greenq.config import mask_url
 from greenq.pools.base import Pool
 from greenq.worker.consumer import Consumer
 from greenq.worker.execute import ChildApp, execute, lost_outcome
+from greenq.worker.lanes import LazyPool
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
@@ -66,7 +68,8 @@ def make_pool(
 
 
 def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | None:
-    """Hybrid: a gevent worker's child-process pool for ``cpu=True`` tasks, when it needs one."""
+    """Hybrid: a gevent worker's child-process pool for ``cpu=True`` tasks, when it may need
+    one; its processes start with the first such task (``LazyPool``)."""
     wanted = app.conf.worker_cpu_workers
     if kind != "gevent" or wanted == 0:
         return None
@@ -74,7 +77,8 @@ def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | 
         if not any(task.options.cpu for task in app.tasks.values()):
             return None
         wanted = os.cpu_count() or 1
-    return make_pool(app, "prefork", wanted, child_app, nice=app.conf.worker_cpu_nice)
+    make = functools.partial(make_pool, app, "prefork", wanted, child_app, nice=app.conf.worker_cpu_nice)
+    return LazyPool(make, "prefork", wanted)
 
 
 def tune_gc(threshold: int) -> None:
@@ -127,8 +131,11 @@ def run_worker(
     if kind == "gevent":
         pool.enable_block_detection(conf.worker_block_warning)  # type: ignore[attr-defined]
     if cpu_pool is not None:
-        nice = conf.worker_cpu_nice
-        logger.info("hybrid: %s child processes for cpu=True tasks (nice +%s)", cpu_pool.concurrency, nice)
+        logger.info(
+            "hybrid: up to %s child processes for cpu=True tasks (nice +%s), started with the first one",
+            cpu_pool.concurrency,
+            conf.worker_cpu_nice,
+        )
     consumer = Consumer(
         app,
         pool,
@@ -141,13 +148,13 @@ def run_worker(
     stop, force = threading.Event(), threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        name = signal.Signals(signum).name
         if stop.is_set():
-            logger.warning(
-                "second %s: exiting now; unacked messages are left for recovery", signal.Signals(signum).name
-            )
+            logger.warning("second %s: exiting now; unacked messages are left for recovery", name)
             force.set()
+            consumer.abandon(f"second {name}")
             os._exit(1)
-        logger.warning("%s: graceful shutdown (again to stop now)", signal.Signals(signum).name)
+        logger.warning("%s: graceful shutdown (again to stop now)", name)
         stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -159,7 +166,8 @@ def run_worker(
 
         serve(WorkerCollector(consumer), metrics_port)
         logger.info("metrics on http://127.0.0.1:%s/metrics", metrics_port)
-    logger.info("worker ready: consumer %s, tasks: %s", consumer.consumer_id, len(app.tasks))
+    logger.info("worker ready: consumer %s, %s tasks registered", consumer.consumer_id, len(app.tasks))
+    logger.debug("tasks: %s", ", ".join(sorted(app.tasks)))
     while not stop.wait(1.0):
         pass
     consumer.stop(conf.shutdown_timeout, force)

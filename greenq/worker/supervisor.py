@@ -1,11 +1,13 @@
 """``greenq worker --processes N``: N patched worker processes under one small supervisor.
 
 One gevent process uses one core; this puts every core to work. The supervisor only starts
-children, restarts one that dies, and forwards signals: the first SIGTERM/SIGINT makes every
-child shut down gracefully (each returns its reserved messages and waits for its running
-tasks); a second one makes them exit at once. Each child is an ordinary worker with its own
-consumer name and heartbeat, tagged with the group name so ``greenq status`` shows them
-together. Imports: stdlib only.
+children, restarts one that dies, and forwards signals. Each child runs in a process group of
+its own, so a signal sent to the supervisor's group (Ctrl-C in a terminal, ``kill -TERM -PGID``,
+many process managers) reaches each child once, through the supervisor, and never also
+directly: the first SIGTERM/SIGINT makes every child shut down gracefully (each returns its
+reserved messages and waits for its running tasks); a second one makes them exit at once.
+Each child is an ordinary worker with its own consumer name and heartbeat, tagged with the
+group name so ``greenq status`` shows them together. Imports: stdlib only.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def run_group(worker_argv: list[str], processes: int, group: str) -> int:
             "--group",
             f"{group}:{index}/{processes}",
         ]
-        children[index] = subprocess.Popen(args, preexec_fn=_die_with_parent)
+        children[index] = subprocess.Popen(args, preexec_fn=_own_group_die_with_parent)
         logger.info("worker process %s/%s started (pid %s)", index, processes, children[index].pid)
 
     def forward(signum: int, _frame: Any) -> None:
@@ -65,11 +67,11 @@ def run_group(worker_argv: list[str], processes: int, group: str) -> int:
             "stopping" if signals["count"] == 1 else "killing",
             len(children),
         )
+        # One signal per signal received: a child's first is its graceful stop, its second
+        # its hard exit, however the supervisor's own signal was delivered.
         for child in children.values():
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM if signals["count"] == 1 else signal.SIGINT)
-                if signals["count"] > 1:
-                    child.send_signal(signal.SIGINT)
+                child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -90,10 +92,12 @@ def run_group(worker_argv: list[str], processes: int, group: str) -> int:
     return 0 if all(code == 0 for code in codes) else 1
 
 
-def _die_with_parent() -> None:
-    """Linux: a child gets SIGTERM (a graceful stop) if the supervisor itself is killed."""
+def _own_group_die_with_parent() -> None:
+    """In the child before exec: a process group of its own (group signals go to the supervisor
+    only), and, on Linux, SIGTERM (a graceful stop) if the supervisor itself is killed."""
     import ctypes
 
+    os.setpgid(0, 0)
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 

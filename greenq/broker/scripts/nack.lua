@@ -9,10 +9,11 @@
 -- ARGV[4]     time now, epoch ms
 -- ARGV[5]     consumer name (recorded on dead letters)
 -- ARGV[6..]   entry ids
--- Returns {requeued, dead_lettered}. Each entry is acked in the same step, so it moves once.
+-- Returns {requeued, {body of each dead-lettered message}} (the caller writes their FAILURE
+-- results). Each entry is acked in the same step, so it moves once.
 local stream, dead = KEYS[1], KEYS[2]
 local group, max_deliveries = ARGV[1], tonumber(ARGV[2])
-local requeued, dead_lettered = 0, 0
+local requeued, dead_lettered = 0, {}
 for i = 6, #ARGV do
   local id = ARGV[i]
   local found = redis.call('XRANGE', stream, id, id)
@@ -27,7 +28,7 @@ for i = 6, #ARGV do
       redis.call('XADD', dead, '*', 'm', body, 'reason',
                  'delivery ' .. deliveries .. ' killed its worker', 'time', ARGV[4],
                  'worker', ARGV[5], 'stream', stream)
-      dead_lettered = dead_lettered + 1
+      dead_lettered[#dead_lettered + 1] = body
     else
       redis.call('XADD', stream, '*', 'm', body, 'd', tostring(deliveries + 1))
       requeued = requeued + 1
@@ -35,7 +36,7 @@ for i = 6, #ARGV do
   end
   redis.call('XDEL', stream, id)
 end
-if dead_lettered > 0 then
+if #dead_lettered > 0 then
   local dropped = redis.call('XTRIM', dead, 'MAXLEN', tonumber(ARGV[3]))
   if dropped > 0 then redis.call('INCRBY', KEYS[3], dropped) end
 end

@@ -3,28 +3,35 @@
 -- KEYS[2]     the queue's dead-letter stream (greenq:{q:NAME}:dead)
 -- KEYS[3]     the dead consumer's heartbeat key (checked here, atomically, to be missing)
 -- KEYS[4]     the queue's dropped-dead-letters counter (what the cap dropped is counted)
+-- KEYS[5]     the queue's recovery markers (greenq:{q:NAME}:recovered), a sorted set of
+--             "<band stream>|<entry id>" scored by time in ms, read by start.lua
 -- ARGV[1]     consumer group name
 -- ARGV[2]     the dead consumer's name
 -- ARGV[3]     max_deliveries: a message whose delivery number reached this is dead-lettered
 -- ARGV[4]     dead-letter stream cap
 -- ARGV[5]     time now, epoch ms, recorded on dead letters
 -- ARGV[6]     batch size: most entries handled in this call
--- Returns {requeued, dead_lettered, left}; the consumer is deleted once it has none left.
+-- ARGV[7]     how long a recovery marker is kept, ms
+-- Returns {requeued, {body of each dead-lettered message}, left} (the caller writes their
+-- FAILURE results); the consumer is deleted once it has none left.
 -- Several workers may run this at once: each entry is acked inside the script, so only
 -- one of them moves it.
-local stream, dead, heartbeat = KEYS[1], KEYS[2], KEYS[3]
+local stream, dead, heartbeat, markers = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local max_deliveries, cap = tonumber(ARGV[3]), ARGV[4]
 if redis.call('EXISTS', heartbeat) == 1 then return {0, 0, -1} end
 local pending = redis.call('XPENDING', stream, group, '-', '+', tonumber(ARGV[6]), consumer)
-local requeued, dead_lettered = 0, 0
+if #pending > 0 then
+  redis.call('ZREMRANGEBYSCORE', markers, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[7]))
+end
+local requeued, dead_lettered = 0, {}
 for _, item in ipairs(pending) do
   local id = item[1]
   local found = redis.call('XRANGE', stream, id, id)
   redis.call('XACK', stream, group, id)
   redis.call('XDEL', stream, id)
   -- a marker for start.lua: a worker presumed dead that retries its early ack must not run it
-  redis.call('SET', stream .. ':recovered:' .. id, consumer, 'PX', 600000)
+  redis.call('ZADD', markers, ARGV[5], stream .. '|' .. id)
   if found[1] then
     local fields = found[1][2]
     local body, deliveries = '', 1
@@ -36,14 +43,14 @@ for _, item in ipairs(pending) do
       redis.call('XADD', dead, '*', 'm', body, 'reason',
                  'delivery ' .. deliveries .. ' killed its worker', 'time', ARGV[5],
                  'worker', consumer, 'stream', stream)
-      dead_lettered = dead_lettered + 1
+      dead_lettered[#dead_lettered + 1] = body
     else
       redis.call('XADD', stream, '*', 'm', body, 'd', tostring(deliveries + 1))
       requeued = requeued + 1
     end
   end
 end
-if dead_lettered > 0 then
+if #dead_lettered > 0 then
   local dropped = redis.call('XTRIM', dead, 'MAXLEN', tonumber(cap))
   if dropped > 0 then redis.call('INCRBY', KEYS[4], dropped) end
 end

@@ -1,0 +1,335 @@
+"""Channel: one worker thread's own connection and every round trip it makes for messages.
+
+Reserve (prefetch), start (early ack + revocation check), flush (results, late acks, retries,
+events, dead letters in one ``MULTI``), nack, requeue and dead-letter. Each call is one round
+trip, or one per queue where a script must stay inside one queue's hash slot. Liveness
+(heartbeats, recovery, the due-ETA mover) is ``recovery.Upkeep``. Imports: broker.keys,
+broker.stack, message; never the worker or pools.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from greenq.broker import Delivery
+from greenq.broker.keys import EVENTS_MAX, GROUP, Keys, delayed_command
+from greenq.broker.stack import Link, script, text
+from greenq.exceptions import BrokerError
+from greenq.message import PRIORITY_MAX, Message, now
+
+
+class Channel:
+    """A worker thread's message operations on its own ``Link`` (not shared between threads)."""
+
+    def __init__(self, link: Link, dead_letter_max: int) -> None:
+        self.link = link
+        self.dead_letter_max = dead_letter_max
+        # The band tails (newest ids) the last reserve saw when it left the bands empty: where
+        # the next XREAD BLOCK starts (small capacities, see ``_reserve_tails``).
+        self._tails: list[str] | None = None
+        # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
+        self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
+
+    def close(self) -> None:
+        self.link.close()
+
+    # ---- reserve ---------------------------------------------------------------------
+
+    def reserve(
+        self, queues: Sequence[str], consumer: str, count: int, block_ms: int, drained: bool = False
+    ) -> tuple[list[Delivery], bool]:
+        """Reserve up to ``count`` messages; returns (deliveries, drained).
+
+        Unless ``drained``, first one EVAL of ``fetch.lua`` per queue until ``count`` is reached:
+        queues in the given order, bands high priority first. If that reserves nothing (or the
+        caller says the bands were just seen empty: ``drained``), one ``XREADGROUP ... BLOCK`` on
+        every band stream waits for the next messages and reserves them in the same round trip.
+
+        ``drained`` in the reply is True when this call saw every band empty once it was done, so
+        that a caller that calls again straight away (without waiting for capacity) may skip
+        the non-blocking pass: an idle worker then costs one round trip per wake-up.
+
+        The blocking read asks ``count // bands`` messages of each band, so that it can never
+        reserve more than ``count`` in all. Below one per band (a worker holding fewer messages
+        than it has band streams), it waits with ``XREAD BLOCK`` on the band tails instead and
+        reserves with ``fetch.lua`` when woken; ``fetch.lua`` returns the tails whenever it
+        leaves the bands empty, so a drained call goes straight to the XREAD as well.
+        """
+        keys = [key for queue in queues for key in Keys.bands(queue)]
+        per_band = count // len(keys)
+        if per_band < 1:
+            return self._reserve_tails(queues, keys, consumer, count, block_ms, drained)
+        if drained and block_ms > 0:
+            return self._reserve_blocking(queues, consumer, per_band, block_ms)
+        deliveries, _ = self._fetch_once(queues, consumer, count, want_tails=False)
+        if deliveries or block_ms <= 0:
+            return deliveries, len(deliveries) < count
+        return self._reserve_blocking(queues, consumer, per_band, block_ms)
+
+    def _reserve_tails(
+        self, queues: Sequence[str], keys: list[str], consumer: str, count: int, block_ms: int, drained: bool
+    ) -> tuple[list[Delivery], bool]:
+        """``reserve`` for fewer than one message per band: fetch.lua, and XREAD BLOCK on the
+        tails it saw to wait for the next message."""
+        tails = self._tails if drained else None
+        self._tails = None
+        if tails is None or block_ms <= 0:
+            deliveries, tails = self._fetch_once(queues, consumer, count)
+            if deliveries or block_ms <= 0:
+                if len(deliveries) < count and len(tails) == len(keys):
+                    self._tails = tails
+                return deliveries, len(deliveries) < count
+        woken = self.link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])[0]
+        if woken is None:  # timed out: nothing newer than the tails, which still hold
+            self._tails = tails
+            return [], True
+        deliveries, tails = self._fetch_once(queues, consumer, count)
+        if len(deliveries) < count and len(tails) == len(keys):
+            self._tails = tails
+        return deliveries, len(deliveries) < count
+
+    def _reserve_blocking(
+        self, queues: Sequence[str], consumer: str, per_band: int, block_ms: int
+    ) -> tuple[list[Delivery], bool]:
+        """One XREADGROUP BLOCK on every band: returns at once what is there, else waits."""
+        # The same command, packed once, call after call while the worker idles.
+        key = (tuple(queues), consumer, per_band, block_ms)
+        cached = self._blocking_read
+        if cached[0] != key:
+            keys = [k for queue in queues for k in Keys.bands(queue)]
+            command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
+            packed = self.link.pack([(*command, "STREAMS", *keys, *[">"] * len(keys))])
+            bands = {k: (q, PRIORITY_MAX - i) for q in queues for i, k in enumerate(Keys.bands(q))}
+            cached = self._blocking_read = (key, packed, bands)
+        _, packed, bands = cached
+        reply = self.link.send(packed, 1)[0]
+        if isinstance(reply, Exception):
+            # NOGROUP: a band or its group does not exist (yet, or any more: deleted while this
+            # read waited); Redis 7 answers UNBLOCKED when a stream is deleted under the read.
+            if not str(reply).startswith(("NOGROUP", "UNBLOCKED")):
+                raise BrokerError(f"XREADGROUP failed: {reply}")
+            self.create_groups(list(bands))
+            return [], False
+        if not reply:
+            return [], True
+        deliveries: list[Delivery] = []
+        drained = True
+        for stream_key, entries in reply:
+            stream = text(stream_key)
+            queue, priority = bands[stream]
+            drained = drained and len(entries) < per_band
+            for entry_id, fields in entries:
+                body, delivery_count = b"", 1
+                for i in range(0, len(fields or ()), 2):
+                    if fields[i] == b"m":
+                        body = fields[i + 1]
+                    elif fields[i] == b"d":
+                        delivery_count = int(fields[i + 1])
+                deliveries.append(Delivery(stream, text(entry_id), body, delivery_count, queue, priority))
+        return deliveries, drained
+
+    def create_groups(self, keys: Sequence[str]) -> None:
+        """Create the consumer group on each band stream (and the stream if need be), starting at
+        id 0 so that messages already there are delivered; existing groups are left alone."""
+        replies = self.link.pipeline([("XGROUP", "CREATE", key, GROUP, "0", "MKSTREAM") for key in keys])
+        for reply in replies:
+            if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
+                raise BrokerError(f"XGROUP CREATE failed: {reply}")
+
+    def _fetch_once(
+        self, queues: Sequence[str], consumer: str, count: int, want_tails: bool = True
+    ) -> tuple[list[Delivery], list[str]]:
+        deliveries: list[Delivery] = []
+        all_tails: list[str] = []
+        for queue in queues:
+            remaining = count - len(deliveries)
+            if remaining <= 0:
+                break
+            bands = Keys.bands(queue)
+            entries, tails = self.link.call(
+                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining, int(want_tails)
+            )
+            all_tails.extend(text(t) for t in tails)
+            for i in range(0, len(entries), 4):
+                stream = bands[int(entries[i]) - 1]
+                deliveries.append(
+                    Delivery(
+                        stream=stream,
+                        entry_id=text(entries[i + 1]),
+                        body=entries[i + 2],
+                        deliveries=int(entries[i + 3]),
+                        queue=queue,
+                        priority=PRIORITY_MAX - (int(entries[i]) - 1),
+                    )
+                )
+        return deliveries, all_tails
+
+    # ---- start -----------------------------------------------------------------------
+
+    def start_batch(
+        self, early: Sequence[Delivery], task_ids: Sequence[str], retry: bool = False
+    ) -> tuple[list[bool], list[bool]]:
+        """Before a batch starts, in one round trip (``start.lua``): early-ack ``early`` and look
+        up which of ``task_ids`` are revoked.
+
+        Returns (per early delivery: does this consumer still hold it; per task id: revoked?).
+        A False in the first list means another worker recovered the message (this worker's
+        heartbeat had lapsed): the caller must not run it, or the task would run twice.
+        """
+        keys = [
+            *(d.stream for d in early),
+            *(Keys.recovered(d.queue) for d in early),
+            *(Keys.revoked(task_id) for task_id in task_ids),
+        ]
+        if not keys:
+            return [], []
+        flags = text(
+            self.link.call(
+                "EVAL",
+                script("start"),
+                len(keys),
+                *keys,
+                GROUP,
+                len(early),
+                *(d.entry_id for d in early),
+                "retry" if retry else "first",
+            )
+        )
+        return [f == "1" for f in flags[: len(early)]], [f == "1" for f in flags[len(early) :]]
+
+    # ---- outcomes --------------------------------------------------------------------
+
+    def flush(
+        self,
+        acks: Sequence[Delivery],
+        results: Sequence[tuple[str, bytes]],
+        result_ttl_ms: int,
+        delayed: Sequence[tuple[Message, bytes]] = (),
+        events: Sequence[bytes] = (),
+        dead: Sequence[tuple[Delivery, str, str]] = (),
+    ) -> None:
+        """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
+
+        Late acks ride with their results and retries, so a task is never acked without its
+        result, and a retried task is neither lost nor duplicated.
+        """
+        commands: list[tuple[Any, ...]] = [delayed_command(message, body) for message, body in delayed]
+        if results:
+            keys = [Keys.result(task_id) for task_id, _ in results]
+            payloads = [payload for _, payload in results]
+            commands.append(("EVAL", script("store_results"), len(keys), *keys, result_ttl_ms, *payloads))
+        commands.extend(_ack_commands(acks))
+        commands.extend(("XADD", Keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events)
+        commands.extend(
+            self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
+        )
+        if len(commands) == 1:
+            self.link.call(*commands[0])  # one command (one script, XADD or ZADD) is atomic by itself
+        elif commands:
+            self.link.transaction(commands)
+
+    def requeue(self, deliveries: Sequence[Delivery]) -> int:
+        """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""
+        return self.requeue_entries([(d.stream, d.entry_id) for d in deliveries])
+
+    def requeue_entries(self, entries: Sequence[tuple[str, str]]) -> int:
+        """Return (stream, entry id) pairs of this consumer to their streams, atomically each."""
+        by_stream: dict[str, list[str]] = defaultdict(list)
+        for stream, entry_id in entries:
+            by_stream[stream].append(entry_id)
+        commands = [("EVAL", script("requeue"), 1, stream, GROUP, *ids) for stream, ids in by_stream.items()]
+        replies = self.link.pipeline(commands) if commands else []
+        return sum(int(r) for r in replies if not isinstance(r, Exception))
+
+    def nack(self, deliveries: Sequence[Delivery], max_deliveries: int, consumer: str) -> list[bytes]:
+        """Requeue messages whose process died mid-task (delivery count + 1), or dead-letter them
+        at ``max_deliveries``; returns the bodies of those dead-lettered."""
+        by_stream: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in deliveries:
+            by_stream[delivery.stream].append(delivery)
+        commands = [
+            (
+                "EVAL",
+                script("nack"),
+                3,
+                stream,
+                Keys.dead(items[0].queue),
+                Keys.dead_dropped(items[0].queue),
+                GROUP,
+                max_deliveries,
+                self.dead_letter_max,
+                int(now() * 1000),
+                consumer,
+                *(d.entry_id for d in items),
+            )
+            for stream, items in by_stream.items()
+        ]
+        replies = self.link.pipeline(commands)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise BrokerError(f"nack failed: {reply}")
+        return [body for reply in replies for body in reply[1]]
+
+    def own_pending(self, queues: Sequence[str], consumer: str) -> list[tuple[str, str]]:
+        """(stream, entry id) of every message the broker thinks ``consumer`` holds unacked.
+
+        Used after a connection error: a fetch whose reply was lost leaves entries in this live
+        consumer's pending list that it never saw; they are found here and requeued.
+        """
+        streams = [key for queue in queues for key in Keys.bands(queue)]
+        exists = self.link.pipeline([("EXISTS", key) for key in streams])
+        live = [key for key, found in zip(streams, exists, strict=True) if found == 1]
+        replies = self.link.pipeline([("XPENDING", key, GROUP, "-", "+", 100_000, consumer) for key in live])
+        return [
+            (key, text(item[0]))
+            for key, reply in zip(live, replies, strict=True)
+            if not isinstance(reply, Exception)
+            for item in reply
+        ]
+
+    def _dead_letter_command(self, delivery: Delivery, reason: str, consumer: str) -> tuple[Any, ...]:
+        """One EVAL of dead.lua: append with reason, time, worker and source stream; cap; count drops."""
+        return (
+            "EVAL",
+            script("dead"),
+            2,
+            Keys.dead(delivery.queue),
+            Keys.dead_dropped(delivery.queue),
+            self.dead_letter_max,
+            "m",
+            delivery.body,
+            "reason",
+            reason,
+            "time",
+            int(now() * 1000),
+            "worker",
+            consumer,
+            "stream",
+            delivery.stream,
+        )
+
+    def dead_letter(
+        self, delivery: Delivery, reason: str, consumer: str, result: tuple[str, bytes, int] | None = None
+    ) -> None:
+        """Move one message to its queue's dead-letter stream with the reason and ack the original,
+        atomically; ``result`` = (task id, payload, ttl ms) also stores the task's final state, so
+        a caller waiting on it learns why instead of waiting for ever."""
+        commands = [self._dead_letter_command(delivery, reason, consumer), *_ack_commands([delivery])]
+        if result is not None:
+            task_id, payload, ttl_ms = result
+            commands.append(("EVAL", script("store_results"), 1, Keys.result(task_id), ttl_ms, payload))
+        self.link.transaction(commands)
+
+
+def _ack_commands(acks: Sequence[Delivery]) -> list[tuple[Any, ...]]:
+    """XACK + XDEL per stream: the stream keeps only unacked or undelivered messages."""
+    by_stream: dict[str, list[str]] = defaultdict(list)
+    for delivery in acks:
+        by_stream[delivery.stream].append(delivery.entry_id)
+    commands: list[tuple[Any, ...]] = []
+    for stream, ids in by_stream.items():
+        commands.append(("XACK", stream, GROUP, *ids))
+        commands.append(("XDEL", stream, *ids))
+    return commands

@@ -1,0 +1,139 @@
+"""greenq's Redis keyspace: every key name, the queue-name rule, and the layouts that put
+messages into keys (enqueue commands, delayed-set members).
+
+The only module that builds key names; docs/keyspace.md lists each key with the commands
+that read and write it. Every key of one queue carries the hash tag ``{q:NAME}`` so that a
+script or ``MULTI`` on one queue touches one Redis Cluster slot. Imports: message (priority
+range), exceptions; no Redis.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from functools import cache
+from typing import Any
+
+from greenq.exceptions import BrokerError, ConfigError
+from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
+
+GROUP = "greenq"  # the one consumer group of every band stream
+EVENTS_MAX = 100_000  # the events stream is capped at about this many entries
+RECOVERED_TTL_MS = 600_000  # how long a recovery marker (see ``Keys.recovered``) is kept
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
+_STREAM_KEY = re.compile(r"^greenq:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
+
+
+def check_queue_name(name: str) -> str:
+    """Queue names are letters, digits and ``_ . : @ -``: they go inside a ``{}`` hash tag."""
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise ConfigError(f"invalid queue name {name!r}: use letters, digits and _ . : @ -")
+    return name
+
+
+class Keys:
+    """The only place greenq's Redis key names are built."""
+
+    @staticmethod
+    def stream(queue: str, priority: int = 0) -> str:
+        base = f"greenq:{{q:{queue}}}:stream"
+        return base if priority == 0 else f"{base}:p{priority}"
+
+    @staticmethod
+    @cache
+    def bands(queue: str) -> tuple[str, ...]:
+        """The queue's band streams, highest priority first (fetch order)."""
+        return tuple(Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1))
+
+    @staticmethod
+    @cache
+    def bands_ascending(queue: str) -> tuple[str, ...]:
+        """The queue's band streams by priority 0..9 (``schedule.lua`` indexes them so)."""
+        return tuple(Keys.stream(queue, p) for p in range(PRIORITY_MIN, PRIORITY_MAX + 1))
+
+    @staticmethod
+    def delayed(queue: str) -> str:
+        return f"greenq:{{q:{queue}}}:delayed"
+
+    @staticmethod
+    def dead(queue: str) -> str:
+        return f"greenq:{{q:{queue}}}:dead"
+
+    @staticmethod
+    def dead_dropped(queue: str) -> str:
+        return f"greenq:{{q:{queue}}}:dead:dropped"
+
+    @staticmethod
+    def recovered(queue: str) -> str:
+        """Sorted set of ``<band stream>|<entry id>`` that ``recover.lua`` took from a consumer
+        presumed dead, scored by the time in ms: ``start.lua`` must not let that consumer run
+        them if it wakes up. Members older than ``RECOVERED_TTL_MS`` are trimmed on each write."""
+        return f"greenq:{{q:{queue}}}:recovered"
+
+    @staticmethod
+    def result(task_id: str) -> str:
+        return f"greenq:result:{{{task_id}}}"
+
+    @staticmethod
+    def worker(consumer: str) -> str:
+        return f"greenq:worker:{{{consumer}}}"
+
+    @staticmethod
+    def ask(consumer: str) -> str:
+        """JSON list of task ids whose arguments an operator wants the worker to publish in its
+        next heartbeats (``greenq inspect active --args``); set with a short TTL."""
+        return f"greenq:ask:{{{consumer}}}"
+
+    @staticmethod
+    def revoked(task_id: str) -> str:
+        return f"greenq:revoked:{{{task_id}}}"
+
+    EVENTS = "greenq:events"
+    WORKERS = "greenq:workers"
+    QUEUES = "greenq:queues"
+
+
+def parse_stream_key(key: str) -> tuple[str, int]:
+    """``greenq:{q:http}:stream:p5`` -> ("http", 5)."""
+    match = _STREAM_KEY.match(key)
+    if not match:
+        raise BrokerError(f"not a greenq stream key: {key!r}")
+    return match["queue"], int(match["priority"] or 0)
+
+
+def delayed_member(priority: int, body: bytes) -> bytes:
+    """A delayed-set member: ``<priority>|<body>`` (``schedule.lua`` splits it at the first bar)."""
+    return b"%d|%s" % (priority, body)
+
+
+def split_delayed_member(member: bytes) -> tuple[int, bytes]:
+    """The inverse of ``delayed_member``."""
+    priority, _, body = member.partition(b"|")
+    return int(priority), body
+
+
+def delayed_command(message: Message, body: bytes) -> tuple[Any, ...]:
+    """ZADD of a message to its queue's delayed set, due at ``message.eta``."""
+    return (
+        "ZADD",
+        Keys.delayed(message.queue),
+        int((message.eta or 0) * 1000),
+        delayed_member(message.priority, body),
+    )
+
+
+def enqueue_commands(
+    chunk: Sequence[tuple[Message, bytes]], new_queues: Iterable[str]
+) -> list[tuple[Any, ...]]:
+    """The commands that enqueue ``chunk``: ready messages to their band stream, future ones to
+    the delayed set, and ``new_queues`` (not yet known to the caller) to the set of queues.
+    The sync and the asyncio producer send exactly this."""
+    queues = sorted(new_queues)
+    commands: list[tuple[Any, ...]] = [("SADD", Keys.QUEUES, *queues)] if queues else []
+    clock = now()
+    for message, body in chunk:
+        if message.eta is not None and message.eta > clock:
+            commands.append(delayed_command(message, body))
+        else:
+            commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
+    return commands

@@ -1,0 +1,140 @@
+"""Upkeep: a worker's liveness round trips — heartbeat, recovery of dead workers' messages,
+moving due delayed messages, and the terminate flags of revoked tasks.
+
+Liveness comes from heartbeats, not from a timer on each message: a worker's unacked messages
+are taken back only once its heartbeat key has expired (``recover.lua`` checks that
+atomically). Imports: broker.keys, broker.stack; never the worker or pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import orjson
+
+from greenq.broker.keys import GROUP, RECOVERED_TTL_MS, Keys, parse_stream_key
+from greenq.broker.stack import Link, script, text
+from greenq.exceptions import BrokerError
+from greenq.message import now
+
+RECOVER_BATCH = 500  # entries per recover.lua call: keeps each script short
+
+
+class Upkeep:
+    """Liveness operations on the maintenance thread's own ``Link``."""
+
+    def __init__(self, link: Link, dead_letter_max: int) -> None:
+        self.link = link
+        self.dead_letter_max = dead_letter_max
+
+    def close(self) -> None:
+        self.link.close()
+
+    def heartbeat(
+        self, consumer: str, info: bytes, ttl_ms: int, queues: Sequence[str]
+    ) -> tuple[bool, list[str]]:
+        """Refresh the worker's heartbeat. Returns (False if it had expired: others may have
+        recovered this worker's messages; the task ids an operator asked about)."""
+        replies = self.link.pipeline(
+            [
+                ("SET", Keys.worker(consumer), info, "PX", ttl_ms, "GET"),
+                ("SADD", Keys.WORKERS, consumer),
+                ("SADD", Keys.QUEUES, *queues),
+                ("GET", Keys.ask(consumer)),
+            ]
+        )
+        asked: list[str] = []
+        if isinstance(replies[3], bytes):
+            with contextlib.suppress(ValueError):
+                parsed = orjson.loads(replies[3])
+                asked = [str(task_id) for task_id in parsed] if isinstance(parsed, list) else []
+        return replies[0] is not None, asked
+
+    def unregister(self, consumer: str) -> None:
+        """A clean exit: drop the heartbeat so status stops listing the worker."""
+        self.link.pipeline([("DEL", Keys.worker(consumer)), ("SREM", Keys.WORKERS, consumer)])
+
+    def recover(
+        self, queues: Sequence[str], own_consumer: str, max_deliveries: int
+    ) -> tuple[int, list[bytes]]:
+        """Requeue (or dead-letter) the unacked messages of consumers whose heartbeat is gone.
+
+        Returns (how many were requeued, the bodies of those dead-lettered). Safe to run from
+        many workers at once: the Lua script re-checks the heartbeat and acks each entry it moves.
+        """
+        requeued, dead = 0, []
+        for key, name in self._dead_consumers(queues, own_consumer):
+            queue, _ = parse_stream_key(key)
+            left = 1
+            while left > 0:
+                moved, lettered, left = self.link.call(
+                    "EVAL",
+                    script("recover"),
+                    5,
+                    key,
+                    Keys.dead(queue),
+                    Keys.worker(name),
+                    Keys.dead_dropped(queue),
+                    Keys.recovered(queue),
+                    GROUP,
+                    name,
+                    max_deliveries,
+                    self.dead_letter_max,
+                    int(now() * 1000),
+                    RECOVER_BATCH,
+                    RECOVERED_TTL_MS,
+                )
+                requeued += int(moved)
+                dead.extend(lettered)
+            self.link.call("SREM", Keys.WORKERS, name)
+        return requeued, dead
+
+    def _dead_consumers(self, queues: Sequence[str], own_consumer: str) -> list[tuple[str, str]]:
+        """(band stream, consumer) for every other consumer of these queues with no heartbeat."""
+        streams = [key for queue in queues for key in Keys.bands(queue)]
+        exists = self.link.pipeline([("EXISTS", key) for key in streams])
+        live = [key for key, found in zip(streams, exists, strict=True) if found == 1]
+        if not live:
+            return []
+        infos = self.link.pipeline([("XINFO", "CONSUMERS", key, GROUP) for key in live])
+        candidates: list[tuple[str, str]] = []
+        for key, info in zip(live, infos, strict=True):
+            if isinstance(info, Exception):
+                continue  # no group yet
+            for consumer in info:
+                fields = (
+                    consumer
+                    if isinstance(consumer, dict)
+                    else dict(zip(consumer[::2], consumer[1::2], strict=True))
+                )
+                name = text(fields[b"name"])
+                if name != own_consumer:
+                    candidates.append((key, name))
+        if not candidates:
+            return []
+        beats = self.link.pipeline([("EXISTS", Keys.worker(name)) for _, name in candidates])
+        return [candidate for candidate, beat in zip(candidates, beats, strict=True) if beat != 1]
+
+    def move_due(self, queues: Sequence[str]) -> float | None:
+        """Move due delayed messages into their streams; returns seconds until the next one is due."""
+        commands = []
+        for queue in queues:
+            bands = Keys.bands_ascending(queue)
+            commands.append(("EVAL", script("schedule"), 1 + len(bands), Keys.delayed(queue), *bands, 1000))
+        soonest: float | None = None
+        for reply in self.link.pipeline(commands):
+            if isinstance(reply, Exception):
+                raise BrokerError(f"schedule failed: {reply}")
+            moved, next_due, server_ms = (int(x) for x in reply)
+            if moved >= 1000:
+                return 0.0
+            if next_due >= 0:
+                wait = max(0.0, (next_due - server_ms) / 1000)
+                soonest = wait if soonest is None else min(soonest, wait)
+        return soonest
+
+    def to_terminate(self, task_ids: Sequence[str]) -> list[str]:
+        """Which of these running tasks were revoked with ``terminate=True``."""
+        replies = self.link.pipeline([("GET", Keys.revoked(task_id)) for task_id in task_ids])
+        return [task_id for task_id, value in zip(task_ids, replies, strict=True) if value == b"terminate"]

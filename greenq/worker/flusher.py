@@ -1,0 +1,181 @@
+"""Flusher: writes what finished tasks leave behind, in batches, and then frees their places.
+
+Completions arrive from the pool's threads or greenlets through a deque (``append`` and
+``popleft`` are atomic, so the hot path takes no lock) and wake the flusher only when it
+sleeps. Each round writes everything that piled up while the last round was in flight — results,
+late acks, retries, events, dead letters — in one ``MULTI`` (``Channel.flush``): natural
+batching. Only then are the finished tasks' places released (see ``Ledger.startable``).
+Imports: broker (Delivery, Channel), message, worker.ledger, worker.stats, worker.execute.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from greenq.broker import Delivery
+from greenq.broker.channel import Channel
+from greenq.exceptions import BrokerError, BrokerUnavailable
+from greenq.message import Message
+from greenq.worker.ledger import Ledger
+from greenq.worker.stats import Backoff, Stats
+
+# (result, late ack, retry, places to free once written)
+FlushItem = tuple[tuple[str, bytes] | None, Delivery | None, tuple[Message, bytes] | None, int]
+# the bodies of dead-lettered messages -> (task id, FAILURE record) to store for each
+DeadResults = Callable[[list[bytes], str], list[tuple[str, bytes]]]
+NACK_DEAD_REASON = "its delivery killed the worker max_deliveries times"
+
+
+@dataclass(slots=True)
+class FlushWork:
+    """One flush round's writes."""
+
+    results: list[tuple[str, bytes]] = field(default_factory=list)
+    acks: list[Delivery] = field(default_factory=list)
+    delayed: list[tuple[Message, bytes]] = field(default_factory=list)
+    nacks: list[Delivery] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)
+    dead: list[tuple[Delivery, str, str]] = field(default_factory=list)
+    released: int = 0  # places of finished tasks to free once this round is written
+
+    def empty(self) -> bool:
+        return not (self.results or self.acks or self.delayed or self.nacks or self.events or self.dead)
+
+
+class Flusher:
+    """The inbox of finished work and the loop that writes it (``run``, in its own thread)."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        stats: Stats,
+        log: logging.LoggerAdapter[logging.Logger],
+        *,
+        consumer_id: str,
+        result_ttl_ms: int,
+        max_deliveries: int,
+        dead_results: DeadResults,
+    ) -> None:
+        self.ledger = ledger
+        self.stats = stats
+        self.log = log
+        self.consumer_id = consumer_id
+        self.result_ttl_ms = result_ttl_ms
+        self.max_deliveries = max_deliveries
+        self.dead_results = dead_results
+        self.inbox: deque[FlushItem] = deque()
+        self.wake = threading.Event()
+        self.done = threading.Event()
+        # Rarer hand-offs: lists swapped out under this lock by the flusher.
+        self._lock = threading.Lock()
+        self._nacks: list[Delivery] = []
+        self._events: list[bytes] = []
+        self._dead: list[tuple[Delivery, str, str]] = []
+
+    # ---- hand-offs (any thread) --------------------------------------------------------
+
+    def put(
+        self,
+        result: tuple[str, bytes] | None = None,
+        ack: Delivery | None = None,
+        delayed: tuple[Message, bytes] | None = None,
+        release: int = 0,
+    ) -> None:
+        """Hand finished work over; ``release`` places are freed once it is written."""
+        self.inbox.append((result, ack, delayed, release))
+        if not self.wake.is_set():
+            self.wake.set()
+
+    def nack(self, delivery: Delivery) -> None:
+        """A late-ack message whose process died: back to its queue (or dead-lettered)."""
+        with self._lock:
+            self._nacks.append(delivery)
+        self.wake.set()
+
+    def event(self, record: bytes) -> None:
+        with self._lock:
+            self._events.append(record)
+        self.wake.set()
+
+    def dead_letter(self, delivery: Delivery, reason: str) -> None:
+        with self._lock:
+            self._dead.append((delivery, reason, self.consumer_id))
+        self.wake.set()
+
+    def take(self, work: FlushWork) -> None:
+        """Move handed-off work into ``work``."""
+        inbox = self.inbox
+        while inbox:
+            result, ack, delayed, release = inbox.popleft()
+            if result is not None:
+                work.results.append(result)
+            if ack is not None:
+                work.acks.append(ack)
+            if delayed is not None:
+                work.delayed.append(delayed)
+            work.released += release
+        if self._nacks or self._events or self._dead:
+            with self._lock:
+                work.nacks += self._nacks
+                work.events += self._events
+                work.dead += self._dead
+                self._nacks, self._events, self._dead = [], [], []
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    def run(self, channel: Channel, stopping: threading.Event, idle: Callable[[], bool]) -> None:
+        """Write rounds until ``stopping`` is set and ``idle()`` says nothing can still finish;
+        then take one last look and set ``done``."""
+        backoff = Backoff(self.log, "flush", self.stats)
+        work = FlushWork()  # what is still to write, kept across a failed round
+        while True:
+            self.wake.clear()  # before taking the work: a later hand-off wakes us again
+            self.take(work)
+            if work.empty():
+                self._release(work)  # finished tasks with nothing to write
+                if stopping.is_set() and idle():
+                    self.take(work)  # one last look
+                    if work.empty():
+                        self._release(work)
+                        self.done.set()
+                        return
+                    continue
+                self.wake.wait(0.5)
+                continue
+            try:
+                self._write(channel, work)
+                backoff.ok()
+                work = FlushWork()
+            except (BrokerUnavailable, BrokerError) as exc:
+                backoff.failed(exc, threading.Event())
+
+    def _write(self, channel: Channel, work: FlushWork) -> None:
+        if work.nacks:
+            dead = channel.nack(work.nacks, self.max_deliveries, self.consumer_id)
+            self.stats.dead_lettered += len(dead)
+            work.results += self.dead_results(dead, NACK_DEAD_REASON)
+            self.ledger.disown(work.nacks)
+            self.ledger.release(len(work.nacks))
+            work.nacks = []
+        channel.flush(
+            work.acks,
+            work.results,
+            self.result_ttl_ms,
+            delayed=work.delayed,
+            events=work.events,
+            dead=work.dead,
+        )
+        if work.acks:
+            self.ledger.disown(work.acks)
+        work.released += len(work.acks)
+        self._release(work)
+
+    def _release(self, work: FlushWork) -> None:
+        """Free the places of finished tasks whose outcomes are written."""
+        if work.released:
+            self.ledger.release(work.released)
+            work.released = 0

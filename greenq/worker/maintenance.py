@@ -1,0 +1,163 @@
+"""Maintenance: a worker's liveness loop — heartbeat, moving due delayed messages, recovering
+dead workers' messages, terminating revoked child-process tasks — and the heartbeat record.
+
+Runs in its own thread on its own connection (``broker.recovery.Upkeep``), every 100 ms or
+sooner when a delayed message is due. The heartbeat says who the worker is and what it runs:
+task names, ids and start times, never arguments (they are user data, and unbounded); an
+operator asks for one task's arguments through ``greenq:ask:{CONSUMER}`` (docs/keyspace.md).
+Imports: broker.recovery, worker.ledger, worker.lanes, worker.stats.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from greenq.broker.recovery import Upkeep
+from greenq.exceptions import BrokerError, BrokerUnavailable
+from greenq.worker.ledger import Ledger
+from greenq.worker.stats import Backoff, Stats
+
+ACTIVE_MAX = 100  # tasks listed in a heartbeat
+ARGS_MAX_CHARS = 2_000  # an asked-for task's arguments are cut to this size
+
+
+class Maintenance:
+    """The maintenance loop of one worker (``run``), and its heartbeat record (``info``)."""
+
+    def __init__(
+        self,
+        upkeep: Upkeep,
+        ledger: Ledger,
+        stats: Stats,
+        log: logging.LoggerAdapter[logging.Logger],
+        *,
+        consumer_id: str,
+        name: str,
+        queues: Sequence[str],
+        task_names: Sequence[str],
+        lost_timeout_s: float,
+        max_deliveries: int,
+        extra_info: dict[str, Any],
+        on_dead_lettered: Callable[[list[bytes], str], None],
+    ) -> None:
+        self.upkeep = upkeep
+        self.ledger = ledger
+        self.stats = stats
+        self.log = log
+        self.consumer_id = consumer_id
+        self.name = name
+        self.queues = list(queues)
+        self.task_names = sorted(task_names)
+        self.lost_timeout_s = lost_timeout_s
+        self.max_deliveries = max_deliveries
+        self.extra_info = extra_info
+        self.on_dead_lettered = on_dead_lettered
+        self._asked: list[str] = []  # task ids whose arguments an operator asked for
+
+    def info(self) -> bytes:
+        """The heartbeat record: who this worker is and what it is doing."""
+        stats, lanes = self.stats, self.ledger.lanes
+        running = list(self.ledger.running.values())
+        record: dict[str, Any] = {
+            "consumer": self.consumer_id,
+            "name": self.name,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": self.queues,
+            "prefetch_capacity": self.ledger.capacity,
+            "held": self.ledger.held,
+            "reserved": lanes.reserved(),
+            "running": lanes.running(),
+            "processed": stats.processed,
+            "succeeded": stats.succeeded,
+            "failed": stats.failed,
+            "retried": stats.retried,
+            "revoked": stats.revoked,
+            "dead_lettered": stats.dead_lettered,
+            "recovered": stats.recovered,
+            "reconnects": stats.reconnects,
+            "started_at": stats.started_at,
+            "heartbeat_at": time.time(),
+            "active": [
+                {"id": r.message.id, "task": r.message.task, "started": r.started}
+                for r in running[:ACTIVE_MAX]
+            ],
+            "tasks": self.task_names,
+            **lanes.stats(),
+            **self.extra_info,
+        }
+        if self._asked:
+            asked = set(self._asked)
+            record["args"] = {
+                r.message.id: _cut({"args": r.message.args, "kwargs": r.message.kwargs})
+                for r in running
+                if r.message.id in asked
+            }
+        return orjson.dumps(record)
+
+    def heartbeat(self) -> None:
+        ttl_ms = int(self.lost_timeout_s * 1000)
+        fresh, self._asked = self.upkeep.heartbeat(self.consumer_id, self.info(), ttl_ms, self.queues)
+        if not fresh and self.stats.processed:
+            self.log.error(
+                "heartbeat had expired: this worker was presumed dead and its unacked "
+                "messages may have been recovered by others (was the hub blocked?)"
+            )
+
+    def run(self, stopping: threading.Event) -> None:
+        backoff = Backoff(self.log, "maintenance", self.stats)
+        beat_every = max(0.2, self.lost_timeout_s / 4)
+        recover_every = max(0.2, min(1.0, self.lost_timeout_s / 4))
+        next_beat = time.monotonic() + beat_every
+        next_recover = time.monotonic()
+        while not stopping.is_set():
+            try:
+                soonest = self.upkeep.move_due(self.queues)
+                clock = time.monotonic()
+                if clock >= next_beat:
+                    self.heartbeat()
+                    next_beat = clock + (0.2 if self._asked else beat_every)
+                if clock >= next_recover:
+                    self.recover()
+                    next_recover = clock + recover_every
+                self.terminate_revoked()
+                backoff.ok()
+            except (BrokerUnavailable, BrokerError) as exc:
+                backoff.failed(exc, stopping)
+                continue
+            stopping.wait(0.1 if soonest is None else min(0.1, soonest))
+
+    def recover(self) -> None:
+        requeued, dead = self.upkeep.recover(self.queues, self.consumer_id, self.max_deliveries)
+        if requeued or dead:
+            self.stats.recovered += requeued
+            self.stats.dead_lettered += len(dead)
+            self.log.warning("recovered %s messages of dead workers, dead-lettered %s", requeued, len(dead))
+        if dead:
+            self.on_dead_lettered(dead, "its delivery killed the worker max_deliveries times")
+
+    def terminate_revoked(self) -> None:
+        """Kill prefork children running tasks revoked with terminate=True."""
+        for pool in self.ledger.lanes.pools.values():
+            running = getattr(pool, "running_keys", None)
+            keys = running() if running else {}
+            if not keys:
+                continue
+            doomed = set(self.upkeep.to_terminate(list(keys.values())))
+            for key, task_id in keys.items():
+                if task_id in doomed and pool.terminate(key):  # type: ignore[attr-defined]
+                    self.log.warning("terminating task %s: revoked with terminate=True", task_id)
+
+
+def _cut(value: Any) -> str:
+    """Arguments as JSON text, cut to ``ARGS_MAX_CHARS``."""
+    text = orjson.dumps(value, default=repr).decode()
+    return text if len(text) <= ARGS_MAX_CHARS else text[: ARGS_MAX_CHARS - 1] + "…"
