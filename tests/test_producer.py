@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from greenq import BrokerUnavailable, ConfigError, EncodeError, GreenQ, MessageTooLarge, ResultTimeout
-from greenq.broker.redis import Keys
+from greenq.broker.redis import GROUP, Keys
 from greenq.broker.stack import ConnectionStack
 from greenq.message import decode, encode, sign, verify
 from greenq.results import SUCCESS, result_payload
@@ -129,33 +129,68 @@ def test_duplicate_task_name_and_unknown_option_are_errors() -> None:
         app.task(acks_lat=True)(lambda: None)
 
 
-def test_every_task_option_is_accepted_and_stored() -> None:
-    app = GreenQ("t")
-
-    @app.task(
-        queue="q",
-        acks_late=True,
-        bind=True,
-        max_retries=7,
-        autoretry_for=[IOError],
-        retry_backoff=2,
-        retry_jitter=False,
-        time_limit=5,
-        soft_time_limit=4,
-        expires=60,
-        priority=3,
-        cpu=True,
-        ignore_result=True,
+def test_every_task_option_takes_effect(evidence, r: redis.Redis, start_worker) -> None:
+    """Each option of @app.task changes what the producer writes or what the worker does
+    (tests/apps/evidence.py); ignore_result and the hard time_limit have their own tests."""
+    # queue + priority: the message waits in that queue's priority band, and a worker reading
+    # only that queue runs it.
+    routed = evidence.routed.delay()
+    assert r.xlen(Keys.stream("evidence-q", 3)) == 1 and r.xlen(Keys.stream("default")) == 0
+    # expires: a message that waited past it is revoked by the worker, not run.
+    expiring = evidence.expiring.delay()
+    deadline = time.time() + 0.2
+    while time.time() <= deadline:  # waits for the clock, not for a process
+        time.sleep(0.05)
+    worker = start_worker(
+        "--pool",
+        "gevent",
+        "-c",
+        "4",
+        "--cpu-workers",
+        "1",
+        "-Q",
+        "default,evidence-q",
+        app="tests.apps.evidence",
     )
-    def job(self) -> None: ...
+    assert routed.get(timeout=20) == "routed"
+    assert expiring.get(timeout=20, propagate=False).exc_message == "expired"
+    # bind: the body gets the task itself and sees its own request.
+    bound = evidence.bound.delay("b")
+    assert bound.get(timeout=20) == ["b", bound.id]
+    # cpu: runs in the worker's child process, not in a greenlet.
+    assert evidence.pid_in_child.delay().get(timeout=30) != worker.pid
+    # soft_time_limit: raised inside the body, which may clean up.
+    assert evidence.soft_then_clean_up.delay().get(timeout=20) == "cleaned up"
+    # autoretry_for + max_retries + retry_backoff, retry_jitter=False: 1 + 2 attempts, each
+    # retry no sooner than its full backoff (0.2 s, then 0.4 s).
+    retried = evidence.backoff.delay("bo")
+    error = retried.get(timeout=30, propagate=False)
+    assert error.exc_type == "OSError" and retried.info["retries"] == 2
+    starts = [float(t) for t in r.lrange("attempts:bo", 0, -1)]
+    assert len(starts) == 3
+    assert starts[1] - starts[0] >= 0.2 - 0.01 and starts[2] - starts[1] >= 0.4 - 0.01
+    # acks_late: the message stays pending while the body runs; early ack: it does not.
+    for task, held in ((evidence.late, True), (evidence.early, False)):
+        key = f"go:{task.name}"
+        result = task.delay(key)
+        _wait_for_key(r, f"{key}:running")
+        assert (result.id in _pending_task_ids(r)) is held, task.name
+        r.set(key, 1)
+        assert result.get(timeout=20) == worker.pid
 
-    options = job.options
-    assert (options.queue, options.acks_late, options.bind, options.max_retries) == ("q", True, True, 7)
-    assert options.autoretry_for == (IOError,)
-    assert (options.retry_backoff, options.retry_jitter, options.time_limit) == (2, False, 5)
-    assert (options.soft_time_limit, options.expires, options.priority, options.cpu) == (4, 60, 3, True)
-    assert options.ignore_result is True
-    assert job.name == "tests.test_producer.test_every_task_option_is_accepted_and_stored.<locals>.job"
+
+def _pending_task_ids(r: redis.Redis) -> set[str]:
+    """Task ids of the default queue's messages delivered to a worker and not yet acked."""
+    stream = Keys.stream("default")
+    ids = [entry["message_id"] for entry in r.xpending_range(stream, GROUP, "-", "+", 100)]
+    return {json.loads(r.xrange(stream, i, i)[0][1][b"m"])["id"] for i in ids}
+
+
+def _wait_for_key(r: redis.Redis, key: str) -> None:
+    deadline = time.monotonic() + 20
+    while not r.exists(key):
+        assert time.monotonic() < deadline, f"{key} was never set"
+        time.sleep(0.01)
 
 
 def test_map_pipelines_thousands_and_countdown_goes_to_delayed(r: redis.Redis, redis_url: str) -> None:
@@ -260,20 +295,24 @@ def test_signing_round_trip_and_forgery_detection() -> None:
     assert decode(encode(message, None, "k1")).args == [1]
 
 
-def test_producer_never_imports_gevent(redis_url: str) -> None:
+def test_producer_never_imports_gevent(redis_url: str, start_worker) -> None:
+    """A producer that enqueues and waits for results, from a gevent worker, stays gevent-free."""
+    start_worker("--pool", "gevent", "-c", "5")
     code = (
         "import sys\n"
-        "from greenq import GreenQ\n"
-        f"app = GreenQ('p', broker={redis_url!r})\n"
-        "@app.task\n"
-        "def f(x): return x\n"
-        "r = f.delay(1)\n"
-        "f.map([(i,) for i in range(10)])\n"
-        "print(r.state)\n"
-        "app.AsyncResult(r.id).get(timeout=0.1) if False else None\n"
+        "from tests.apps.basic import add\n"
+        "r = add.delay(1, 2)\n"
+        "print(r.get(timeout=20), sum(x.get(timeout=20) for x in add.map([(i, 1) for i in range(10)])))\n"
         "print('gevent' in sys.modules, 'greenq.worker.consumer' in sys.modules)\n"
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env={**env, "GREENQ_BROKER_URL": redis_url},
+        timeout=60,
     ).stdout.split()
-    assert out == ["PENDING", "False", "False"]
+    assert out == ["3", "55", "False", "False"]

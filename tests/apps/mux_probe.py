@@ -14,6 +14,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
@@ -21,11 +22,26 @@ import redis  # noqa: E402
 
 from greenq.task_redis import task_client  # noqa: E402
 
+WAIT_S = 20.0
 BUSY_300_MS = """
 local t = redis.call('TIME') local start = t[1] * 1000000 + t[2]
 repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] - start > 300000
 return 'slow'
 """
+
+
+def wait_until(condition: Any, what: str) -> None:
+    """Poll ``condition`` until true, yielding to the hub; fail after ``WAIT_S``."""
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        gevent.sleep(0.005)
+
+
+def _in_command(watcher: redis.Redis, command: str) -> bool:
+    """Does a connection of the probe's client wait in ``command`` on the server now?"""
+    return any(c.get("name") == "mux-probe-client" and c.get("cmd") == command for c in watcher.client_list())
 
 
 def own_replies(client: Any, greenlets: int) -> dict[str, Any]:
@@ -65,7 +81,7 @@ def connections(client: Any, watcher: redis.Redis) -> dict[str, Any]:
 def blocking_does_not_stall(client: Any, watcher: redis.Redis) -> dict[str, Any]:
     """A BLPOP (through the pool) waits while other greenlets' commands keep flowing."""
     popped = gevent.spawn(client.blpop, ["wake"], 10)
-    gevent.sleep(0)
+    wait_until(lambda: _in_command(watcher, "blpop"), "the BLPOP waits on the server")
     counted = [client.incr("flowing") for _ in range(100)]
     waiting = not popped.ready()
     watcher.rpush("wake", "go")
@@ -107,34 +123,44 @@ def _ran_twice(watcher: redis.Redis, prefix: str, count: int) -> int:
 def dropped_connection(client: Any, watcher: redis.Redis) -> dict[str, Any]:
     """The connection fails with 300 commands queued: first before the writer sent them (each is
     sent again on a new connection), then after (each gets ConnectionError, none runs twice);
-    last the server kills the idle connection (the next command connects again)."""
+    last the server kills the idle connection (the next command connects again). Each step
+    waits for the state it needs (queued, written, blocked on the server), never for a time."""
     mux = client._mux
     jobs, unsent = _incr_each(client, "unsent", 300)
-    gevent.sleep(0)  # every greenlet queued its command; the writer has not run yet
+    gevent.sleep(0)  # each greenlet queues its command; the writer's wake-up comes after them
+    unsent_queued = len(mux._out)
     mux.close()
     gevent.joinall(jobs)
 
-    def busy_script() -> str:
+    def blocked_caller() -> str:
         try:
-            return client.eval(BUSY_300_MS, 0)
+            return str(mux.execute(("BLPOP", "never-pushed", WAIT_S)))
         except redis.ConnectionError:
             return "error"
 
-    busy = gevent.spawn(busy_script)  # Redis answers nothing for 300 ms
-    gevent.sleep(0.05)
+    # A BLPOP sent on the multiplexed connection itself blocks that connection on the server:
+    # commands written behind it are read by Redis but not run until it returns.
+    blocker = gevent.spawn(blocked_caller)
+    wait_until(lambda: _in_command(watcher, "blpop"), "the connection is blocked on the server")
     jobs, written = _incr_each(client, "written", 300)
-    gevent.sleep(0.05)  # all 300 are written, none answered
+    wait_until(lambda: len(mux._waiters) == 301 and not mux._out, "all 300 are written")
     queued = len(mux._out)
     mux._sock.shutdown(socket.SHUT_RDWR)
-    gevent.joinall([*jobs, busy])
-    busy_error = busy.value == "error"
+    gevent.joinall([*jobs, blocker])
+    blocker_error = blocker.value == "error"
 
+    client.incr("before-kill")  # connected again
     killed = watcher.client_kill_filter(_type="normal", skipme=True)
+    wait_until(lambda: mux._sock is None, "the multiplexer noticed the server closed it")
     return {
-        "unsent": {"ok": unsent.count("ok"), "ran_twice": _ran_twice(watcher, "unsent", 300)},
+        "unsent": {
+            "queued_at_close": unsent_queued,
+            "ok": unsent.count("ok"),
+            "ran_twice": _ran_twice(watcher, "unsent", 300),
+        },
         "written": {
             "queued_at_drop": queued,
-            "errors": written.count("error") + busy_error,
+            "errors": written.count("error") + blocker_error,
             "ran_twice": _ran_twice(watcher, "written", 300),
         },
         "killed": killed,

@@ -76,7 +76,7 @@ def test_sigkill_during_a_burst_of_retries_loses_nothing(app: GreenQ, r: redis.R
 def test_thousand_eta_tasks_survive_worker_restarts_and_run_once_on_time(
     app: GreenQ, r: redis.Redis, start_worker
 ) -> None:
-    due = time.time() + 12  # later than the restarts below take
+    due = time.time() + 30  # far later than the restarts below take, even on a loaded machine
     results = app.enqueue_many([(basic.on_time, ("eta",), None)] * 1000, eta=due)
     assert r.zcard(Keys.delayed("default")) == 1000
     for _ in range(2):
@@ -85,21 +85,21 @@ def test_thousand_eta_tasks_survive_worker_restarts_and_run_once_on_time(
             worker.signal(signal.SIGTERM)
         for worker in workers:
             assert worker.wait(30) == 0
-    if time.time() < due - 0.5:  # on a loaded machine the restarts can outlast the wait
         assert r.zcard(Keys.delayed("default")) == 1000, "nothing was held in worker memory"
     for _ in range(3):
         start_worker("-c", "200")
-    lateness = sorted(result.get(timeout=60) for result in results)
+    assert time.time() < due, "the restarts outlasted the ETA: the test proves nothing"
+    assert r.zcard(Keys.delayed("default")) == 1000
+    lateness = sorted(result.get(timeout=90) for result in results)
     runs = r.hgetall("runs:eta")
     assert len(runs) == 1000 and {int(v) for v in runs.values()} == {1}
     assert lateness[0] >= -0.01, "a task ran before its ETA"
-    print(
-        f"ETA lateness over 1,000 tasks: p50 {lateness[500] * 1000:.0f} ms, "
-        f"p99 {lateness[990] * 1000:.0f} ms, max {lateness[-1] * 1000:.0f} ms"
-    )
+    # Correctness, not speed: due messages are moved by every worker's tick (aim: 100 ms); a
+    # bound of seconds catches an ETA left to a restart, a recovery or a missed tick.
+    assert lateness[-1] < 5.0, f"the last of 1,000 ETA tasks started {lateness[-1]:.1f}s late"
 
 
-def test_pending_eta_tasks_survive_a_redis_restart_with_aof(
+def test_pending_eta_tasks_fire_after_a_redis_restart_under_a_running_worker(
     app: GreenQ, r: redis.Redis, redis_url: str, start_worker, tmp_path, monkeypatch
 ) -> None:
     broker = RedisServer(bundled_binary(), data_dir=str(tmp_path), appendonly=True).start()
@@ -107,13 +107,24 @@ def test_pending_eta_tasks_survive_a_redis_restart_with_aof(
         monkeypatch.setenv("GREENQ_BROKER_URL", broker.url)
         basic.app._settings = None
         basic.app._broker = None
-        results = basic.on_time.map([("aof",)] * 20, countdown=1.5)
-        broker.kill()
+        worker = start_worker("-c", "20", url=broker.url, env={"COUNTER_URL": redis_url})
+        due = time.time() + 5
+        results = basic.on_time.map([("aof",)] * 20, eta=due)
+        broker.kill()  # while all 20 wait in the delayed set and the worker runs
+        worker.wait_for("unavailable")
         broker.start()
         basic.app.close()
-        start_worker("-c", "20", url=broker.url, env={"COUNTER_URL": redis_url})
-        assert all(result.get(timeout=30) >= -0.01 for result in results)
-        assert len(r.hgetall("runs:aof")) == 20
+        target = redis.Redis.from_url(broker.url)
+        pending = target.zcard(Keys.delayed("default"))
+        target.close()
+        assert time.time() < due, "Redis came back after the ETA: the test proves nothing"
+        assert pending == 20 and r.hlen("runs:aof") == 0, "the ETAs were pending across the restart"
+        lateness = sorted(result.get(timeout=60) for result in results)
+        assert lateness[0] >= -0.01, "a task ran before its ETA"
+        assert lateness[-1] < 5.0, f"the last ETA task started {lateness[-1]:.1f}s late"
+        runs = r.hgetall("runs:aof")
+        assert len(runs) == 20 and {int(v) for v in runs.values()} == {1}
+        assert worker.proc.poll() is None
     finally:
         broker.stop()
 
