@@ -2,14 +2,14 @@
 
 A thin second transport beside ``RedisBroker``. It builds nothing: messages come from
 ``greenq.producer.Producer`` (the one code path for routing, validation and encoding), are laid
-out with the same ``Keys`` and commands as ``RedisBroker.enqueue``, and redis errors are
-translated by ``RedisBroker.guard`` (``BrokerUnavailable`` with the URL masked). What it owns
+out by the same ``broker.keys.enqueue_commands`` as ``RedisBroker.enqueue``, and redis errors
+are translated by ``RedisBroker.guard`` (``BrokerUnavailable`` with the URL masked). What it owns
 is write combining: enqueues made while a pipeline is in flight wait for the next one, so
 ``asyncio.gather`` of a thousand ``adelay()`` calls costs a few round trips, not a thousand.
 
 One instance per event loop (``GreenQ.async_broker``): redis.asyncio connections belong to
-the loop that opened them. Imports: redis.asyncio, broker.redis, message; never gevent, the
-worker or pools.
+the loop that opened them. Imports: redis.asyncio, broker.keys, broker.redis (the sync broker
+it is built from, ``wait_slices``), message; never gevent, the worker or pools.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from greenq.broker.redis import Keys, RedisBroker, wait_slices
-from greenq.message import Message, now
+from greenq.broker.keys import Keys, enqueue_commands
+from greenq.broker.redis import RedisBroker, wait_slices
+from greenq.message import Message
 
 # Messages per pipeline. Packing commands is synchronous, so this bounds how long one send
 # holds the event loop (~2 ms for 250 messages); bigger batches go out in several pipelines.
@@ -114,19 +115,6 @@ class AsyncRedisBroker:
         finally:
             self._flusher = None
 
-    def _commands(self, message: Message, body: bytes) -> list[tuple[Any, ...]]:
-        # NOTE: the same layout as RedisBroker._enqueue_commands; tests/contrib/test_asyncio.py
-        # compares what both producers write, key by key.
-        commands: list[tuple[Any, ...]] = []
-        if message.queue not in self._known_queues:
-            commands.append(("SADD", Keys.QUEUES, message.queue))
-        if message.eta is not None and message.eta > now():
-            member = b"%d|%s" % (message.priority, body)
-            commands.append(("ZADD", Keys.delayed(message.queue), int(message.eta * 1000), member))
-        else:
-            commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
-        return commands
-
     async def _send(self, items: Sequence[tuple[Message, bytes]]) -> None:
         """Pipelines on the flusher's own connection (no pool checkout per batch), as ``Link``."""
         if self._conn is None:
@@ -134,11 +122,9 @@ class AsyncRedisBroker:
         conn = self._conn
         with self.broker.guard():
             for start in range(0, len(items), PIPELINE_MESSAGES):
-                commands: list[tuple[Any, ...]] = []
-                queues = set()
-                for message, body in items[start : start + PIPELINE_MESSAGES]:
-                    commands.extend(self._commands(message, body))
-                    queues.add(message.queue)
+                chunk = items[start : start + PIPELINE_MESSAGES]
+                queues = {message.queue for message, _ in chunk}
+                commands = enqueue_commands(chunk, queues - self._known_queues)
                 try:
                     await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
                     errors = []

@@ -5,7 +5,7 @@ asyncio and Django on-commit calls all end in ``Producer.build``): checking the 
 the task's signature, routing (static routes cached per settings), priority, the countdown / eta /
 expires arithmetic, and encoding (``greenq.message``). The app owns one and sends what it builds.
 
-Imports: message, routing, task, config (a type); ``broker.redis`` lazily, for the queue-name
+Imports: message, routing, task, config (a type); ``broker.keys`` lazily, for the queue-name
 check. Never ``greenq.app``: the app is reached through the ``ProducerApp`` Protocol below.
 """
 
@@ -117,7 +117,7 @@ class Producer:
             args=args,
             kwargs=kwargs,
         )
-        from greenq.broker.redis import check_queue_name
+        from greenq.broker.keys import check_queue_name
 
         found = (check_queue_name(route.queue), route.priority)
         if is_static(conf.task_routes):
