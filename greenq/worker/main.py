@@ -154,8 +154,8 @@ def run_worker(
             force.set()
             consumer.abandon(f"second {name}")
             os._exit(1)
+        stop.set()  # first: a second signal arriving while this one logs is the second
         logger.warning("%s: graceful shutdown (again to stop now)", name)
-        stop.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -22,8 +23,6 @@ pytestmark = pytest.mark.chaos
 
 def _members(app: GreenQ, count: int) -> list[dict]:
     """Wait until ``count`` group members have heartbeats (they register at start)."""
-    import time
-
     deadline = time.monotonic() + 30
     while True:
         members = [w for w in admin.workers(app.broker) if w.get("group")]
@@ -69,3 +68,46 @@ def test_two_processes_restart_a_killed_one_and_stop_gracefully(
     assert group.wait(60) == 0
     assert group.output.count("stopped:") >= 2
     assert not any(p.pid == victim for p in psutil.process_iter())
+
+
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGTERM, True), (signal.SIGTERM, False), (signal.SIGINT, True)],
+    ids=["SIGTERM-to-group", "SIGTERM-to-supervisor", "SIGINT-to-group"],
+)
+def test_one_signal_however_delivered_is_one_graceful_stop(
+    app: GreenQ, r: redis.Redis, redis_url: str, signum: int, to_group: bool
+) -> None:
+    """A signal to the supervisor's process group (Ctrl-C, ``kill -TERM -PGID``) reaches each
+    worker once, through the supervisor: running early-ack tasks finish, nothing is lost."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
+    env |= {"GREENQ_BROKER_URL": redis_url, "GREENQ_WORKER_CPU_WORKERS": "0", "PYTHONUNBUFFERED": "1"}
+    args = ["-m", "greenq", "worker", "-A", "tests.apps.basic", "-c", "5", "--processes", "2", "-l", "INFO"]
+    group = subprocess.Popen(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        _members(app, 2)
+        results = [basic.count_sleep.delay("grp-signal", 1.0) for _ in range(4)]
+        deadline = time.monotonic() + 30
+        while r.llen("started:grp-signal") < 4:
+            assert time.monotonic() < deadline, "tasks did not start"
+            time.sleep(0.05)
+        if to_group:
+            os.killpg(group.pid, signum)
+        else:
+            group.send_signal(signum)
+        output, _ = group.communicate(timeout=60)
+    finally:
+        if group.poll() is None:
+            os.killpg(group.pid, signal.SIGKILL)
+    assert group.returncode == 0, output
+    assert "second" not in output and "exiting now" not in output
+    assert output.count("graceful shutdown") == 2  # one per worker process
+    assert [result.get(timeout=5) for result in results] == [result.id for result in results]
