@@ -42,7 +42,7 @@ import bench_tasks as tasks
 import psutil
 import redis
 
-from greenq.broker.redis import Keys
+from greenq.broker.keys import Keys
 from greenq.embedded import RedisServer, bundled_binary, free_port
 
 SCRIPTS = Path(__file__).resolve().parent

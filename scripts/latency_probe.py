@@ -43,7 +43,7 @@ sys.path[:0] = [str(ROOT), str(SCRIPTS)]
 
 import bench_tasks as tasks  # noqa: E402
 
-from greenq.broker.redis import Keys  # noqa: E402
+from greenq.broker.keys import Keys  # noqa: E402
 from greenq.embedded import RedisServer, bundled_binary, find_binary  # noqa: E402
 
 

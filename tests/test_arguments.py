@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from greenq import EncodeError, GreenQ
-from greenq.broker.redis import Keys
+from greenq.broker.keys import Keys
 from greenq.message import decode
 
 

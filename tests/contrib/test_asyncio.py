@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from greenq import BrokerUnavailable, ConfigError, EncodeError, GreenQ, ResultTimeout, TaskError
-from greenq.broker.redis import Keys
+from greenq.broker.keys import Keys
 from greenq.embedded import free_port
 from greenq.results import PENDING
 from tests.apps import basic

@@ -24,7 +24,7 @@ from django.db import connections, transaction
 from django.test.utils import override_settings
 
 from greenq import ConfigError, EncodeError, GreenQ
-from greenq.broker.redis import Keys
+from greenq.broker.keys import Keys
 from greenq.results import PENDING
 
 ROOT = Path(__file__).resolve().parents[2]
