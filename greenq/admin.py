@@ -119,6 +119,32 @@ def workers(broker: RedisBroker) -> list[dict[str, Any]]:
     return found
 
 
+def active_arguments(
+    broker: RedisBroker, consumers: dict[str, list[str]], timeout_s: float = 6.0
+) -> dict[str, dict[str, str]]:
+    """Ask workers for the arguments of some of their running tasks (consumer -> task ids) and
+    wait for their heartbeats to carry them; returns consumer -> {task id: JSON text, cut}.
+    Heartbeats never carry arguments unasked: they are user data every operator can read."""
+    wanted = {consumer: ids for consumer, ids in consumers.items() if ids}
+    with broker.guard():
+        for consumer, ids in wanted.items():
+            broker.client.set(Keys.ask(consumer), orjson.dumps(ids), ex=30)
+    found: dict[str, dict[str, str]] = {}
+    deadline = time.monotonic() + timeout_s
+    while wanted and time.monotonic() < deadline:
+        for record in workers(broker):
+            consumer = record["consumer"]
+            published = record.get("args") or {}
+            if consumer in wanted and all(i in published for i in wanted[consumer]):
+                found[consumer] = {i: published[i] for i in wanted.pop(consumer)}
+        if wanted:
+            time.sleep(0.2)
+    with broker.guard():
+        for consumer in consumers:
+            broker.client.delete(Keys.ask(consumer))
+    return found
+
+
 def status(broker: RedisBroker) -> dict[str, Any]:
     """Everything ``greenq status`` shows, as plain data (``--json``)."""
     live = workers(broker)

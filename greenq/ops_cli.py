@@ -65,13 +65,25 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     app, broker = _broker(args)
     selected = _select_workers(broker, args.destination)
     out: dict[str, Any] = {}
+    asked: dict[str, dict[str, str]] = {}
+    if args.what == "active" and args.args is not None:
+        from greenq import admin
+
+        wanted = {
+            w["consumer"]: [a["id"] for a in w.get("active", []) if not args.args or a["id"] in args.args]
+            for w in selected
+        }
+        asked = admin.active_arguments(broker, wanted)
     for worker in selected:
         if args.what == "active":
             # Runtimes are as of now; the list itself is as old as the heartbeat it came from.
             clock = time.time()
             out[worker["consumer"]] = {
                 "heartbeat_age_s": round(worker["heartbeat_age_s"], 3),
-                "active": [_active_entry(a, clock, args.args) for a in worker.get("active", [])],
+                "active": [
+                    _active_entry(a, clock, asked.get(worker["consumer"], {}))
+                    for a in worker.get("active", [])
+                ],
             }
         elif args.what == "reserved":
             out[worker["consumer"]] = {"reserved": worker.get("reserved", 0), "held": worker.get("held", 0)}
@@ -86,12 +98,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _active_entry(entry: dict[str, Any], clock: float, with_args: bool) -> dict[str, Any]:
-    """One running task as shown: runtime added; its arguments only with ``--args`` (they are
-    user data), and then whatever argument fields the worker published."""
-    shown = {k: v for k, v in entry.items() if with_args or k not in ("args", "kwargs")}
+def _active_entry(entry: dict[str, Any], clock: float, asked: dict[str, str]) -> dict[str, Any]:
+    """One running task as shown: runtime added, and its arguments when they were asked for
+    (``--args``; JSON text cut by the worker)."""
+    shown = dict(entry)
     if "started" in entry:
         shown["runtime_s"] = round(clock - entry["started"], 3)
+    if entry.get("id") in asked:
+        shown["arguments"] = asked[entry["id"]]
     return shown
 
 
@@ -264,7 +278,12 @@ def add_commands(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], N
     inspect.add_argument("what", choices=["active", "reserved", "registered", "stats"])
     inspect.add_argument("-d", "--destination", help="worker name or consumer id")
     inspect.add_argument("--json", action="store_true", help="data instead of a table")
-    inspect.add_argument("--args", action="store_true", help="active: also the tasks' arguments")
+    inspect.add_argument(
+        "--args",
+        nargs="*",
+        metavar="ID",
+        help="active: ask the workers for the arguments of these running tasks (all, if no id is given)",
+    )
     inspect.set_defaults(handler=cmd_inspect)
 
     ping = subs.add_parser("ping", help="list live workers and their heartbeat age")

@@ -178,10 +178,11 @@ def test_inspect_active_table_says_how_old_the_heartbeat_is(
     assert re.fullmatch(r"worker@\S+  \(heartbeat \d+\.\ds ago, 1 running\)", heading), heading
     assert header.split() == ["id", "task", "runtime"]
     assert row.split()[:2] == [running.id, "tests.apps.basic.count_sleep"]
-    with_args = json.loads(cli(redis_url, "inspect", "active", "--args", "--json").stdout)
+    assert "table" not in out  # arguments are user data: shown only when asked for
+    with_args = json.loads(cli(redis_url, "inspect", "active", "--args", running.id, "--json").stdout)
     [entry] = next(iter(with_args.values()))["active"]
-    # Arguments are shown where a worker publishes them; none is required.
-    assert entry.get("args", ["table", 30.0]) == ["table", 30.0]
+    assert json.loads(entry["arguments"]) == {"args": ["table", 30.0], "kwargs": {}}
+    assert app.broker.client.keys("greenq:ask:*") == []  # the question is withdrawn once answered
 
 
 def test_events_says_when_no_worker_sends_them_and_worker_E_turns_them_on(
