@@ -380,10 +380,11 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "scenarios ('other processes'); their share varies from run to run, and so do the figures. "
         "Compare scenarios by CPU ms per task, which moves far less than throughput, and rerun with "
         "`--wait-quiet` for cleaner numbers.",
-        "- **Producer connection pool.** Each user blocked in `get()` holds one redis-py connection, and "
-        "redis-py 8 caps a pool at 100 connections and raises `Too many connections` beyond that. The "
-        "run gives locust's producer `?max_connections=1000` in its broker URL; without it (`run.py "
-        "--producer-max-connections 0`) most enqueues of 200 users fail with `BrokerUnavailable`.",
+        "- **Producer connections.** Each user blocked in `get()` holds one Redis connection. greenq's "
+        "producer keeps its own connections (not redis-py's pool, which redis-py 8 caps at 100): up to "
+        "`broker_pool_limit` (1,000), beyond which a caller waits for one to come back. 200 users need "
+        "no setting; 500 greenlets of one gevent-patched producer, each `delay()` then `get()`, all "
+        "succeed with the defaults (505 connections).",
         "- **Hub-block warnings that name `http_get`.** The gevent pool warns when its event loop did "
         "not tick for 0.1 s and blames the task on the stack at that moment. One `http_get` task cost "
         f"the worker {_cost(costs, 'worker')} of CPU in this run, so a warning naming it means the "

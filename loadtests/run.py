@@ -517,14 +517,9 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -> 
             [str(ROOT / "loadtests" / "target.py"), "--procs", "2"], work / "target.log", env
         )
         port = int(wait_for_line(target, work / "target.log", "listening on").split()[2])
-        broker = (
-            server.url
-            if not args.producer_max_connections
-            else (f"{server.url}?max_connections={args.producer_max_connections}")
-        )
         locust_env = dict(
             env,
-            GREENQ_BROKER_URL=broker,
+            GREENQ_BROKER_URL=server.url,
             LT_TARGET_URL=f"http://127.0.0.1:{port}/delay/{DELAY_MS}",
             LT_TIMEOUT=str(args.timeout),
         )
@@ -576,12 +571,6 @@ def main() -> int:
     parser.add_argument("--duration", type=int, help="seconds of locust per scenario (default 60, quick 10)")
     parser.add_argument("--only", help="comma-separated scenario keys: " + ",".join(s.key for s in SCENARIOS))
     parser.add_argument("--timeout", type=float, default=60.0, help="AsyncResult.get timeout in the users")
-    parser.add_argument(
-        "--producer-max-connections",
-        type=int,
-        default=1000,
-        help="max_connections of locust's redis-py pool, in the broker URL (0: redis-py's default, 100)",
-    )
     parser.add_argument(
         "--wait-quiet",
         type=float,
