@@ -63,7 +63,6 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "worker_rss": usage["peak_main_rss_mb"].get("worker", 0.0),
                     "worker_tree_rss": usage["peak_rss_mb"].get("worker", 0.0),
                     "worker_procs": usage["procs"].get("worker", 1),
-                    "report": result.get("report"),
                 }
             )
     return out
@@ -118,7 +117,7 @@ def results_table(table_rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
     ]
     lines.extend(
-        f"| [{row['key']}]({row['report']}) | {row['worker']} | {row['kind']} | {row['users']} "
+        f"| {row['key']} | {row['worker']} | {row['kind']} | {row['users']} "
         f"| **{row['rps']:,.1f}** | {row['ideal']:,.0f} | {_ms(row['body_ms'])} | {_ms(row['p50'])} "
         f"| {_ms(row['p95'])} "
         f"| {_ms(row['p99'])} | {_errors(row)} | {row['worker_cpu']:.0f} % | {_rss(row)} |"
@@ -344,8 +343,8 @@ def write(results: dict[str, Any], doc: Path, images: Path) -> None:
         "producer's hands. Ideal/s: completed/s if only the task body took time (HTTP: in-flight tasks / "
         "100 ms, capped by the pool's slots; CPU: parallel bodies / body ms, 2 cores for prefork and hybrid "
         "children, 1 for greenlets). Worker CPU is in % of one core (200 % = both cores); RSS is the "
-        "worker's main process, with the sum over its child processes in brackets. Scenario names link to "
-        "locust's HTML reports.",
+        "worker's main process, with the sum over its child processes in brackets. `run.py` writes "
+        "locust's HTML report of each scenario to `loadtests/out/reports/` (generated, not kept in git).",
         "",
         *[f"- {note}" for note in observations(results, table_rows)],
         "",

@@ -48,6 +48,7 @@ from loadtests import tasks  # noqa: E402
 
 DOCS = ROOT / "docs"
 REPORTS = DOCS / "loadtests"
+HTML_OUT = ROOT / "loadtests" / "out" / "reports"  # ignored by git
 IMAGES = DOCS / "img"
 DELAY_MS = 100
 HAS_HYBRID = "worker_cpu_workers" in {field.name for field in dataclasses.fields(Settings)}
@@ -550,15 +551,16 @@ def run_all(args: argparse.Namespace, scenarios: list[Scenario], work: Path) -> 
 
 
 def publish(results: dict[str, Any]) -> None:
-    """Copy the HTML reports next to the doc, write results.json and docs/loadtests.md with charts."""
+    """Keep locust's HTML reports in loadtests/out/reports/ (generated, ~1 MB each, not in git);
+    write results.json and docs/loadtests.md with charts."""
     from loadtests import report
 
+    HTML_OUT.mkdir(parents=True, exist_ok=True)
     REPORTS.mkdir(parents=True, exist_ok=True)
     for result in results["scenarios"]:
         html = Path(result.pop("html"))
         if html.exists():
-            shutil.copyfile(html, REPORTS / html.name)
-            result["report"] = f"loadtests/{html.name}"
+            shutil.copyfile(html, HTML_OUT / html.name)
     (REPORTS / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     report.write(results, DOCS / "loadtests.md", IMAGES)
 
