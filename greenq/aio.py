@@ -27,7 +27,7 @@ from greenq.broker.redis import RedisBroker, wait_slices
 from greenq.message import Message
 
 # Messages per pipeline. Packing commands is synchronous, so this bounds how long one send
-# holds the event loop (~2 ms for 250 messages); bigger batches go out in several pipelines.
+# holds the event loop (a few ms); bigger batches go out in several pipelines.
 PIPELINE_MESSAGES = 250
 
 

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from greenq.broker.redis import RedisBroker
 
 TaskCall = tuple[str | Task, Sequence[Any] | None, Mapping[str, Any] | None]
-# aenqueue_many builds this many messages between yields to the event loop (~5 ms of work).
+# aenqueue_many builds this many messages between yields to the event loop (a few ms of work).
 ASYNC_BUILD_SLICE = 250
 
 

@@ -1,8 +1,8 @@
 """greenq.http: one shared, pool-sized HTTP client per process for tasks.
 
-Built on geventhttpclient in a monkey-patched worker (~0.12 ms of CPU per GET here) and on
-urllib3's ``PoolManager`` elsewhere (~0.3 ms; prefork children and scripts), against ~0.62 ms
-for a ``requests.Session``; docs/http-tasks.md has the figures. One client per process, created
+Built on geventhttpclient in a monkey-patched worker and on urllib3's ``PoolManager`` elsewhere
+(prefork children and scripts): both cost a fraction of a ``requests.Session``'s CPU per request
+(docs/http-tasks.md has the figures). One client per process, created
 after the fork. The worker sizes it to its concurrency before the first task runs; a task waits
 for a free connection instead of opening more than that.
 

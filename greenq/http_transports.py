@@ -1,10 +1,9 @@
 """The two connection pools behind ``greenq.http``: geventhttpclient under gevent, urllib3 elsewhere.
 
-Measured here (10,000 GETs of a local 100 ms endpoint from 500 greenlets, no queue): urllib3's
-``PoolManager`` costs ~0.3 ms of CPU per GET, geventhttpclient ~0.12 ms, so a gevent worker
-reaches the server's pace (2.2 s for 10,000, ideal 2.0 s) only with geventhttpclient. It needs
-gevent's sockets, so a process that is not monkey-patched (a prefork child, a script) uses
-urllib3. Both send requests as given: redirects are followed by ``greenq.http.Client``, the
+geventhttpclient costs less than half of urllib3's CPU per request, and only with it does a
+gevent worker keep pace with a 100 ms endpoint at hundreds of requests in flight
+(docs/http-tasks.md has the figures). It needs gevent's sockets, so a process that is not
+monkey-patched (a prefork child, a script) uses urllib3. Both send requests as given: redirects are followed by ``greenq.http.Client``, the
 same way for both. Each transport returns ``(status, headers, body)`` or raises the built-in
 ``TimeoutError``/``ConnectionError``, which ``greenq.http`` turns into its own errors.
 """

@@ -1,8 +1,8 @@
 """Multiplexer: the Redis commands of many greenlets over one connection, pipelined by themselves.
 
 Under gevent a lone command costs a ``send`` and a ``recv`` system call and two trips through the
-hub. On this project's 2-core test machine that was 80-130 µs of CPU per INCR from 500 greenlets,
-a third of it in the loopback ``send`` alone. Here every command issued while the writer is busy
+hub, which is most of a small command's CPU (docs/http-tasks.md has the figures). Here every
+command issued while the writer is busy
 rides in its next write, and one read brings back many replies, so the system calls are shared by
 everyone waiting (the technique of ioredis' auto-pipelining and redis-rs' multiplexed
 connection). Redis answers one connection's commands in the order they came, so a FIFO of

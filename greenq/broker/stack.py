@@ -24,7 +24,7 @@ import redis.exceptions
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
 
-try:  # hiredis packs a command in ~1 µs; redis-py's own packer takes ~5 µs
+try:  # hiredis packs a command several times faster than redis-py's own packer
     from hiredis import pack_command as _pack_one
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
     _pack_one = None

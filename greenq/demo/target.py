@@ -1,9 +1,9 @@
 """A local HTTP target for demos, tests and load tests: ``/delay/<ms>`` and ``/bytes/<n>``.
 
 On 127.0.0.1 only, with keep-alive. Run it as ``python -m greenq.demo.target --port 8099``; it
-prints ``listening on PORT`` when ready. By default a lean gevent ``StreamServer`` answers
-(~4x less CPU per request than gevent's WSGI server, which took ~0.27 ms per request here and
-so bounded the benchmarks it was meant to serve); ``--wsgi`` serves the same ``app`` through
+prints ``listening on PORT`` when ready. By default a lean gevent ``StreamServer`` answers: gevent's
+WSGI server cost so much CPU per request that it bounded the benchmarks it was meant to serve
+(docs/http-tasks.md has the figures); ``--wsgi`` serves the same ``app`` through
 ``gevent.pywsgi``. The lean server reads requests, never parses anything beyond the request
 line and ``Content-Length``: it is a load-test fixture, not an HTTP implementation.
 """

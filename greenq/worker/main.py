@@ -85,15 +85,15 @@ def tune_gc(threshold: int) -> None:
     """Collect the youngest generation every ``threshold`` allocations, and never look again at
     what start-up made (modules, classes, the app: ``gc.freeze``).
 
-    NOTE: with Python's default of 700, a gevent worker running 500 tasks at a time spent 7 %
-    (10,000 HTTP tasks) to 11 % (100,000 no-op tasks) of its CPU in the collector: hundreds of
-    young collections, each walking the objects of every task in flight, which then moved up a
-    generation to be walked again. At 10,000 it ran 4 young collections in the same HTTP run.
-    Most garbage here has no cycles and is freed by reference counting anyway.
+    NOTE: with Python's default of 700, a gevent worker running hundreds of tasks at a time
+    spends a noticeable share of its CPU in the collector (docs/benchmarks.md): many young
+    collections, each walking the objects of every task in flight, which then move up a
+    generation to be walked again. Most garbage here has no cycles and is freed by reference
+    counting anyway.
     """
     if threshold <= 0:
         return
-    gc.freeze()  # NOTE: no gc.collect() first: it took ~20 ms of start-up for a few dead objects
+    gc.freeze()  # NOTE: no gc.collect() first: it costs start-up time for a few dead objects
     _, middle, oldest = gc.get_threshold()
     gc.set_threshold(threshold, middle, oldest)
 
