@@ -4,8 +4,9 @@ geventhttpclient costs less than half of urllib3's CPU per request, and only wit
 gevent worker keep pace with a 100 ms endpoint at hundreds of requests in flight
 (docs/http-tasks.md has the figures). It needs gevent's sockets, so a process that is not
 monkey-patched (a prefork child, a script) uses urllib3. Both send requests as given: redirects
-are followed by ``greenq.http.Client``, the same way for both. Each transport returns ``(status, headers, body)`` or raises the built-in
-``TimeoutError``/``ConnectionError``, which ``greenq.http`` turns into its own errors.
+are followed by ``greenq.http.Client``, the same way for both. Each transport returns
+``(status, headers, body)`` or raises the built-in ``TimeoutError``/``ConnectionError``, which
+``greenq.http`` turns into its own errors.
 """
 
 from __future__ import annotations
