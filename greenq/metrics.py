@@ -2,7 +2,8 @@
 
 Collectors read counters the consumer keeps anyway, at scrape time, so metrics cost nothing per
 task beyond what the worker already counts. Needs ``prometheus-client`` (``greenq[metrics]``).
-Imports: admin (for the exporter); the consumer is passed in.
+Imports: admin (for the exporter), exceptions; the consumer is passed in (its module only as a
+type).
 """
 
 from __future__ import annotations

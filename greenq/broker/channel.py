@@ -3,8 +3,8 @@
 Reserve (prefetch), start (early ack + revocation check), flush (results, late acks, retries,
 events, dead letters in one ``MULTI``), nack, requeue and dead-letter. Each call is one round
 trip, or one per queue where a script must stay inside one queue's hash slot. Liveness
-(heartbeats, recovery, the due-ETA mover) is ``recovery.Upkeep``. Imports: broker.keys,
-broker.stack, message; never the worker or pools.
+(heartbeats, recovery, the due-ETA mover) is ``recovery.Upkeep``. Imports: broker (Delivery),
+broker.keys, broker.stack, exceptions, message; never the worker or pools.
 """
 
 from __future__ import annotations

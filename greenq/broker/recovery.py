@@ -3,7 +3,7 @@ moving due delayed messages, and the terminate flags of revoked tasks.
 
 Liveness comes from heartbeats, not from a timer on each message: a worker's unacked messages
 are taken back only once its heartbeat key has expired (``recover.lua`` checks that
-atomically). Imports: broker.keys, broker.stack; never the worker or pools.
+atomically). Imports: broker.keys, broker.stack, exceptions, message; never the worker or pools.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Thread- and greenlet-safe: producer calls go through a shared stack of raw conne
 (``stack.ConnectionStack``); admin tools get a redis-py client. Key names come from
 ``broker.keys``, worker round trips live in ``broker.channel`` (messages) and
 ``broker.recovery`` (liveness). redis-py errors are translated into greenq's here.
-Must not import the worker or pools.
+Imports: redis, broker.*, config, exceptions, message; must not import the worker or pools.
 """
 
 from __future__ import annotations

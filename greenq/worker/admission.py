@@ -3,7 +3,8 @@
 Verify the signature, decode, find the task, choose the lane (greenlet or child process), and
 resolve the task's options against the app's settings ("the option on the task, else the
 setting", in one place: ``setting``). A message that cannot run comes back as a ``Rejection``
-naming why; the consumer dead-letters it. Imports: message, routing, worker.lanes.
+naming why; the consumer dead-letters it. Imports: broker (Delivery), exceptions, message,
+routing, worker.lanes; config and task as types.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ Four threads (greenlets once gevent has patched ``threading``), each on its own 
 
 The state they share is the ``Ledger``, which says who owns each field. Completion
 (``_on_done``, in the pool's thread) counts the outcome and hands it to the flusher.
-Imports: broker, message, pools.base, worker.*; the app only as a type.
+Imports: broker (Delivery, Channel), exceptions, message, pools.base, worker.*; the app only as
+a type.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Completions arrive from the pool's threads or greenlets through a deque (``appen
 sleeps. Each round writes everything that piled up while the last round was in flight — results,
 late acks, retries, events, dead letters — in one ``MULTI`` (``Channel.flush``): natural
 batching. Only then are the finished tasks' places released (see ``Ledger.startable``).
-Imports: broker (Delivery, Channel), message, worker.ledger, worker.stats, worker.execute.
+Imports: broker (Delivery, Channel), exceptions, message, worker.ledger, worker.stats.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ for ``broker_connection_timeout`` seconds. A graceful stop returns reserved mess
 waits for running tasks, flushes, unregisters. The hard exit (a second signal) writes what it
 still can in one short round trip — outcomes not yet flushed, and FAILURE (``WorkerLostError``)
 for each running early-ack task, which nobody will run again — and says which tasks it left.
-Imports: broker, message, worker.flusher, worker.stats.
+Imports: broker (Channel, Link; the facade as a type), config, exceptions, worker.flusher; the
+other worker parts as types.
 """
 
 from __future__ import annotations

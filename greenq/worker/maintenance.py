@@ -5,7 +5,7 @@ Runs in its own thread on its own connection (``broker.recovery.Upkeep``), every
 sooner when a delayed message is due. The heartbeat says who the worker is and what it runs:
 task names, ids and start times, never arguments (they are user data, and unbounded); an
 operator asks for one task's arguments through ``greenq:ask:{CONSUMER}`` (docs/keyspace.md).
-Imports: broker.recovery, worker.ledger, worker.lanes, worker.stats.
+Imports: broker.recovery, exceptions, worker.ledger, worker.stats.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Worker counters and the broker-outage backoff shared by the consumer's loops."""
+"""Worker counters and the broker-outage backoff shared by the consumer's loops. Imports:
+stdlib only."""
 
 from __future__ import annotations
 
