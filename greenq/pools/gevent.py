@@ -164,11 +164,12 @@ class GeventPool:
             clock, cpu = time.monotonic(), time.clock_gettime(cpu_clock)
             job = self._job_on_hub_stack()
             key = job.key if job is not None else None
-            if key is not None and key != held_key and self._locked_out(last_clock, clock, cpu - last_cpu):
+            since = max(last_clock, self._tick)  # the hub's last sign of life before this sample
+            if key is not None and key != held_key and self._locked_out(since, clock, cpu - last_cpu):
                 # NOTE: one C call (sum(range(10**8))) held the GIL across the whole gap, so this
                 # thread could take no sample during it; the job on the hub's stack the moment the
                 # GIL came back is the one that held it (issue 26 item 4).
-                held_key, held_at, held_cpu = key, last_clock, last_cpu
+                held_key, held_at, held_cpu = key, since, last_cpu
             last_clock, last_cpu = clock, cpu
             if key is None or key != held_key or self._tick > held_at:
                 held_key, held_at, held_cpu = key, clock, cpu  # the hub switched since the last look
@@ -180,13 +181,13 @@ class GeventPool:
     def _locked_out(self, since: float, until: float, hub_cpu_s: float) -> bool:
         """Was this thread kept from sampling by the hub thread itself holding the GIL?
 
-        The gap between two samples passed the threshold, the ticker did not run meanwhile,
-        and the hub thread burnt at least half the threshold of CPU. NOTE: the CPU test keeps
-        a process that was merely descheduled (overloaded machine) from blaming whatever job
-        was on the stack; a C call that blocks without CPU while holding the GIL is missed.
+        Neither a sample nor a tick came for longer than the threshold, and the hub thread
+        burnt at least half the threshold of CPU meanwhile. NOTE: the CPU test keeps a process
+        that was merely descheduled (overloaded machine) from blaming whatever job was on the
+        stack; a C call that blocks without CPU while holding the GIL is missed.
         """
         threshold_s = self._block_threshold_s
-        return until - since > threshold_s and self._tick <= since and hub_cpu_s >= threshold_s / 2
+        return until - since > threshold_s and hub_cpu_s >= threshold_s / 2
 
     def _job_on_hub_stack(self) -> Job | None:
         """The job whose greenlet is running on the hub thread now, if any."""

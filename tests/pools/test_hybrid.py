@@ -50,6 +50,7 @@ def test_blocking_task_is_logged_and_the_same_work_with_cpu_true_is_not(app: Gre
     assert match.group(1) == "tests.apps.basic.busy_loop"
     # The CPU it used is reported (less than the wall time when other processes share the cores).
     assert 0 < float(match.group(3)) <= float(match.group(2)) * 1.2
-    assert "mark it @app.task(cpu=True)" in match.string
+    # The advice follows the CPU share, which other processes on the cores can halve.
+    assert "mark it @app.task(cpu=True)" in match.string or "an overloaded machine" in match.string
     assert float(match.group(2)) >= 0.1  # a lower bound: the monitor thread samples
     assert "busy_loop_cpu" not in "".join(line for line in worker.lines if "blocked the event loop" in line)
