@@ -243,7 +243,7 @@ def dead_list(broker: RedisBroker, queue: str | None = None, count: int = 100) -
     return out
 
 
-def _dead_entries(broker: RedisBroker, queue: str | None, ids: list[str]) -> Iterator[tuple[str, Any, dict]]:
+def _dead_entries(broker: RedisBroker, queue: str | None, ids: list[str]) -> Iterator[tuple[str, Any, dict[Any, Any]]]:
     for name in _dead_queues(broker, queue):
         if ids:
             for entry_id in ids:
@@ -344,7 +344,7 @@ def forget_queue(broker: RedisBroker, queue: str) -> None:
 
     _require_queue(broker, queue)
     readers = [
-        w.get("name") or w.get("consumer") for w in workers(broker) if queue in (w.get("queues") or ())
+        str(w.get("name") or w.get("consumer")) for w in workers(broker) if queue in (w.get("queues") or ())
     ]
     if readers:
         raise ConfigError(f"queue {queue!r} is read by {len(readers)} live worker(s): {', '.join(readers)}")

@@ -118,7 +118,7 @@ class AsyncRedisBroker:
     async def _send(self, items: Sequence[tuple[Message, bytes]]) -> None:
         """Pipelines on the flusher's own connection (no pool checkout per batch), as ``Link``."""
         if self._conn is None:
-            self._conn = self.client.connection_pool.make_connection()  # type: ignore[no-untyped-call]
+            self._conn = self.client.connection_pool.make_connection()
         conn = self._conn
         with self.broker.guard():
             for start in range(0, len(items), PIPELINE_MESSAGES):

@@ -112,7 +112,7 @@ class GeventTransport:
                         ssl=scheme == "https",
                     )
                     pool = getattr(client, "_connection_pool", None)
-                    if scheme == "http" and hasattr(pool, "_is_socket_alive"):
+                    if scheme == "http" and pool is not None and hasattr(pool, "_is_socket_alive"):
                         pool._is_socket_alive = idle_socket_usable  # see idle_socket_usable
                     self._clients[key] = client
         return client

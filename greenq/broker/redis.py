@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import redis
 import redis.exceptions
@@ -70,7 +71,8 @@ class RedisBroker:
             socket_timeout=socket_timeout_s,
             protocol=2,
         )
-        self.client = redis.Redis(connection_pool=pool)  # admin and tools: the full redis-py API
+        # Admin and tools: the full redis-py API (typed Any: its replies are unions with Awaitable).
+        self.client: Any = redis.Redis(connection_pool=pool)
         # Enqueue and result reads: the hot producer path, on raw connections (see stack.py).
         self.conns = ConnectionStack(url, pool.make_connection, pool_limit, socket_timeout_s)
         self._known_queues: set[str] = set()

@@ -24,6 +24,7 @@ import redis.exceptions
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
 
+_pack_one: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command several times faster than redis-py's own packer
     from hiredis import pack_command as _pack_one
 except ImportError:  # pragma: no cover - redis[hiredis] is a dependency
@@ -133,7 +134,7 @@ def field(flat: Sequence[Any], name: bytes) -> Any:
 def script(name: str) -> str:
     """The text of ``scripts/<name>.lua`` (run with EVAL: Redis caches it by SHA, and a restarted
     server needs no SCRIPT LOAD)."""
-    return resources.files("greenq.broker").joinpath("scripts", f"{name}.lua").read_text()
+    return resources.files("greenq.broker").joinpath("scripts").joinpath(f"{name}.lua").read_text()
 
 
 class Link:

@@ -6,7 +6,8 @@ keys should not stay in the user's Redis for a day.
 
 from __future__ import annotations
 
-from greenq import GreenQ, http
+from greenq import http
+from greenq.app import GreenQ
 
 app = GreenQ("demo", task_default_queue="greenq-demo", result_expires=600)
 

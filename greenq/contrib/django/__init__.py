@@ -60,8 +60,8 @@ def installed_apps() -> list[str] | None:
         ConfigError: Django is not installed, or its settings are not configured.
     """
     django = require("django", "autodiscover_tasks() without packages")
-    from django.apps import apps  # type: ignore[import-untyped]
-    from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
+    from django.apps import apps
+    from django.core.exceptions import ImproperlyConfigured
 
     if not apps.ready:
         if apps.loading:
@@ -90,7 +90,7 @@ def close_db_connections(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         finally:
-            from django.db import connections  # type: ignore[import-untyped]
+            from django.db import connections
 
             connections.close_all()
 
