@@ -48,6 +48,7 @@ setup(
             "pytest-xdist>=3.3",
             "psutil>=5.9",
             "ruff>=0.5",
+            "mypy>=1.10",
             "prometheus-client>=0.17",
             "django>=4.2",
             "psycopg[binary]>=3.1",

@@ -243,7 +243,9 @@ def dead_list(broker: RedisBroker, queue: str | None = None, count: int = 100) -
     return out
 
 
-def _dead_entries(broker: RedisBroker, queue: str | None, ids: list[str]) -> Iterator[tuple[str, Any, dict[Any, Any]]]:
+def _dead_entries(
+    broker: RedisBroker, queue: str | None, ids: list[str]
+) -> Iterator[tuple[str, Any, dict[Any, Any]]]:
     for name in _dead_queues(broker, queue):
         if ids:
             for entry_id in ids:
