@@ -31,6 +31,16 @@ def setting(task: Task, conf: Settings, name: str) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class Policy:
+    """A task's options resolved against the app's settings, once per task (not per message)."""
+
+    acks_late: bool
+    track_started: bool
+    time_limit: float | None
+    soft_time_limit: float | None
+
+
+@dataclass(frozen=True, slots=True)
 class Rejection:
     """A message that will not run, and why (recorded on its dead letter and its result)."""
 
@@ -48,6 +58,20 @@ class Admission:
         self.conf = conf
         self.signing_keys = list(signing_keys)
         self.has_cpu_lane = has_cpu_lane
+        self._policies: dict[str, Policy] = {}
+
+    def policy(self, task: Task) -> Policy:
+        """The task's resolved options (cached: options and settings do not change at run time)."""
+        found = self._policies.get(task.name)
+        if found is None:
+            conf = self.conf
+            found = self._policies[task.name] = Policy(
+                acks_late=bool(setting(task, conf, "acks_late")),
+                track_started=bool(setting(task, conf, "track_started")),
+                time_limit=setting(task, conf, "time_limit"),
+                soft_time_limit=setting(task, conf, "soft_time_limit"),
+            )
+        return found
 
     def admit(self, delivery: Delivery) -> Reserved | Rejection:
         """Check one delivery: what runs comes back ``Reserved`` in its lane."""
@@ -61,7 +85,7 @@ class Admission:
         if task is None:
             return Rejection(f"unknown task {message.task!r}", message)
         lane = "cpu" if self.has_cpu_lane and self.wants_child(task, message) else "main"
-        return Reserved(delivery, message, task, bool(setting(task, self.conf, "acks_late")), lane)
+        return Reserved(delivery, message, task, self.policy(task).acks_late, lane)
 
     def wants_child(self, task: Task, message: Message) -> bool:
         """``cpu=True`` tasks, and tasks routed with ``{"pool": "prefork"}``, go to child processes."""

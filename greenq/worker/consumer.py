@@ -33,7 +33,7 @@ from greenq.broker.channel import Channel
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
 from greenq.message import FAILURE, RETRY, REVOKED, STARTED, Message, decode, encode, now, result_payload
 from greenq.pools.base import Job, Outcome, Pool
-from greenq.worker.admission import Admission, Rejection, expired, setting
+from greenq.worker.admission import Admission, Rejection, expired
 from greenq.worker.execute import revoked_outcome
 from greenq.worker.flusher import Flusher
 from greenq.worker.lanes import Lanes, Reserved
@@ -311,8 +311,9 @@ class Consumer(Lifecycle):
             self.flusher.put(result=result, release=1)
 
     def _submit(self, reserved: Reserved) -> None:
-        message, task = reserved.message, reserved.task
-        if setting(task, self.conf, "track_started"):
+        message = reserved.message
+        policy = self.admission.policy(reserved.task)
+        if policy.track_started:
             payload = result_payload(
                 message.id, message.task, STARTED, retries=message.retries, worker=self.consumer_id
             )
@@ -341,8 +342,8 @@ class Consumer(Lifecycle):
                 "priority": message.priority,
                 "worker": self.consumer_id,
             },
-            time_limit=setting(task, self.conf, "time_limit"),
-            soft_time_limit=setting(task, self.conf, "soft_time_limit"),
+            time_limit=policy.time_limit,
+            soft_time_limit=policy.soft_time_limit,
             started=time.time(),
         )
         self.lanes.pools[reserved.lane].submit(job, self._on_done)

@@ -11,7 +11,7 @@ from greenq import GreenQ
 from greenq.broker import Delivery
 from greenq.message import Message, encode, new_id
 from greenq.pools.solo import SoloPool
-from greenq.worker.admission import Admission, Rejection, expired, setting
+from greenq.worker.admission import Admission, Policy, Rejection, expired, setting
 from greenq.worker.flusher import Flusher, FlushWork
 from greenq.worker.lanes import Lanes, Reserved
 from greenq.worker.ledger import Ledger
@@ -95,6 +95,8 @@ def test_a_task_option_wins_over_the_setting_and_the_setting_fills_the_gaps() ->
     assert setting(plain, app.conf, "time_limit") == 9.0
     assert setting(late, app.conf, "time_limit") == 3
     assert setting(plain, app.conf, "track_started") is True
+    policy = Admission(app.tasks, app.conf, [], has_cpu_lane=False).policy(late)
+    assert policy == Policy(acks_late=True, track_started=True, time_limit=3, soft_time_limit=None)
 
 
 def test_expiry_is_judged_against_the_clock() -> None:
