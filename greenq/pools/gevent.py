@@ -65,7 +65,7 @@ def patch() -> None:
                 found[key] = original(**params)
             return found[key]
 
-        metadata.entry_points = cached  # type: ignore[assignment]
+        metadata.entry_points = cached
         try:
             monkey.patch_all()
         finally:
@@ -229,7 +229,7 @@ class GeventPool:
             return self._pending.popleft()
         self._idle.append(waiter)
         try:
-            return waiter.get()  # type: ignore[no-any-return]
+            return waiter.get()
         except BaseException:  # killed while idle: never hand this waiter a job
             if waiter in self._idle:
                 self._idle.remove(waiter)
