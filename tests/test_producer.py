@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from greenq import BrokerUnavailable, ConfigError, EncodeError, GreenQ, MessageTooLarge, ResultTimeout
-from greenq.broker.redis import GROUP, Keys
+from greenq.broker.keys import GROUP, Keys
 from greenq.broker.stack import ConnectionStack
 from greenq.message import decode, encode, sign, verify
 from greenq.results import SUCCESS, result_payload

@@ -18,7 +18,7 @@ import redis
 import redis.exceptions
 
 from greenq.broker.channel import Channel
-from greenq.broker.keys import GROUP, Keys, check_queue_name, enqueue_commands  # noqa: F401  TEMP re-export
+from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.recovery import Upkeep
 from greenq.broker.stack import NETWORK_ERRORS, ConnectionStack, Link, field, text
 from greenq.config import mask_url

@@ -268,7 +268,7 @@ class Consumer(Lifecycle):
                 if id(reserved) in taken:
                     continue
                 if is_revoked:
-                    self._skip(reserved, "revoked")
+                    self._skip(reserved, "revoked", acked=not reserved.acks_late)
                 else:
                     self._submit(reserved)
 
@@ -291,13 +291,14 @@ class Consumer(Lifecycle):
         keep = []
         for reserved in batch:
             if expired(reserved.message, clock):
-                self._skip(reserved, "expired")
+                self._skip(reserved, "expired", acked=False)
             else:
                 keep.append(reserved)
         return keep
 
-    def _skip(self, reserved: Reserved, reason: str) -> None:
-        """Record REVOKED for a message that will not run; late-ack ones are acked with it."""
+    def _skip(self, reserved: Reserved, reason: str, acked: bool) -> None:
+        """Record REVOKED for a message that will not run; one not ``acked`` yet (late-ack, or
+        dropped before the batch's early ack) is acked with its result."""
         message = reserved.message
         self.stats.revoked += 1
         if self.send_events:
@@ -305,10 +306,10 @@ class Consumer(Lifecycle):
         self.log.info("task %s[%s] %s before it started; not running it", message.task, message.id, reason)
         outcome = revoked_outcome(message.id, message.task, reason, message.retries, self.consumer_id)
         result = (message.id, outcome.payload or b"")
-        if reserved.acks_late:
-            self.flusher.put(result=result, ack=reserved.delivery)
-        else:
+        if acked:
             self.flusher.put(result=result, release=1)
+        else:
+            self.flusher.put(result=result, ack=reserved.delivery)
 
     def _submit(self, reserved: Reserved) -> None:
         message = reserved.message

@@ -59,7 +59,7 @@ def make_pool(
     if kind == "gevent":
         from greenq.pools.gevent import GeventPool
 
-        return GeventPool(runner, concurrency)
+        return GeventPool(runner, concurrency, fail=functools.partial(lost_outcome, app))
     if kind == "solo":
         from greenq.pools.solo import SoloPool
 

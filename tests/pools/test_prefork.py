@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from greenq import GreenQ, TaskError, TaskRevoked
-from greenq.broker.redis import Keys
+from greenq.broker.keys import Keys
 from tests.apps import basic
 
 
@@ -67,7 +67,11 @@ def test_lost_child_with_acks_late_is_requeued_until_max_deliveries(
     assert int(r.get("deaths:child")) == 3
     dead = r.xrange(Keys.dead("default"))
     assert len(dead) == 1 and dead[0][1][b"reason"] == b"delivery 3 killed its worker"
-    assert result.state == "PENDING"
+    # Dead-lettered, and its caller is told so instead of waiting for ever.
+    with pytest.raises(TaskError) as failed:
+        result.get(timeout=10)
+    assert failed.value.exc_type == "DeadLettered"
+    assert failed.value.exc_message == "its delivery killed the worker max_deliveries times"
 
 
 def test_revoke_with_terminate_kills_a_running_task_in_its_child(app: GreenQ, start_worker) -> None:

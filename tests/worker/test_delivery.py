@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from greenq import GreenQ, ResultTimeout
-from greenq.broker.redis import GROUP, Keys
+from greenq.broker.keys import GROUP, Keys
 from greenq.embedded import RedisServer, bundled_binary
 from tests.apps import basic
 

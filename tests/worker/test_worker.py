@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from greenq import GreenQ, TaskError
-from greenq.broker.redis import GROUP, Keys
+from greenq.broker.keys import GROUP, Keys
 from tests.apps import basic
 
 
@@ -181,6 +181,9 @@ def test_expired_task_is_revoked_not_run(app: GreenQ, r: redis.Redis, start_work
     error = expired.get(timeout=10, propagate=False)
     assert expired.state == "REVOKED" and error.exc_message == "expired"
     assert r.hgetall("runs:exp") == {fresh.id.encode(): b"1"}
+    # Acked with its REVOKED result: nothing is left in the stream for recovery to run again.
+    assert r.xlen(Keys.stream("default")) == 0
+    assert r.xpending(Keys.stream("default"), GROUP)["pending"] == 0
 
 
 def test_track_started_shows_started_while_running(app: GreenQ, r: redis.Redis, start_worker) -> None:
@@ -212,7 +215,14 @@ def test_signed_messages_run_and_unsigned_or_forged_are_dead_lettered(
     worker.wait_for("dead-lettering", count=2)
     dead = r.xrange(Keys.dead("default"))
     assert sorted(e[b"reason"] for _, e in dead) == [b"signature missing or invalid"] * 2
-    assert unsigned.state == forged.state == "PENDING"
+    # Not run, and not left PENDING for ever: the caller learns why.
+    for result in (unsigned, forged):
+        with pytest.raises(TaskError) as failed:
+            result.get(timeout=10)
+        assert (failed.value.exc_type, failed.value.exc_message) == (
+            "DeadLettered",
+            "signature missing or invalid",
+        )
 
 
 def test_dead_letter_on_failure_keeps_the_original_message(app: GreenQ, r: redis.Redis, start_worker) -> None:
