@@ -147,16 +147,29 @@ def run_worker(
     )
     stop, force = threading.Event(), threading.Event()
 
+    why: list[str] = []
+
+    def hard_exit_when_forced() -> None:
+        """Waits from start-up for a second signal. NOTE: the handler itself must not do the
+        round trip of abandon(): under gevent it may run inside the hub, which cannot block
+        (not even to start a thread); this thread (a greenlet once patched) can."""
+        force.wait()
+        try:
+            consumer.abandon(why[0] if why else "forced")
+        finally:
+            os._exit(1)
+
     def on_signal(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
         if stop.is_set():
             logger.warning("second %s: exiting now; unacked messages are left for recovery", name)
+            why.append(f"second {name}")
             force.set()
-            consumer.abandon(f"second {name}")
-            os._exit(1)
+            return
         stop.set()  # first: a second signal arriving while this one logs is the second
         logger.warning("%s: graceful shutdown (again to stop now)", name)
 
+    threading.Thread(target=hard_exit_when_forced, name="hard-exit", daemon=True).start()
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     tune_gc(conf.worker_gc_threshold)

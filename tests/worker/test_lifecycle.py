@@ -16,7 +16,7 @@ import redis
 from greenq import GreenQ, admin
 from greenq.broker.keys import Keys
 from greenq.embedded import RedisServer, bundled_binary, free_port
-from greenq.exceptions import TaskError
+from greenq.exceptions import ResultTimeout, TaskError
 from tests.apps import basic
 
 
@@ -51,7 +51,10 @@ def test_second_sigint_fails_running_early_ack_tasks_and_leaves_late_ones_for_re
     assert worker.wait(30) == 1
     for result in early:
         with pytest.raises(TaskError) as failed:
-            result.get(timeout=5)
+            try:
+                result.get(timeout=5)
+            except ResultTimeout:
+                raise AssertionError(worker.output) from None
         assert failed.value.exc_type == "WorkerLostError"
         assert "second SIGINT" in failed.value.exc_message and "worker@" in failed.value.exc_message
         assert result.id in worker.output  # the log names each abandoned task
