@@ -106,12 +106,6 @@ def delayed_member(priority: int, body: bytes) -> bytes:
     return b"%d|%s" % (priority, body)
 
 
-def split_delayed_member(member: bytes) -> tuple[int, bytes]:
-    """The inverse of ``delayed_member``."""
-    priority, _, body = member.partition(b"|")
-    return int(priority), body
-
-
 def delayed_command(message: Message, body: bytes) -> tuple[Any, ...]:
     """ZADD of a message to its queue's delayed set, due at ``message.eta``."""
     return (

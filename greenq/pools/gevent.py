@@ -72,12 +72,6 @@ def patch() -> None:
             metadata.entry_points = original
 
 
-def is_patched() -> bool:
-    from gevent import monkey
-
-    return bool(monkey.is_module_patched("socket"))
-
-
 class GeventPool:
     """``concurrency`` long-lived greenlets, each taking jobs from one queue and running them.
 

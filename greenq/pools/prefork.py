@@ -148,10 +148,6 @@ class PreforkPool:
         self._collector = threading.Thread(target=self._collect, name="prefork-collector", daemon=True)
         self._collector.start()
 
-    def child_pids(self) -> list[int]:
-        with self._lock:
-            return [c.process.pid for c in self._children]
-
     def free_slots(self) -> int:
         with self._lock:
             return sum(1 for c in self._children if c.job is None and not c.recycling)

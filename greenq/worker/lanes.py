@@ -140,7 +140,7 @@ class LazyPool:
         return {"started": False} if self._pool is None else self._pool.stats()
 
     def __getattr__(self, name: str) -> Any:
-        """``running_keys``, ``terminate``, ``child_pids``... of the real pool, once it exists."""
+        """``running_keys`` and ``terminate`` of the real pool (prefork), once it exists."""
         if name.startswith("_") or self.__dict__.get("_pool") is None:
             raise AttributeError(name)
         return getattr(self.__dict__["_pool"], name)
