@@ -75,10 +75,10 @@ def patch() -> None:
 class GeventPool:
     """``concurrency`` long-lived greenlets, each taking jobs from one queue and running them.
 
-    NOTE: not a greenlet per job (``gevent.pool.Pool.spawn``): spawning cost ~25 us per task,
-    and the pool freed a slot only after the job's completion callback had run, so the
+    NOTE: not a greenlet per job (``gevent.pool.Pool.spawn``): spawning costs time on every
+    task, and that pool freed a slot only after the job's completion callback had run, so the
     dispatcher, woken by that callback, often found no free slot and slept out its wait. Here a
-    slot is free before ``on_done`` runs (drain of no-op tasks: ~4k/s -> 25-38k/s).
+    slot is free before ``on_done`` runs (docs/pools.md has the figures).
     Thread-locals and contextvars of a worker greenlet live on from one task to the next.
 
     ``soft_time_limit`` raises ``SoftTimeLimitExceeded`` inside the task, which it may catch.
@@ -120,8 +120,8 @@ class GeventPool:
         thread's stack (``sys._current_frames``) and blames a job that stayed on it, with the
         tick stopped, for longer than the threshold — or, when one C call kept the watchdog from
         sampling at all, the job on the stack right after that gap.
-        NOTE: gevent's own monitor thread traces every greenlet switch, which cut drain
-        throughput by 3.5x here; this costs one wake-up per tick. The task is logged when it
+        NOTE: not gevent's own monitor thread: it traces every greenlet switch, which costs
+        drain throughput several times over (docs/pools.md); this costs one wake-up per tick. The task is logged when it
         ends, with how long it held the hub.
         """
         if threshold_s <= 0:
