@@ -121,8 +121,8 @@ class GeventPool:
         tick stopped, for longer than the threshold — or, when one C call kept the watchdog from
         sampling at all, the job on the stack right after that gap.
         NOTE: not gevent's own monitor thread: it traces every greenlet switch, which costs
-        drain throughput several times over (docs/pools.md); this costs one wake-up per tick. The task is logged when it
-        ends, with how long it held the hub.
+        drain throughput several times over (docs/pools.md); this costs one wake-up per tick.
+        The task is logged when it ends, with how long it held the hub.
         """
         if threshold_s <= 0:
             return
