@@ -204,7 +204,7 @@ def test_events_says_when_no_worker_sends_them_and_worker_E_turns_them_on(
     finally:
         tail.kill()  # it waits for events for ever, as it should
         tail.wait(10)
-    assert "no task events on this broker yet" in note and "greenq worker -E" in note
+    assert "1 live worker(s) send no task events (worker@" in note and "greenq worker -E" in note
     assert "GREENQ_WORKER_SEND_TASK_EVENTS=1" in note
     quiet.signal(signal.SIGTERM)
     assert quiet.wait() == 0

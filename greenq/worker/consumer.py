@@ -106,7 +106,7 @@ class Consumer(Lifecycle):
             task_names=list(app.tasks),
             lost_timeout_s=conf.worker_lost_timeout,
             max_deliveries=conf.max_deliveries,
-            extra_info=extra_info or {},
+            extra_info={"send_task_events": self.send_events, **(extra_info or {})},
             on_dead_lettered=self._store_dead_results,
         )
         self._next_key = 0  # the dispatcher's only
