@@ -18,6 +18,7 @@ _EXPORTS = {
     "Task": "greenq.task",
     "Settings": "greenq.config",
     "AsyncResult": "greenq.results",
+    "crontab": "greenq.cron",
     "GreenqError": "greenq.exceptions",
     "ConfigError": "greenq.exceptions",
     "EncodeError": "greenq.exceptions",
@@ -40,6 +41,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from greenq.app import GreenQ
     from greenq.config import Settings
+    from greenq.cron import crontab
     from greenq.exceptions import (
         BrokerError,
         BrokerUnavailable,

@@ -6,7 +6,7 @@ the worker or pools, so any service (Django, Flask, FastAPI, scripts) can enqueu
 message (routing, validation, encoding) is ``greenq.producer``'s job; ``app.control`` is
 ``greenq.control``'s. Nothing below imports this module back: task, results, producer and
 control reach the app through small Protocols.
-Imports: config, control, exceptions, message, producer, results, routing, task; lazily: the
+Imports: config, control, exceptions, message, producer, results, routing, schedules, task; lazily: the
 broker, ``greenq.embedded``, ``greenq.task_redis``, ``greenq.aio`` (the asyncio transport, for
 the ``a*`` methods) and ``greenq.contrib.django`` (``on_commit``, ``autodiscover_tasks``), so
 neither redis.asyncio nor Django is imported unless used.
@@ -31,6 +31,8 @@ from greenq.message import Message
 from greenq.producer import Producer
 from greenq.results import AsyncResult
 from greenq.routing import validate_routes
+from greenq.schedules import Schedule, build_schedules
+from greenq.schedules import periodic as periodic_decorator
 from greenq.task import Task, make_options
 
 if TYPE_CHECKING:
@@ -68,6 +70,7 @@ class GreenQ:
         self._tasks: dict[str, Task] = {}
         self._discovery: list[tuple[Sequence[str] | None, str]] = []
         self._discovering = False
+        self._periodic: list[Schedule] = []  # @app.periodic registrations, in order
         self._layers: list[Layer] = []
         self._overrides: list[Layer] = []
         self._settings: Settings | None = None
@@ -314,6 +317,14 @@ class GreenQ:
             return task
 
         return register(fn) if fn is not None else register
+
+    # The decorator lives with the schedule model: @app.periodic(every=30) or (cron=..., tz=...).
+    periodic = periodic_decorator
+
+    def schedules(self) -> list[Schedule]:
+        """Every schedule (``beat_schedule``, ``@app.periodic``), checked; ConfigError names a bad one."""
+        conf = self.conf
+        return build_schedules(conf.beat_schedule or {}, self._periodic, self.tasks, conf.timezone)
 
     def build_message(
         self,

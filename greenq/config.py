@@ -145,6 +145,16 @@ class Settings:
         default=None, metadata=_doc("Older signing keys workers still accept, for key rotation.", secret=True)
     )
     dead_letter_max: int = field(default=10000, metadata=_doc("Dead letters kept per queue."))
+    beat_schedule: dict[str, Any] | None = field(
+        default=None,
+        metadata=_doc(
+            "Periodic tasks in Celery's format, {name: {task, schedule (seconds, timedelta, crontab),"
+            " args, kwargs, options}}, plus tz, catch_up, max_catch_up, overlap (docs/schedules.md)."
+        ),
+    )
+    timezone: str = field(
+        default="UTC", metadata=_doc("IANA time zone of the cron schedules that name none (as Celery's).")
+    )
 
     def get(self, name: str) -> Any:
         """The value of setting ``name``; ``ConfigError`` with a suggestion if unknown."""
@@ -218,6 +228,11 @@ def coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(f"setting {name!r} (from {source}) cannot be None; expected {kind}")
     if kind == "Any":
         return _parse_routes(name, value, source) if name == "task_routes" else value
+    if kind.startswith("dict"):
+        value = _parse_routes(name, value, source)  # JSON from the environment
+        if isinstance(value, Mapping):
+            return dict(value)
+        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected a dict")
     if kind == "list[str]":
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
