@@ -130,6 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         child_app=ChildApp(args.app, args.config, overrides),
         metrics_port=args.metrics_port,
         extra_info=extra,
+        schedule=not args.no_schedule,
     )
 
 
@@ -296,6 +297,11 @@ def _add_worker(subs: Any) -> None:
         "-l", "--loglevel", default="INFO", type=_loglevel, metavar="LEVEL", help="|".join(LOG_LEVELS)
     )
     worker.add_argument(
+        "--no-schedule",
+        action="store_true",
+        help="do not fire the app's periodic schedules from this worker (others, or greenq beat, do)",
+    )
+    worker.add_argument(
         "-E",
         "--events",
         action="store_const",
@@ -363,9 +369,10 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["status", "start", "stop"])
     embedded.set_defaults(handler=cmd_embedded)
 
-    from greenq.ops_cli import add_commands
+    from greenq import ops_cli, schedule_cli
 
-    add_commands(subs, _add_app_flags)
+    ops_cli.add_commands(subs, _add_app_flags)
+    schedule_cli.add_commands(subs, _add_app_flags)
 
     demo = subs.add_parser("demo", help="run HTTP tasks through a local worker and show the figures")
     demo.add_argument("--tasks", type=positive_int, default=3000)

@@ -71,6 +71,12 @@ class Keys:
         return f"greenq:{{q:{queue}}}:recovered"
 
     @staticmethod
+    def schedule(queue: str, schedule: str) -> str:
+        """A periodic schedule's state: the last fire time claimed, its task id, who fired it.
+        Under its queue's hash tag: ``fire.lua`` claims and enqueues in one script."""
+        return f"greenq:{{q:{queue}}}:schedule:{schedule}"
+
+    @staticmethod
     def result(task_id: str) -> str:
         return f"greenq:result:{{{task_id}}}"
 

@@ -81,6 +81,19 @@ def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | 
     return LazyPool(make, "prefork", wanted)
 
 
+def start_scheduler(app: GreenQ, who: str, stop: threading.Event) -> None:
+    """Fire the app's periodic schedules from this worker too (``--no-schedule`` turns it off);
+    every worker may: each fire time is claimed once in Redis. No schedules, no thread."""
+    schedules = app.schedules()
+    if not schedules:
+        return
+    from greenq.worker.scheduler import Scheduler
+
+    scheduler = Scheduler(app, schedules, who)
+    link = app.broker.link()
+    threading.Thread(target=scheduler.run, args=(link, stop), name="scheduler", daemon=True).start()
+
+
 def tune_gc(threshold: int) -> None:
     """Collect the youngest generation every ``threshold`` allocations, and never look again at
     what start-up made (modules, classes, the app: ``gc.freeze``).
@@ -106,6 +119,7 @@ def run_worker(
     extra_info: dict[str, Any] | None = None,
     child_app: ChildApp | None = None,
     metrics_port: int | None = None,
+    schedule: bool = True,
 ) -> int:
     """Run a worker until signalled; returns the process exit code."""
     conf = app.conf
@@ -179,6 +193,8 @@ def run_worker(
 
         serve(WorkerCollector(consumer), metrics_port)
         logger.info("metrics on http://127.0.0.1:%s/metrics", metrics_port)
+    if schedule:
+        start_scheduler(app, consumer.consumer_id, stop)
     logger.info("worker ready: consumer %s, %s tasks registered", consumer.consumer_id, len(app.tasks))
     logger.debug("tasks: %s", ", ".join(sorted(app.tasks)))
     while not stop.wait(1.0):

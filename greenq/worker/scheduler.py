@@ -1,0 +1,172 @@
+"""Scheduler: fires an app's periodic schedules from every worker (or ``greenq beat``), each fire
+time exactly once however many run it.
+
+Each round is one round trip that reads the Redis server's clock and every schedule's last
+claimed fire time, then, only when something is due, one ``fire.lua`` per fire time: it claims
+the fire time in the schedule's state hash and enqueues the message in the same script, so two
+schedulers never both enqueue one fire, and a scheduler that dies between rounds loses nothing
+another one will not pick up. Due times are judged by the Redis server's clock, which all
+schedulers share. An app without schedules runs no scheduler at all. Imports: broker.keys,
+broker.stack, message, schedules; no worker state.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from greenq.broker.keys import Keys, delayed_member
+from greenq.broker.stack import Link, script
+from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
+from greenq.message import now
+
+if TYPE_CHECKING:
+    from greenq.app import GreenQ
+    from greenq.schedules import Schedule
+
+logger = logging.getLogger(__name__)
+STATE_TTL_MS = 30 * 86_400_000  # a schedule's state outlives its last fire by this much
+MAX_WAIT_S = 1.0  # longest sleep between rounds (a schedule added meanwhile is seen by then)
+UTC = datetime.timezone.utc
+
+
+def fire_task_id(schedule: str, fire_ms: int) -> str:
+    """The task id of one fire: the same for every scheduler, so a fire is recognisable."""
+    return f"{schedule}@{fire_ms}"
+
+
+class Scheduler:
+    """Fires ``schedules`` of ``app`` on its own connection; ``run`` until stopped."""
+
+    def __init__(self, app: GreenQ, schedules: Sequence[Schedule], who: str) -> None:
+        for schedule in schedules:
+            if not schedule.overlap:
+                raise ConfigError(
+                    f"schedule {schedule.name!r}: overlap=False needs unique enqueue, which greenq does"
+                    " not have yet (issue 19); remove it to let runs overlap"
+                )
+        self.app = app
+        self.schedules = list(schedules)
+        self.who = who
+        self.send_events = app.conf.worker_send_task_events
+        self.log = logging.LoggerAdapter(logger, {"worker": who})
+        self.keys = [Keys.schedule(self._queue(s), s.name) for s in self.schedules]
+
+    def _queue(self, schedule: Schedule) -> str:
+        message, _ = self._build(schedule, 0)
+        return message.queue
+
+    def _build(self, schedule: Schedule, fire_ms: int) -> tuple[Any, bytes]:
+        options = dict(schedule.options)
+        return self.app.build_message(
+            schedule.task,
+            list(schedule.args),
+            dict(schedule.kwargs),
+            queue=options.get("queue"),
+            priority=options.get("priority"),
+            countdown=options.get("countdown"),
+            expires=_expires(options.get("expires"), fire_ms),
+            task_id=fire_task_id(schedule.name, fire_ms),
+        )
+
+    def run(self, link: Link, stopping: threading.Event) -> None:
+        """Fire rounds until ``stopping``; a broker outage is logged once and waited out."""
+        self.log.info(
+            "scheduler: %s schedule(s): %s", len(self.schedules), ", ".join(s.name for s in self.schedules)
+        )
+        failing = False
+        while not stopping.is_set():
+            try:
+                wait_s = self.tick(link)
+                if failing:
+                    self.log.warning("scheduler: broker is back")
+                failing = False
+            except (BrokerUnavailable, BrokerError) as exc:
+                if not failing:
+                    self.log.warning("scheduler: %s; retrying", exc)
+                failing, wait_s = True, MAX_WAIT_S
+            stopping.wait(wait_s)
+
+    def tick(self, link: Link) -> float:
+        """One round: fire what is due; returns seconds until the next fire (at most ``MAX_WAIT_S``)."""
+        replies = link.pipeline([("TIME",), *(("HGET", key, "last") for key in self.keys)])
+        seconds, micros = (int(x) for x in replies[0])
+        clock = datetime.datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+        due: list[tuple[int, Schedule, int]] = []
+        for index, (schedule, last) in enumerate(zip(self.schedules, replies[1:], strict=True)):
+            last_fire = None if last is None else datetime.datetime.fromtimestamp(int(last) / 1000, UTC)
+            due.extend(
+                (index, schedule, round(fire.timestamp() * 1000))
+                for fire in schedule.missed(last_fire, clock)
+            )
+        if due:
+            self._fire(link, due, int(clock.timestamp() * 1000))
+        soonest = min(s.next_fire(clock) for s in self.schedules)
+        return max(0.005, min(MAX_WAIT_S, (soonest - clock).total_seconds()))
+
+    def _fire(self, link: Link, due: list[tuple[int, Schedule, int]], now_ms: int) -> None:
+        commands = []
+        for index, schedule, fire_ms in due:
+            message, body = self._build(schedule, fire_ms)
+            delayed = message.eta is not None and message.eta > now()
+            target = Keys.delayed(message.queue) if delayed else Keys.stream(message.queue, message.priority)
+            score = str(int((message.eta or 0) * 1000)) if delayed else ""
+            member = delayed_member(message.priority, body) if delayed else b""
+            commands.append(
+                (
+                    "EVAL",
+                    script("fire"),
+                    2,
+                    self.keys[index],
+                    target,
+                    fire_ms,
+                    body,
+                    message.id,
+                    self.who,
+                    now_ms,
+                    score,
+                    member,
+                    STATE_TTL_MS,
+                )
+            )
+        replies = link.pipeline(commands)
+        fired = []
+        for (_, schedule, fire_ms), reply in zip(due, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise BrokerError(f"schedule {schedule.name!r}: fire failed: {reply}")
+            if reply == 1:
+                fired.append((schedule, fire_ms))
+                self.log.info(
+                    "schedule %s fired %s (%s)",
+                    schedule.name,
+                    fire_task_id(schedule.name, fire_ms),
+                    schedule.task,
+                )
+        if fired and self.send_events:
+            link.pipeline([_event(schedule, fire_ms, self.who) for schedule, fire_ms in fired])
+
+
+def _expires(value: Any, fire_ms: int) -> Any:
+    """``expires`` in seconds counts from the fire time (Celery's meaning), not from enqueue."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.datetime.fromtimestamp(fire_ms / 1000 + float(value), UTC)
+    return value
+
+
+def _event(schedule: Schedule, fire_ms: int, who: str) -> tuple[Any, ...]:
+    record = {
+        "event": "scheduled",
+        "schedule": schedule.name,
+        "task": schedule.task,
+        "id": fire_task_id(schedule.name, fire_ms),
+        "fire_time": fire_ms / 1000,
+        "worker": who,
+        "time": time.time(),
+    }
+    return ("XADD", Keys.EVENTS, "MAXLEN", "~", 100_000, "*", "e", orjson.dumps(record))
