@@ -82,8 +82,21 @@ def render_status(data: dict[str, Any]) -> str:
             "",
             "WORKERS",
             table(worker_headers, workers),
+            *_next_schedule(data.get("schedules")),
         ]
     )
+
+
+def _next_schedule(rows: list[dict[str, Any]] | None) -> list[str]:
+    """The SCHEDULES line: how many the app has and which fires next (``status -A app``)."""
+    if not rows:
+        return []
+    soonest = min(rows, key=lambda row: row["next_utc"])
+    return [
+        "",
+        f"SCHEDULES {len(rows)}; next: {soonest['name']} ({soonest['task']}, {soonest['schedule']}) "
+        f"at {soonest['next_local'][:19]} local, {soonest['next_utc'][:19]} UTC",
+    ]
 
 
 def _cell(value: Any) -> str:

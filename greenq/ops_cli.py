@@ -32,12 +32,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     app, broker = _broker(args)
     if args.json:
-        data = {"broker": mask_url(app.conf.broker_url), **admin.status(broker)}
+        data = {"broker": mask_url(app.conf.broker_url), **admin.status(broker), "schedules": _schedules(app)}
         print(json.dumps(data, indent=2, default=str))
         return 0
     rounds = 0
     while True:
-        screen = render_status({"broker": broker_text(app), **admin.status(broker)})
+        data = {"broker": broker_text(app), **admin.status(broker), "schedules": _schedules(app)}
+        screen = render_status(data)
         if args.watch:
             sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  greenq status --watch\n\n"))
         print(screen, flush=True)
@@ -45,6 +46,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not args.watch or (args.count and rounds >= args.count):
             return 0
         time.sleep(args.interval)
+
+
+def _schedules(app: Any) -> list[dict[str, Any]]:
+    """The app's periodic schedules as ``greenq schedule list`` shows them (none without -A)."""
+    schedules = app.schedules()
+    if not schedules:
+        return []
+    from greenq.schedule_cli import schedule_rows
+
+    return schedule_rows(app, schedules)
 
 
 def _select_workers(broker: Any, destination: str | None) -> list[dict[str, Any]]:

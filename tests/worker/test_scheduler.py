@@ -127,3 +127,10 @@ def test_beat_fires_alone_and_schedule_list_and_run_show_and_fire(
         time.sleep(0.05)
     unknown = _cli(redis_url, "schedule", "run", "nope", "-A", APP)
     assert unknown.returncode == 1 and "unknown schedule 'nope'" in unknown.stderr
+    status = _cli(redis_url, "status", "-A", APP)
+    assert status.returncode == 0, status.stderr
+    assert "SCHEDULES 1; next: tick-every (tests.apps.sched_app.tick, every 1 s) at " in status.stdout
+    assert (
+        json.loads(_cli(redis_url, "status", "-A", APP, "--json").stdout)["schedules"][0]["name"]
+        == "tick-every"
+    )
