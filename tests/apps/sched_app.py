@@ -5,6 +5,7 @@ names the fire time (``<schedule>@<epoch ms>``)."""
 from __future__ import annotations
 
 import os
+import time
 
 import redis
 
@@ -30,5 +31,6 @@ def tick(self, tag: str) -> str:
     global _client
     if _client is None:
         _client = redis.Redis.from_url(app.conf.broker_url or "")
+    _client.rpush(f"ticks-at:{tag}", f"{self.request.id} {time.time()}")  # when it started
     _client.rpush(f"ticks:{tag}", self.request.id)
     return str(self.request.id)
