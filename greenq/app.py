@@ -338,6 +338,7 @@ class GreenQ:
         eta: datetime | float | None = None,
         expires: datetime | float | None = None,
         task_id: str | None = None,
+        unique: bool = False,
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call; nothing is sent. Raises as ``apply_async`` does."""
         return self._producer.build(
@@ -350,6 +351,7 @@ class GreenQ:
             eta=eta,
             expires=expires,
             task_id=task_id,
+            unique=unique,
         )
 
     def send_task(
@@ -366,8 +368,7 @@ class GreenQ:
         Takes the options of ``Task.apply_async``, ``on_commit`` included.
         """
         message, body = self._producer.build(name, args, kwargs, **options)
-        self._send([(message, body)], on_commit)
-        return AsyncResult(message.id, app=self)
+        return AsyncResult(self._send([(message, body)], on_commit)[0], app=self)
 
     def enqueue_many(
         self, calls: Iterable[TaskCall], *, on_commit: bool | str = False, **options: Any
@@ -388,19 +389,19 @@ class GreenQ:
             build(task.name if isinstance(task, Task) else task, args, kwargs, **options)
             for task, args, kwargs in calls
         ]
-        if items:
-            self._send(items, on_commit)
-        return [AsyncResult(message.id, app=self) for message, _ in items]
+        ids = self._send(items, on_commit) if items else []
+        return [AsyncResult(task_id, app=self) for task_id in ids]
 
-    def _send(self, items: list[tuple[Message, bytes]], on_commit: bool | str) -> None:
+    def _send(self, items: list[tuple[Message, bytes]], on_commit: bool | str) -> list[str]:
+        """Enqueue now (the ids: a unique call's may be the task holding its key) or on commit."""
         if not on_commit:
-            self.broker.enqueue(items)
-            return
+            return self.broker.enqueue(items)
         from greenq.contrib.django import on_commit as register
 
         # NOTE: the messages are built (validated, encoded) now, at the call, and sent as they
         # are when the transaction commits: a bad argument raises here, inside the transaction.
         register(lambda: self.broker.enqueue(items), using=on_commit if isinstance(on_commit, str) else None)
+        return [message.id for message, _ in items]
 
     # ---- asyncio producer (greenq.aio: redis.asyncio, never gevent) ------------------------
 

@@ -78,6 +78,10 @@ class Settings:
     task_time_limit: float | None = field(default=None, metadata=_doc("Hard time limit in seconds."))
     task_soft_time_limit: float | None = field(default=None, metadata=_doc("Soft time limit in seconds."))
     task_default_priority: int = field(default=0, metadata=_doc("Priority 0 (lowest) to 9 (highest)."))
+    task_unique_ttl: float = field(
+        default=3600.0,
+        metadata=_doc("Seconds a unique enqueue's key lives at most (unique=True without unique_for)."),
+    )
     worker_pool: str = field(default="gevent", metadata=_doc("gevent, prefork or solo."))
     worker_concurrency: int | None = field(
         default=None,

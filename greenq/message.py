@@ -86,13 +86,18 @@ class Message:
     expires: float | None = None
     retries: int = 0
     created: float = 0.0
+    # Unique enqueue (docs/semantics.md): the unique key this message holds (envelope field
+    # ``u``; None: not unique), and the key's TTL in ms, which the producer needs for the
+    # enqueue script only and which is not in the envelope.
+    unique: str | None = None
+    unique_ttl_ms: int = 0
 
     def with_changes(self, **changes: Any) -> Message:
         """A copy with some fields changed (retries, eta, queue...)."""
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        envelope: dict[str, Any] = {
             "v": PROTOCOL_VERSION,
             "id": self.id,
             "task": self.task,
@@ -105,6 +110,9 @@ class Message:
             "retries": self.retries,
             "created": self.created,
         }
+        if self.unique is not None:
+            envelope["u"] = self.unique
+        return envelope
 
 
 def _problem(value: Any, where: str) -> tuple[str, str] | None:
@@ -238,6 +246,9 @@ def decode(body: bytes) -> Message:
         and isinstance(kwargs, dict)
     ):
         raise DecodeError("envelope fields id/task/args/kwargs have the wrong types")
+    unique = raw.get("u")
+    if unique is not None and not isinstance(unique, str):
+        raise DecodeError("envelope field u (unique key) is not a string")
     return Message(
         id=task_id,
         task=task,
@@ -249,6 +260,7 @@ def decode(body: bytes) -> Message:
         expires=raw.get("expires"),
         retries=int(raw.get("retries") or 0),
         created=float(raw.get("created") or 0.0),
+        unique=unique,
     )
 
 

@@ -5,15 +5,20 @@ asyncio and Django on-commit calls all end in ``Producer.build``): checking the 
 the task's signature, routing (static routes cached per settings), priority, the countdown / eta /
 expires arithmetic, and encoding (``greenq.message``). The app owns one and sends what it builds.
 
-Imports: message, routing, task, config (a type); ``broker.keys`` lazily, for the queue-name
-check. Never ``greenq.app``: the app is reached through the ``ProducerApp`` Protocol below.
+Also the key of a unique call (``unique=True`` with a task id, or a ``unique_for`` task: name +
+hash of the arguments). Imports: message, routing, task, config (a type), orjson;
+``broker.keys`` lazily, for the queue-name check. Never ``greenq.app``: the app is reached
+through the ``ProducerApp`` Protocol below.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from greenq.message import Message, encode, new_id, now
 from greenq.routing import is_static, route_task
@@ -21,6 +26,29 @@ from greenq.task import Task, TaskOptions, check_priority, to_epoch
 
 if TYPE_CHECKING:
     from greenq.config import Settings
+
+
+def _unique(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    task_id: str | None,
+    opts: TaskOptions | None,
+    conf: Settings,
+) -> tuple[str, int]:
+    """(unique key, its TTL in ms) of a unique call: the task id when given with ``unique=True``,
+    else the task name and a hash of its canonical JSON arguments (``unique_for`` tasks)."""
+    ttl_s = opts.unique_for if opts is not None and opts.unique_for is not None else conf.task_unique_ttl
+    if task_id is not None:
+        return task_id, max(1, int(ttl_s * 1000))
+    if opts is None or opts.unique_for is None:
+        raise ValueError(f"task {name}: unique=True needs a task_id (the unique key)")
+    try:
+        canonical = orjson.dumps([list(args), kwargs], option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        canonical = b""  # not JSON: encode() raises EncodeError naming the argument right after
+    digest = hashlib.sha256(canonical).hexdigest()[:32]
+    return f"{name}:{digest}", max(1, int(ttl_s * 1000))
 
 
 class ProducerApp(Protocol):
@@ -54,6 +82,7 @@ class Producer:
         eta: datetime | float | None = None,
         expires: datetime | float | None = None,
         task_id: str | None = None,
+        unique: bool = False,
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call (``GreenQ.build_message`` documents it)."""
         app = self._app
@@ -77,6 +106,9 @@ class Producer:
         if expires is None and opts is not None:
             expires = opts.expires
         expires_s = created + expires if isinstance(expires, int | float) else to_epoch(expires)
+        unique_key, unique_ttl_ms = None, 0
+        if unique or (opts is not None and opts.unique_for is not None):
+            unique_key, unique_ttl_ms = _unique(name, args, kwargs, task_id if unique else None, opts, conf)
         message = Message(
             id=task_id or new_id(),
             task=name,
@@ -87,6 +119,8 @@ class Producer:
             eta=eta_s,
             expires=expires_s,
             created=created,
+            unique=unique_key,
+            unique_ttl_ms=unique_ttl_ms,
         )
         return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
 

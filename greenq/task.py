@@ -77,6 +77,7 @@ class TaskOptions:
     track_started: bool | None = None
     dead_letter_on_failure: bool = False
     typing: bool = True
+    unique_for: float | None = None  # every enqueue is unique by name + arguments, for this many s
 
 
 OPTION_NAMES = tuple(f.name for f in fields(TaskOptions))
@@ -236,6 +237,7 @@ class Task:
         eta: datetime | float | None = None,
         expires: datetime | float | None = None,
         task_id: str | None = None,
+        unique: bool = False,
         on_commit: bool | str = False,
     ) -> AsyncResult:
         """Enqueue one call.
@@ -247,6 +249,11 @@ class Task:
             eta: run no sooner than this time (datetime, naive = UTC, or epoch seconds).
             expires: seconds from now, or a time, after which the task is not run (REVOKED).
             task_id: use this id instead of a fresh one.
+            unique: with ``task_id``: enqueue nothing while a task with this id waits, is
+                reserved or runs, and return that task's AsyncResult instead (the key is freed
+                when it finishes, or after the task's ``unique_for`` or the ``task_unique_ttl``
+                setting, in seconds). A task with ``unique_for`` is always unique, keyed by its
+                name and arguments. See docs/semantics.md, "Unique enqueue".
             on_commit: True: send when the Django transaction of the default database commits
                 (``django.db.transaction.on_commit``), nothing if it rolls back; a string: the
                 transaction of that database alias. The message is validated and encoded now
@@ -270,6 +277,7 @@ class Task:
             eta=eta,
             expires=expires,
             task_id=task_id,
+            unique=unique,
             on_commit=on_commit,
         )
 

@@ -209,8 +209,11 @@ class Channel:
         delayed: Sequence[tuple[Message, bytes]] = (),
         events: Sequence[bytes] = (),
         dead: Sequence[tuple[Delivery, str, str]] = (),
+        unique: Sequence[tuple[str, str]] = (),
     ) -> None:
         """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
+        ``unique``: (unique key, task id) of finished unique tasks, each key deleted if that task
+        still holds it (``unique_release.lua``).
 
         Late acks ride with their results and retries, so a task is never acked without its
         result, and a retried task is neither lost nor duplicated.
@@ -225,6 +228,7 @@ class Channel:
         commands.extend(
             self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
         )
+        commands.extend(("EVAL", script("unique_release"), 1, key, task_id) for key, task_id in unique)
         if len(commands) == 1:
             self.link.call(*commands[0])  # one command (one script, XADD or ZADD) is atomic by itself
         elif commands:

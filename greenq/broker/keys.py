@@ -77,6 +77,19 @@ class Keys:
         return f"greenq:{{q:{queue}}}:schedule:{schedule}"
 
     @staticmethod
+    def unique(queue: str, key: str) -> str:
+        """A unique enqueue's key (docs/semantics.md): its value is the id of the task holding
+        it, set with a TTL by ``enqueue_unique.lua`` (or ``fire.lua``) in the same script as the
+        message, under the queue's hash tag; deleted when that task finishes."""
+        return f"greenq:{{q:{queue}}}:unique:{key}"
+
+    @staticmethod
+    def unique_held(consumer: str) -> str:
+        """Hash unique key -> task id of the early-ack unique tasks a worker runs now, written
+        with its heartbeat only while there are some: recovery frees them if the worker dies."""
+        return f"greenq:unique-held:{{{consumer}}}"
+
+    @staticmethod
     def result(task_id: str) -> str:
         return f"greenq:result:{{{task_id}}}"
 
@@ -127,13 +140,37 @@ def enqueue_commands(
 ) -> list[tuple[Any, ...]]:
     """The commands that enqueue ``chunk``: ready messages to their band stream, future ones to
     the delayed set, and ``new_queues`` (not yet known to the caller) to the set of queues.
-    The sync and the asyncio producer send exactly this."""
+    A unique message (``message.unique``) is one ``EVAL`` of ``enqueue_unique.lua`` instead,
+    whose reply is the id of the task holding its key. The sync and the asyncio producer send
+    exactly this."""
     queues = sorted(new_queues)
     commands: list[tuple[Any, ...]] = [("SADD", Keys.QUEUES, *queues)] if queues else []
     clock = now()
     for message, body in chunk:
-        if message.eta is not None and message.eta > clock:
+        if message.unique is not None:
+            commands.append(unique_command(message, body, clock))
+        elif message.eta is not None and message.eta > clock:
             commands.append(delayed_command(message, body))
         else:
             commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
     return commands
+
+
+def unique_command(message: Message, body: bytes, clock: float) -> tuple[Any, ...]:
+    """EVAL of ``enqueue_unique.lua``: take the message's unique key and add the message (to its
+    band stream, or the delayed set when its eta is in the future) only if the key was free."""
+    from greenq.broker.stack import script  # only unique messages need the script text (and redis)
+
+    delayed = message.eta is not None and message.eta > clock
+    return (
+        "EVAL",
+        script("enqueue_unique"),
+        2,
+        Keys.unique(message.queue, message.unique or ""),
+        Keys.delayed(message.queue) if delayed else Keys.stream(message.queue, message.priority),
+        message.id,
+        max(1, message.unique_ttl_ms),
+        body,
+        int((message.eta or 0) * 1000) if delayed else "",
+        delayed_member(message.priority, body) if delayed else b"",
+    )

@@ -1,5 +1,6 @@
 """Upkeep: a worker's liveness round trips — heartbeat, recovery of dead workers' messages,
-moving due delayed messages, and the terminate flags of revoked tasks.
+moving due delayed messages, the terminate flags of revoked tasks, and the unique keys a dead
+worker's running tasks held.
 
 Liveness comes from heartbeats, not from a timer on each message: a worker's unacked messages
 are taken back only once its heartbeat key has expired (``recover.lua`` checks that
@@ -9,7 +10,8 @@ atomically). Imports: broker.keys, broker.stack, exceptions, message; never the 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -19,6 +21,7 @@ from greenq.exceptions import BrokerError
 from greenq.message import now
 
 RECOVER_BATCH = 500  # entries per recover.lua call: keeps each script short
+HELD_TTL_FACTOR = 4  # a worker's unique-held hash outlives its heartbeat key this many times
 
 
 class Upkeep:
@@ -32,18 +35,33 @@ class Upkeep:
         self.link.close()
 
     def heartbeat(
-        self, consumer: str, info: bytes, ttl_ms: int, queues: Sequence[str]
+        self,
+        consumer: str,
+        info: bytes,
+        ttl_ms: int,
+        queues: Sequence[str],
+        held: Mapping[str, str] | None = None,
     ) -> tuple[bool, list[str]]:
         """Refresh the worker's heartbeat. Returns (False if it had expired: others may have
-        recovered this worker's messages; the task ids an operator asked about)."""
-        replies = self.link.pipeline(
-            [
-                ("SET", Keys.worker(consumer), info, "PX", ttl_ms, "GET"),
-                ("SADD", Keys.WORKERS, consumer),
-                ("SADD", Keys.QUEUES, *queues),
-                ("GET", Keys.ask(consumer)),
-            ]
-        )
+        recovered this worker's messages; the task ids an operator asked about).
+
+        ``held``: unique key -> task id of the early-ack unique tasks running now, written to
+        ``Keys.unique_held`` (kept ``HELD_TTL_FACTOR`` heartbeat TTLs) for recovery to free if
+        this worker dies; None: nothing to write (no extra command); empty: delete the hash.
+        """
+        commands: list[tuple[Any, ...]] = [
+            ("SET", Keys.worker(consumer), info, "PX", ttl_ms, "GET"),
+            ("SADD", Keys.WORKERS, consumer),
+            ("SADD", Keys.QUEUES, *queues),
+            ("GET", Keys.ask(consumer)),
+        ]
+        if held is not None:
+            commands.append(("DEL", Keys.unique_held(consumer)))
+            if held:
+                pairs = [part for key, task_id in held.items() for part in (key, task_id)]
+                commands.append(("HSET", Keys.unique_held(consumer), *pairs))
+                commands.append(("PEXPIRE", Keys.unique_held(consumer), ttl_ms * HELD_TTL_FACTOR))
+        replies = self.link.pipeline(commands)
         asked: list[str] = []
         if isinstance(replies[3], bytes):
             with contextlib.suppress(ValueError):
@@ -53,7 +71,13 @@ class Upkeep:
 
     def unregister(self, consumer: str) -> None:
         """A clean exit: drop the heartbeat so status stops listing the worker."""
-        self.link.pipeline([("DEL", Keys.worker(consumer)), ("SREM", Keys.WORKERS, consumer)])
+        self.link.pipeline(
+            [
+                ("DEL", Keys.worker(consumer)),
+                ("SREM", Keys.WORKERS, consumer),
+                ("DEL", Keys.unique_held(consumer)),
+            ]
+        )
 
     def recover(
         self, queues: Sequence[str], own_consumer: str, max_deliveries: int
@@ -64,7 +88,11 @@ class Upkeep:
         many workers at once: the Lua script re-checks the heartbeat and acks each entry it moves.
         """
         requeued, dead = 0, []
+        released: set[str] = set()
         for key, name in self._dead_consumers(queues, own_consumer):
+            if name not in released:  # before its entries: a failure here leaves it to retry
+                self.release_held(name)
+                released.add(name)
             queue, _ = parse_stream_key(key)
             left = 1
             while left > 0:
@@ -89,6 +117,26 @@ class Upkeep:
                 dead.extend(lettered)
             self.link.call("SREM", Keys.WORKERS, name)
         return requeued, dead
+
+    def release_held(self, consumer: str) -> int:
+        """Free the unique keys a dead consumer's early-ack tasks held (its ``unique_held``
+        hash), each only if that task still holds it, unless its heartbeat is back. Returns how
+        many were freed (-1: the heartbeat is back)."""
+        listed = self.link.call("HGETALL", Keys.unique_held(consumer))
+        if not listed:
+            return 0
+        keys, task_ids = [text(k) for k in listed[::2]], list(listed[1::2])
+        return int(
+            self.link.call(
+                "EVAL",
+                script("release_held"),
+                2 + len(keys),
+                Keys.worker(consumer),
+                Keys.unique_held(consumer),
+                *keys,
+                *task_ids,
+            )
+        )
 
     def _dead_consumers(self, queues: Sequence[str], own_consumer: str) -> list[tuple[str, str]]:
         """(band stream, consumer) for every other consumer of these queues with no heartbeat."""

@@ -92,20 +92,29 @@ class RedisBroker:
 
     # ---- producer side -------------------------------------------------------------
 
-    def enqueue(self, items: Sequence[tuple[Message, bytes]]) -> None:
+    def enqueue(self, items: Sequence[tuple[Message, bytes]]) -> list[str]:
         """Add messages: ready ones to their band stream, future ones to the delayed set.
 
         Pipelined in chunks of ``ENQUEUE_CHUNK`` messages per round trip, without MULTI: a
         failure part way raises ``BrokerUnavailable`` and earlier chunks stay enqueued.
+        Returns the task id of each item: its own, except for a unique message whose key
+        another task holds (nothing was added for it): that task's id.
         """
+        ids = [message.id for message, _ in items]
         for start in range(0, len(items), ENQUEUE_CHUNK):
             chunk = items[start : start + ENQUEUE_CHUNK]
             new_queues = {message.queue for message, _ in chunk} - self._known_queues
-            replies = self.conns.execute(enqueue_commands(chunk, new_queues))
+            commands = enqueue_commands(chunk, new_queues)
+            replies = self.conns.execute(commands)
             failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)), None)
             if failed is not None:
                 raise BrokerError(f"broker {mask_url(self.url)}: enqueue failed: {failed}")
             self._known_queues.update(message.queue for message, _ in chunk)
+            offset = len(commands) - len(chunk)  # a leading SADD of new queues
+            for index, (message, _) in enumerate(chunk):
+                if message.unique is not None:
+                    ids[start + index] = text(replies[offset + index])
+        return ids
 
     def read_result(self, task_id: str) -> bytes | None:
         """The latest state payload of a task, or None (PENDING or expired)."""

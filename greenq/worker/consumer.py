@@ -205,6 +205,8 @@ class Consumer(Lifecycle):
             self.log.warning("could not dead-letter %s (%s); it will be recovered", delivery.entry_id, exc)
             return
         self.stats.dead_lettered += 1
+        if message is not None and message.unique is not None:
+            self.flusher.release_unique(message)
         self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
 
     def _failure_record(self, task_id: str, task: str, exc_type: str, text: str, retries: int) -> bytes:
@@ -310,6 +312,8 @@ class Consumer(Lifecycle):
             self.flusher.put(result=result, release=1)
         else:
             self.flusher.put(result=result, ack=reserved.delivery)
+        if message.unique is not None:
+            self.flusher.release_unique(message)
 
     def _submit(self, reserved: Reserved) -> None:
         message = reserved.message
@@ -405,6 +409,8 @@ class Consumer(Lifecycle):
             self.flusher.put(result=result, ack=reserved.delivery, delayed=delayed)
         else:
             self.flusher.put(result=result, delayed=delayed, release=1)
+        if message.unique is not None and delayed is None:  # a retry is the same task, still waiting
+            self.flusher.release_unique(message)
 
     def _event(self, kind: str, message: Message, **fields: Any) -> None:
         """Queue a task event for the capped events stream (``worker_send_task_events``)."""

@@ -3,9 +3,9 @@
 Completions arrive from the pool's threads or greenlets through a deque (``append`` and
 ``popleft`` are atomic, so the hot path takes no lock) and wake the flusher only when it
 sleeps. Each round writes everything that piled up while the last round was in flight — results,
-late acks, retries, events, dead letters — in one ``MULTI`` (``Channel.flush``): natural
+late acks, retries, events, dead letters, freed unique keys — in one ``MULTI`` (``Channel.flush``): natural
 batching. Only then are the finished tasks' places released (see ``Ledger.startable``).
-Imports: broker (Delivery, Channel), exceptions, message, worker.ledger, worker.stats.
+Imports: broker (Delivery, Channel, Keys), exceptions, message, worker.ledger, worker.stats.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
+from greenq.broker.keys import Keys
 from greenq.exceptions import BrokerError, BrokerUnavailable
 from greenq.message import Message
 from greenq.worker.ledger import Ledger
@@ -40,10 +41,13 @@ class FlushWork:
     nacks: list[Delivery] = field(default_factory=list)
     events: list[bytes] = field(default_factory=list)
     dead: list[tuple[Delivery, str, str]] = field(default_factory=list)
+    unique: list[tuple[str, str]] = field(default_factory=list)  # (unique key, task id) to free
     released: int = 0  # places of finished tasks to free once this round is written
 
     def empty(self) -> bool:
-        return not (self.results or self.acks or self.delayed or self.nacks or self.events or self.dead)
+        return not (
+            self.results or self.acks or self.delayed or self.nacks or self.events or self.dead or self.unique
+        )
 
 
 class Flusher:
@@ -75,6 +79,7 @@ class Flusher:
         self._nacks: list[Delivery] = []
         self._events: list[bytes] = []
         self._dead: list[tuple[Delivery, str, str]] = []
+        self._unique: list[tuple[str, str]] = []
 
     # ---- hand-offs (any thread) --------------------------------------------------------
 
@@ -106,6 +111,13 @@ class Flusher:
             self._dead.append((delivery, reason, self.consumer_id))
         self.wake.set()
 
+    def release_unique(self, message: Message) -> None:
+        """A unique task finished for good (not RETRY): free its key, if it still holds it, in
+        the next round (after or with its result)."""
+        with self._lock:
+            self._unique.append((Keys.unique(message.queue, message.unique or ""), message.id))
+        self.wake.set()
+
     def take(self, work: FlushWork) -> None:
         """Move handed-off work into ``work``."""
         inbox = self.inbox
@@ -118,12 +130,13 @@ class Flusher:
             if delayed is not None:
                 work.delayed.append(delayed)
             work.released += release
-        if self._nacks or self._events or self._dead:
+        if self._nacks or self._events or self._dead or self._unique:
             with self._lock:
                 work.nacks += self._nacks
                 work.events += self._events
                 work.dead += self._dead
-                self._nacks, self._events, self._dead = [], [], []
+                work.unique += self._unique
+                self._nacks, self._events, self._dead, self._unique = [], [], [], []
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -168,6 +181,7 @@ class Flusher:
             delayed=work.delayed,
             events=work.events,
             dead=work.dead,
+            unique=work.unique,
         )
         if work.acks:
             self.ledger.disown(work.acks)

@@ -5,7 +5,9 @@ Runs in its own thread on its own connection (``broker.recovery.Upkeep``), every
 sooner when a delayed message is due. The heartbeat says who the worker is and what it runs:
 task names, ids and start times, never arguments (they are user data, and unbounded); an
 operator asks for one task's arguments through ``greenq:ask:{CONSUMER}`` (docs/keyspace.md).
-Imports: broker.recovery, exceptions, worker.ledger, worker.stats.
+Each heartbeat also lists the unique keys its running early-ack tasks hold (only while there are
+some), so that recovery can free them if this worker dies mid-task.
+Imports: broker.keys, broker.recovery, exceptions, worker.ledger, worker.stats.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from greenq.broker.keys import Keys
 from greenq.broker.recovery import Upkeep
 from greenq.exceptions import BrokerError, BrokerUnavailable
 from greenq.worker.ledger import Ledger
@@ -61,6 +64,7 @@ class Maintenance:
         self.extra_info = extra_info
         self.on_dead_lettered = on_dead_lettered
         self._asked: list[str] = []  # task ids whose arguments an operator asked for
+        self._held_listed = False  # the unique-held hash in Redis lists something
 
     def info(self) -> bytes:
         """The heartbeat record: who this worker is and what it is doing."""
@@ -105,12 +109,30 @@ class Maintenance:
 
     def heartbeat(self) -> None:
         ttl_ms = int(self.lost_timeout_s * 1000)
-        fresh, self._asked = self.upkeep.heartbeat(self.consumer_id, self.info(), ttl_ms, self.queues)
+        held = self.held_unique()
+        listed = bool(held)
+        fresh, self._asked = self.upkeep.heartbeat(
+            self.consumer_id,
+            self.info(),
+            ttl_ms,
+            self.queues,
+            held if held or self._held_listed else None,  # None: no command at all
+        )
+        self._held_listed = listed
         if not fresh and self.stats.processed:
             self.log.error(
                 "heartbeat had expired: this worker was presumed dead and its unacked "
                 "messages may have been recovered by others (was the hub blocked?)"
             )
+
+    def held_unique(self) -> dict[str, str]:
+        """Unique key -> task id of the early-ack unique tasks running now: if this worker dies,
+        nothing else would free their keys (a late-ack one is recovered and runs again)."""
+        return {
+            Keys.unique(r.message.queue, r.message.unique): r.message.id
+            for r in list(self.ledger.running.values())
+            if r.message.unique is not None and not r.acks_late
+        }
 
     def run(self, stopping: threading.Event) -> None:
         backoff = Backoff(self.log, "maintenance", self.stats)

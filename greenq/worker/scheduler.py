@@ -5,9 +5,11 @@ Each round is one round trip that reads the Redis server's clock and every sched
 claimed fire time, then, only when something is due, one ``fire.lua`` per fire time: it claims
 the fire time in the schedule's state hash and enqueues the message in the same script, so two
 schedulers never both enqueue one fire, and a scheduler that dies between rounds loses nothing
-another one will not pick up. Due times are judged by the Redis server's clock, which all
-schedulers share. An app without schedules runs no scheduler at all. Imports: broker.keys,
-broker.stack, message, schedules; no worker state.
+another one will not pick up. A schedule with ``overlap=False`` fires with the unique key
+``schedule:NAME`` (a task with ``unique_for``, with its own key): while the key's last run
+waits or runs, ``fire.lua`` claims the fire time and enqueues nothing. Due times are judged by
+the Redis server's clock, which all schedulers share. An app without schedules runs no
+scheduler at all. Imports: broker.keys, broker.stack, message, schedules; no worker state.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import orjson
 
 from greenq.broker.keys import Keys, delayed_member
 from greenq.broker.stack import Link, script
-from greenq.exceptions import BrokerError, BrokerUnavailable, ConfigError
-from greenq.message import now
+from greenq.exceptions import BrokerError, BrokerUnavailable
+from greenq.message import encode, now
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
@@ -45,12 +47,6 @@ class Scheduler:
     """Fires ``schedules`` of ``app`` on its own connection; ``run`` until stopped."""
 
     def __init__(self, app: GreenQ, schedules: Sequence[Schedule], who: str) -> None:
-        for schedule in schedules:
-            if not schedule.overlap:
-                raise ConfigError(
-                    f"schedule {schedule.name!r}: overlap=False needs unique enqueue, which greenq does"
-                    " not have yet (issue 19); remove it to let runs overlap"
-                )
         self.app = app
         self.schedules = list(schedules)
         self.who = who
@@ -64,7 +60,7 @@ class Scheduler:
 
     def _build(self, schedule: Schedule, fire_ms: int) -> tuple[Any, bytes]:
         options = dict(schedule.options)
-        return self.app.build_message(
+        message, body = self.app.build_message(
             schedule.task,
             list(schedule.args),
             dict(schedule.kwargs),
@@ -74,6 +70,13 @@ class Scheduler:
             expires=_expires(options.get("expires"), fire_ms),
             task_id=fire_task_id(schedule.name, fire_ms),
         )
+        if schedule.overlap:
+            return message, body
+        # overlap=False: the fire holds the unique key schedule:NAME until its run ends
+        conf = self.app.conf
+        ttl_ms = message.unique_ttl_ms or int(conf.task_unique_ttl * 1000)
+        message = message.with_changes(unique=f"schedule:{schedule.name}", unique_ttl_ms=ttl_ms)
+        return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
 
     def run(self, link: Link, stopping: threading.Event) -> None:
         """Fire rounds until ``stopping``; a broker outage is logged once and waited out."""
@@ -118,13 +121,15 @@ class Scheduler:
             target = Keys.delayed(message.queue) if delayed else Keys.stream(message.queue, message.priority)
             score = str(int((message.eta or 0) * 1000)) if delayed else ""
             member = delayed_member(message.priority, body) if delayed else b""
+            unique = [Keys.unique(message.queue, message.unique)] if message.unique is not None else []
             commands.append(
                 (
                     "EVAL",
                     script("fire"),
-                    2,
+                    2 + len(unique),
                     self.keys[index],
                     target,
+                    *unique,
                     fire_ms,
                     body,
                     message.id,
@@ -133,6 +138,7 @@ class Scheduler:
                     score,
                     member,
                     STATE_TTL_MS,
+                    *([message.unique_ttl_ms] if unique else []),
                 )
             )
         replies = link.pipeline(commands)
@@ -147,6 +153,12 @@ class Scheduler:
                     schedule.name,
                     fire_task_id(schedule.name, fire_ms),
                     schedule.task,
+                )
+            elif reply == 2:
+                self.log.info(
+                    "schedule %s skipped %s: the previous run is still waiting or running (overlap=False)",
+                    schedule.name,
+                    fire_task_id(schedule.name, fire_ms),
                 )
         if fired and self.send_events:
             link.pipeline([_event(schedule, fire_ms, self.who) for schedule, fire_ms in fired])

@@ -11,7 +11,13 @@ from pathlib import Path
 from greenq.broker.keys import Keys
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-PLACEHOLDERS = {"queue": "NAME", "task_id": "ID", "consumer": "CONSUMER", "schedule": "SCHEDULE"}
+PLACEHOLDERS = {
+    "queue": "NAME",
+    "task_id": "ID",
+    "consumer": "CONSUMER",
+    "schedule": "SCHEDULE",
+    "key": "KEY",
+}
 
 
 def _templates() -> set[str]:
