@@ -53,6 +53,8 @@ class Scheduler:
         self.send_events = app.conf.worker_send_task_events
         self.log = logging.LoggerAdapter(logger, {"worker": who})
         self.keys = [Keys.schedule(self._queue(s), s.name) for s in self.schedules]
+        self._last: list[int | None] | None = None  # per schedule, the last fire claimed (ms); read once
+        self._next: list[datetime.datetime] = []  # per schedule, when to look at it again
 
     def _queue(self, schedule: Schedule) -> str:
         message, _ = self._build(schedule, 0)
@@ -97,21 +99,35 @@ class Scheduler:
             stopping.wait(wait_s)
 
     def tick(self, link: Link) -> float:
-        """One round: fire what is due; returns seconds until the next fire (at most ``MAX_WAIT_S``)."""
-        replies = link.pipeline([("TIME",), *(("HGET", key, "last") for key in self.keys)])
+        """One round: fire what is due; returns seconds until the next fire (at most ``MAX_WAIT_S``).
+
+        The first round reads every schedule's last claimed fire; later rounds read only the
+        server's clock and look only at schedules whose cached next fire has come, so idle
+        schedules cost nothing per round. A cache made stale by another scheduler's fire is
+        harmless: ``fire.lua`` refuses a fire time at or before the one claimed, and the reply
+        brings the cache up to date.
+        """
+        first = self._last is None
+        replies = link.pipeline([("TIME",), *(("HGET", key, "last") for key in self.keys if first)])
         seconds, micros = (int(x) for x in replies[0])
         clock = datetime.datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+        if self._last is None:
+            self._last = [None if last is None else int(last) for last in replies[1:]]
+            self._next = [clock] * len(self.schedules)
         due: list[tuple[int, Schedule, int]] = []
-        for index, (schedule, last) in enumerate(zip(self.schedules, replies[1:], strict=True)):
-            last_fire = None if last is None else datetime.datetime.fromtimestamp(int(last) / 1000, UTC)
+        for index, schedule in enumerate(self.schedules):
+            if self._next[index] > clock:
+                continue
+            last = self._last[index]
+            last_fire = None if last is None else datetime.datetime.fromtimestamp(last / 1000, UTC)
             due.extend(
                 (index, schedule, round(fire.timestamp() * 1000))
                 for fire in schedule.missed(last_fire, clock)
             )
+            self._next[index] = schedule.next_fire(clock)
         if due:
             self._fire(link, due, int(clock.timestamp() * 1000))
-        soonest = min(s.next_fire(clock) for s in self.schedules)
-        return max(0.005, min(MAX_WAIT_S, (soonest - clock).total_seconds()))
+        return max(0.005, min(MAX_WAIT_S, (min(self._next) - clock).total_seconds()))
 
     def _fire(self, link: Link, due: list[tuple[int, Schedule, int]], now_ms: int) -> None:
         commands = []
@@ -143,9 +159,11 @@ class Scheduler:
             )
         replies = link.pipeline(commands)
         fired = []
-        for (_, schedule, fire_ms), reply in zip(due, replies, strict=True):
+        for (index, schedule, fire_ms), reply in zip(due, replies, strict=True):
             if isinstance(reply, Exception):
                 raise BrokerError(f"schedule {schedule.name!r}: fire failed: {reply}")
+            if self._last is not None:  # fired here, skipped or claimed by another: it is the last now
+                self._last[index] = max(self._last[index] or 0, fire_ms)
             if reply == 1:
                 fired.append((schedule, fire_ms))
                 self.log.info(
