@@ -113,14 +113,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=10.0, help="0: only the idle cost")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--idle-schedules", type=int, default=1000)
     args = parser.parse_args()
     server = RedisServer(bundled_binary()).start()
     try:
         r = redis.Redis.from_url(server.url)
-        lateness(server.url, r, args.minutes, args.workers)
+        if args.minutes > 0:
+            lateness(server.url, r, args.minutes, args.workers)
+            r.flushall()
+        idle_cost(server.url, r, 0)  # the same worker with no schedule: what the rest costs
         r.flushall()
         idle_cost(server.url, r, args.idle_schedules)
     finally:
