@@ -24,6 +24,7 @@ import redis.exceptions
 
 from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.redis import RedisBroker, wait_slices
+from greenq.exceptions import ConfigError
 from greenq.message import Message
 
 # Messages per pipeline. Packing commands is synchronous, so this bounds how long one send
@@ -74,6 +75,10 @@ class AsyncRedisBroker:
             BrokerUnavailable: Redis cannot be reached (every call in that pipeline gets it).
             BrokerError: Redis answered with an error.
         """
+        if any(message.unique is not None for message, _ in items):
+            # NOTE: the combined pipeline answers no per-call ids, and a duplicate must return
+            # the holder's id; until it does, refuse rather than hand back an id that never runs.
+            raise ConfigError("unique enqueue is not supported from asyncio yet: call it in a thread")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((items, done))
         if self._flusher is None:

@@ -398,8 +398,9 @@ class GreenQ:
             return self.broker.enqueue(items)
         from greenq.contrib.django import on_commit as register
 
-        # NOTE: the messages are built (validated, encoded) now, at the call, and sent as they
-        # are when the transaction commits: a bad argument raises here, inside the transaction.
+        if any(message.unique is not None for message, _ in items):  # its holder is known only later
+            raise ConfigError("unique enqueue cannot wait for on_commit: send it after the commit")
+        # NOTE: built (validated) now, sent at commit: a bad argument raises inside the transaction.
         register(lambda: self.broker.enqueue(items), using=on_commit if isinstance(on_commit, str) else None)
         return [message.id for message, _ in items]
 

@@ -173,3 +173,17 @@ def test_plain_producer_builds_no_unique_message(uapp) -> None:
     assert message.unique is None and b'"u"' not in body
     with pytest.raises(ValueError, match="needs a task_id"):
         uapp.app.build_message("tests.apps.unique_app.hold", ("x",), unique=True)
+
+
+def test_unique_enqueue_is_refused_where_the_holder_cannot_be_returned(uapp, r: redis.Redis) -> None:
+    """From asyncio and with on_commit the caller would get an id that may never run: refused."""
+    import asyncio
+
+    from greenq.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match="not supported from asyncio"):
+        asyncio.run(uapp.by_args_long.adelay(7))
+    with pytest.raises(ConfigError, match="cannot wait for on_commit"):
+        uapp.app._send([uapp.app.build_message("tests.apps.unique_app.by_args_long", [7])], on_commit=True)
+    assert r.keys("greenq:*unique*") == []
+    assert uapp.by_args.delay(1).id  # the plain sync path still works
