@@ -25,6 +25,7 @@ from greenq.worker.lanes import LazyPool
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
+    from greenq.worker.scheduler import Scheduler
 
 logger = logging.getLogger("greenq.worker")
 
@@ -81,17 +82,15 @@ def make_cpu_pool(app: GreenQ, kind: str, child_app: ChildApp | None) -> Pool | 
     return LazyPool(make, "prefork", wanted)
 
 
-def start_scheduler(app: GreenQ, who: str, stop: threading.Event) -> None:
-    """Fire the app's periodic schedules from this worker too (``--no-schedule`` turns it off);
-    every worker may: each fire time is claimed once in Redis. No schedules, no thread."""
+def make_scheduler(app: GreenQ, who: str) -> Scheduler | None:
+    """The scheduler of the app's periodic schedules, or None without any. Built before the
+    worker starts, so that a bad schedule stops it with the schedule named (ConfigError)."""
     schedules = app.schedules()
     if not schedules:
-        return
+        return None
     from greenq.worker.scheduler import Scheduler
 
-    scheduler = Scheduler(app, schedules, who)
-    link = app.broker.link()
-    threading.Thread(target=scheduler.run, args=(link, stop), name="scheduler", daemon=True).start()
+    return Scheduler(app, schedules, who)
 
 
 def tune_gc(threshold: int) -> None:
@@ -159,6 +158,7 @@ def run_worker(
         prefetch_multiplier=conf.worker_prefetch_multiplier,
         extra_info=extra_info,
     )
+    scheduler = make_scheduler(app, consumer.consumer_id) if schedule else None
     stop, force = threading.Event(), threading.Event()
 
     why: list[str] = []
@@ -193,8 +193,9 @@ def run_worker(
 
         serve(WorkerCollector(consumer), metrics_port)
         logger.info("metrics on http://127.0.0.1:%s/metrics", metrics_port)
-    if schedule:
-        start_scheduler(app, consumer.consumer_id, stop)
+    if scheduler is not None:  # every worker may fire them: each fire time is claimed once in Redis
+        link = app.broker.link()
+        threading.Thread(target=scheduler.run, args=(link, stop), name="scheduler", daemon=True).start()
     logger.info("worker ready: consumer %s, %s tasks registered", consumer.consumer_id, len(app.tasks))
     logger.debug("tasks: %s", ", ".join(sorted(app.tasks)))
     while not stop.wait(1.0):

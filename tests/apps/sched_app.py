@@ -16,7 +16,7 @@ app = GreenQ(
     "sched",
     beat_schedule={
         "tick-every": {
-            "task": "tests.apps.sched_app.tick",
+            "task": os.environ.get("SCHED_TASK", "tests.apps.sched_app.tick"),
             "schedule": EVERY,
             "args": ["t"],
             "catch_up": os.environ.get("SCHED_CATCH_UP", "latest"),

@@ -134,3 +134,11 @@ def test_beat_fires_alone_and_schedule_list_and_run_show_and_fire(
         json.loads(_cli(redis_url, "status", "-A", APP, "--json").stdout)["schedules"][0]["name"]
         == "tick-every"
     )
+
+
+def test_a_worker_with_a_bad_schedule_refuses_to_start_naming_it(start_worker) -> None:
+    worker = start_worker("-c", "5", app=APP, ready=False, env={"SCHED_TASK": "tests.apps.sched_app.tik"})
+    assert worker.wait(30) == 1
+    assert "schedule 'tick-every': unknown task 'tests.apps.sched_app.tik'" in worker.output
+    assert "did you mean 'tests.apps.sched_app.tick'" in worker.output
+    assert "Traceback" not in worker.output and "worker ready" not in worker.output
