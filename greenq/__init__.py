@@ -19,6 +19,10 @@ _EXPORTS = {
     "Settings": "greenq.config",
     "AsyncResult": "greenq.results",
     "crontab": "greenq.cron",
+    "Signature": "greenq.canvas",
+    "signature": "greenq.canvas",
+    "group": "greenq.canvas",
+    "GroupResult": "greenq.canvas",
     "GreenqError": "greenq.exceptions",
     "ConfigError": "greenq.exceptions",
     "EncodeError": "greenq.exceptions",
@@ -40,6 +44,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
+    from greenq.canvas import GroupResult, Signature, group, signature
     from greenq.config import Settings
     from greenq.cron import crontab
     from greenq.exceptions import (

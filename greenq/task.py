@@ -23,6 +23,7 @@ from greenq.exceptions import ConfigError, Retry
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, now
 
 if TYPE_CHECKING:
+    from greenq.canvas import GroupResult, Signature, group
     from greenq.results import AsyncResult
 
 
@@ -284,6 +285,43 @@ class Task:
     def map(self, arg_tuples: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:
         """Enqueue one call per argument tuple, pipelined (thousands per round trip)."""
         return self.app.enqueue_many(((self.name, tuple(a), None) for a in arg_tuples), **options)
+
+    # ---- canvas (greenq.canvas, docs/workflows.md) ------------------------------------------
+
+    def s(self, *args: Any, **kwargs: Any) -> Signature:
+        """A signature of this call: ``add.s(2)``; arguments given when it is sent go first."""
+        from greenq.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Signature:
+        """An immutable signature: arguments given when it is sent are ignored."""
+        from greenq.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def signature(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
+        """A signature with options: ``add.signature((2, 3), queue="math", immutable=True)``."""
+        from greenq.canvas import Signature
+
+        immutable = bool(options.pop("immutable", False))
+        return Signature(self, args, kwargs, options, immutable)
+
+    subtask = signature
+
+    def starmap(self, arg_tuples: Iterable[Sequence[Any]]) -> group:
+        """A group of one call per argument tuple (apply it to send them all in one batch)."""
+        from greenq.canvas import group
+
+        return group(self.s(*a) for a in arg_tuples)
+
+    def chunks(self, arg_tuples: Iterable[Sequence[Any]], n: int) -> GroupResult:
+        """Celery's chunks need a builtin task in the worker: not supported yet."""
+        from greenq.canvas import LATER, NotYetSupported
+
+        raise NotYetSupported(f"{self.name}.chunks(): not supported yet ({LATER})")
 
     # ---- asyncio: the same calls, awaited on redis.asyncio (greenq.aio) --------------------
 

@@ -94,6 +94,11 @@ class Keys:
         return f"greenq:result:{{{task_id}}}"
 
     @staticmethod
+    def group(group_id: str) -> str:
+        """List of a group's member task ids (``greenq.canvas``), written with the members."""
+        return f"greenq:group:{{{group_id}}}"
+
+    @staticmethod
     def worker(consumer: str) -> str:
         return f"greenq:worker:{{{consumer}}}"
 

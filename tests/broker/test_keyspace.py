@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 PLACEHOLDERS = {
     "queue": "NAME",
     "task_id": "ID",
+    "group_id": "ID",
     "consumer": "CONSUMER",
     "schedule": "SCHEDULE",
     "key": "KEY",
