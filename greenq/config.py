@@ -21,7 +21,7 @@ from greenq.exceptions import ConfigError
 
 ENV_PREFIX = "GREENQ_"
 # Environment variables that start with the prefix but are not settings.
-ENV_NON_SETTINGS = frozenset({"GREENQ_HOME"})
+ENV_NON_SETTINGS = frozenset({"GREENQ_HOME", "GREENQ_CEILING_DIRECTORIES"})
 
 
 def _doc(text: str, secret: bool = False) -> dict[str, Any]:

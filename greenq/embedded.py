@@ -156,9 +156,16 @@ class RedisServer:
 
 def find_home(start: Path | None = None) -> Path | None:
     """The nearest ``.greenq`` directory in ``start`` (default: the current directory) or one
-    of its parents, as git looks for ``.git``; None if there is none."""
+    of its parents, as git looks for ``.git``; None if there is none. Like git's
+    ``GIT_CEILING_DIRECTORIES``, ``GREENQ_CEILING_DIRECTORIES`` (paths separated by ``os.pathsep``)
+    stops the search below them: a ceiling directory and its parents are not looked in."""
     here = (start or Path.cwd()).resolve()
+    ceilings = {
+        Path(d).resolve() for d in os.environ.get("GREENQ_CEILING_DIRECTORIES", "").split(os.pathsep) if d
+    }
     for folder in (here, *here.parents):
+        if folder in ceilings:
+            return None
         if (folder / HOME_NAME).is_dir():
             return folder / HOME_NAME
     return None

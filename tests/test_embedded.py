@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from greenq import GreenQ
-from greenq.embedded import EmbeddedRedis
+from greenq.embedded import EmbeddedRedis, find_home
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +59,8 @@ def test_embedded_cli_status_and_stop(home) -> None:
 def _bare_env() -> dict[str, str]:
     """No broker URL and no GREENQ_HOME: the embedded server is found from the directory."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
+    if "GREENQ_CEILING_DIRECTORIES" in os.environ:
+        env["GREENQ_CEILING_DIRECTORIES"] = os.environ["GREENQ_CEILING_DIRECTORIES"]
     env["PYTHONPATH"] = str(ROOT)
     return env
 
@@ -102,11 +104,22 @@ def test_commands_in_a_subdirectory_find_the_project_embedded_server(project: Pa
     )
 
 
-def test_read_only_commands_never_start_a_server_and_say_where_they_looked(tmp_path: Path) -> None:
+def test_read_only_commands_never_start_a_server_and_say_where_they_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    if any((d / ".greenq").exists() for d in empty.parents):
-        pytest.skip("a .greenq/ above the test directory would be found")
+    # A .greenq/ above the test's directory (someone's /tmp/.greenq) must not be found: the search
+    # stops at the ceiling, which this test proves by putting one just above it.
+    (tmp_path / ".greenq").mkdir()
+    monkeypatch.setenv("GREENQ_CEILING_DIRECTORIES", str(tmp_path))
+    assert find_home(empty) is None
+    _read_only_commands_say_where_they_looked(empty)
+    monkeypatch.delenv("GREENQ_CEILING_DIRECTORIES")
+    assert find_home(empty) == (tmp_path / ".greenq").resolve()  # without the ceiling it is found
+
+
+def _read_only_commands_say_where_they_looked(empty: Path) -> None:
     for args in (["status"], ["inspect", "active"], ["peek", "default"], ["result", "x"], ["events"]):
         proc = _run(empty, *args)
         assert proc.returncode == 1, args
