@@ -269,38 +269,19 @@ def send_group(app: GreenQ, group_id: str, items: Sequence[Any]) -> list[str]:
     """Enqueue built messages and store the group's member ids (an RPUSH + PEXPIRE in the first
     pipeline). A unique member whose key another task holds stands for that task: the list is
     then written after the members, when those ids are known."""
-    import redis.exceptions
-
-    from greenq.broker.keys import Keys, enqueue_commands
-    from greenq.broker.redis import ENQUEUE_CHUNK
-    from greenq.broker.stack import text
+    from greenq.broker.keys import Keys
 
     if not items:
         return []  # an empty group: nothing to send, no member list
-    broker = app.broker
-    ttl_ms = max(1, int(app.conf.result_expires * 1000))
-    ids = [message.id for message, _ in items]
-    unique = any(message.unique is not None for message, _ in items)
-    group_commands: list[tuple[Any, ...]] = [
-        ("DEL", Keys.group(group_id)),
-        ("RPUSH", Keys.group(group_id), *ids),
-        ("PEXPIRE", Keys.group(group_id), ttl_ms),
-    ]
-    for start in range(0, len(items), ENQUEUE_CHUNK):
-        chunk = items[start : start + ENQUEUE_CHUNK]
-        head = group_commands if start == 0 and not unique else []
-        commands = [*head, *enqueue_commands(chunk, {message.queue for message, _ in chunk})]
-        replies = broker.conns.execute(commands)
-        failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)), None)
-        if failed is not None:
-            raise GreenqError(f"group {group_id}: enqueue failed: {failed}")
-        offset = len(commands) - len(chunk)
-        for index, (message, _) in enumerate(chunk):
-            if message.unique is not None:
-                ids[start + index] = text(replies[offset + index])
-    if unique:
-        group_commands[1] = ("RPUSH", Keys.group(group_id), *ids)
-        broker.conns.execute(group_commands)
+    key, ttl_ms = Keys.group(group_id), max(1, int(app.conf.result_expires * 1000))
+
+    def member_list(ids: Sequence[str]) -> list[tuple[Any, ...]]:
+        return [("DEL", key), ("RPUSH", key, *ids), ("PEXPIRE", key, ttl_ms)]
+
+    if not any(message.unique is not None for message, _ in items):
+        return app.broker.enqueue(items, first=member_list([message.id for message, _ in items]))
+    ids = app.broker.enqueue(items)
+    app.broker.conns.execute(member_list(ids))
     return ids
 
 

@@ -92,19 +92,22 @@ class RedisBroker:
 
     # ---- producer side -------------------------------------------------------------
 
-    def enqueue(self, items: Sequence[tuple[Message, bytes]]) -> list[str]:
+    def enqueue(
+        self, items: Sequence[tuple[Message, bytes]], first: Sequence[tuple[Any, ...]] = ()
+    ) -> list[str]:
         """Add messages: ready ones to their band stream, future ones to the delayed set.
 
         Pipelined in chunks of ``ENQUEUE_CHUNK`` messages per round trip, without MULTI: a
         failure part way raises ``BrokerUnavailable`` and earlier chunks stay enqueued.
-        Returns the task id of each item: its own, except for a unique message whose key
-        another task holds (nothing was added for it): that task's id.
+        ``first``: commands that ride in the first round trip, before the messages (a group's
+        member list). Returns the task id of each item: its own, except for a unique message
+        whose key another task holds (nothing was added for it): that task's id.
         """
         ids = [message.id for message, _ in items]
         for start in range(0, len(items), ENQUEUE_CHUNK):
             chunk = items[start : start + ENQUEUE_CHUNK]
             new_queues = {message.queue for message, _ in chunk} - self._known_queues
-            commands = enqueue_commands(chunk, new_queues)
+            commands = [*(first if start == 0 else ()), *enqueue_commands(chunk, new_queues)]
             replies = self.conns.execute(commands)
             failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)), None)
             if failed is not None:
