@@ -220,9 +220,7 @@ class Channel:
         """
         commands: list[tuple[Any, ...]] = [delayed_command(message, body) for message, body in delayed]
         if results:
-            keys = [Keys.result(task_id) for task_id, _ in results]
-            payloads = [payload for _, payload in results]
-            commands.append(("EVAL", script("store_results"), len(keys), *keys, result_ttl_ms, *payloads))
+            commands.append(_store_results_command(results, result_ttl_ms))
         commands.extend(_ack_commands(acks))
         commands.extend(("XADD", Keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events)
         commands.extend(
@@ -323,8 +321,14 @@ class Channel:
         commands = [self._dead_letter_command(delivery, reason, consumer), *_ack_commands([delivery])]
         if result is not None:
             task_id, payload, ttl_ms = result
-            commands.append(("EVAL", script("store_results"), 1, Keys.result(task_id), ttl_ms, payload))
+            commands.append(_store_results_command([(task_id, payload)], ttl_ms))
         self.link.transaction(commands)
+
+
+def _store_results_command(results: Sequence[tuple[str, bytes]], ttl_ms: int) -> tuple[Any, ...]:
+    """One EVAL of store_results.lua: each (task id, record) to its result stream, with the TTL."""
+    keys = [Keys.result(task_id) for task_id, _ in results]
+    return ("EVAL", script("store_results"), len(keys), *keys, ttl_ms, *(payload for _, payload in results))
 
 
 def _ack_commands(acks: Sequence[Delivery]) -> list[tuple[Any, ...]]:
