@@ -20,7 +20,6 @@ import runpy
 import types
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, overload
 
 from greenq import config
@@ -331,28 +330,11 @@ class GreenQ:
         name: str,
         args: Sequence[Any] | None = None,
         kwargs: Mapping[str, Any] | None = None,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-        unique: bool = False,
+        **options: Any,
     ) -> tuple[Message, bytes]:
-        """Route, validate and encode one call; nothing is sent. Raises as ``apply_async`` does."""
-        return self._producer.build(
-            name,
-            args,
-            kwargs,
-            queue=queue,
-            priority=priority,
-            countdown=countdown,
-            eta=eta,
-            expires=expires,
-            task_id=task_id,
-            unique=unique,
-        )
+        """Route, validate and encode one call; nothing is sent. Takes and raises what
+        ``apply_async`` does (``greenq.producer.Producer.build``)."""
+        return self._producer.build(name, args, kwargs, **options)
 
     def send_task(
         self,

@@ -91,6 +91,9 @@ class Message:
     # enqueue script only and which is not in the envelope.
     unique: str | None = None
     unique_ttl_ms: int = 0
+    # Workflow links (envelope field ``w``; docs/workflows.md): the rest of a chain, chord
+    # membership, callbacks. None for a plain task: the hot path checks only that.
+    workflow: dict[str, Any] | None = None
 
     def with_changes(self, **changes: Any) -> Message:
         """A copy with some fields changed (retries, eta, queue...)."""
@@ -112,6 +115,8 @@ class Message:
         }
         if self.unique is not None:
             envelope["u"] = self.unique
+        if self.workflow is not None:
+            envelope["w"] = self.workflow
         return envelope
 
 
@@ -249,6 +254,9 @@ def decode(body: bytes) -> Message:
     unique = raw.get("u")
     if unique is not None and not isinstance(unique, str):
         raise DecodeError("envelope field u (unique key) is not a string")
+    workflow = raw.get("w")
+    if workflow is not None and not isinstance(workflow, dict):
+        raise DecodeError("envelope field w (workflow) is not an object")
     return Message(
         id=task_id,
         task=task,
@@ -261,6 +269,7 @@ def decode(body: bytes) -> Message:
         retries=int(raw.get("retries") or 0),
         created=float(raw.get("created") or 0.0),
         unique=unique,
+        workflow=workflow,
     )
 
 
@@ -280,9 +289,11 @@ def result_payload(
     traceback: str | None = None,
     retries: int = 0,
     worker: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> bytes:
     """Encode one result record (docs/protocol.md, "Result record"). A result that is not JSON
-    raises ``TypeError`` (the worker turns that into FAILURE)."""
+    raises ``TypeError`` (the worker turns that into FAILURE). ``extra``: more fields (workflow
+    links, ``result_extended``, progress ``meta``)."""
     record: dict[str, Any] = {
         "id": task_id,
         "task": task,
@@ -296,6 +307,8 @@ def result_payload(
         record.update(exc_type=exc_type, exc_message=exc_message, traceback=traceback)
     if worker:
         record["worker"] = worker
+    if extra:
+        record.update(extra)
     return orjson.dumps(record, option=_DUMP_OPTIONS)
 
 

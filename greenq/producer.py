@@ -83,8 +83,10 @@ class Producer:
         expires: datetime | float | None = None,
         task_id: str | None = None,
         unique: bool = False,
+        workflow: dict[str, Any] | None = None,
     ) -> tuple[Message, bytes]:
-        """Route, validate and encode one call (``GreenQ.build_message`` documents it)."""
+        """Route, validate and encode one call (``GreenQ.build_message`` documents it).
+        ``workflow``: the message's links to a chain, chord or callbacks (``greenq.workflow``)."""
         app = self._app
         conf = app.conf
         args = tuple(args) if args else ()
@@ -121,6 +123,7 @@ class Producer:
             created=created,
             unique=unique_key,
             unique_ttl_ms=unique_ttl_ms,
+            workflow=workflow,
         )
         return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
 
