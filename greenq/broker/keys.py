@@ -99,6 +99,13 @@ class Keys:
         return f"greenq:group:{{{group_id}}}"
 
     @staticmethod
+    def chord(queue: str, chord_id: str) -> str:
+        """Hash of one chord's state (docs/workflows.md): member count, the encoded body, each
+        member's result, the first failure. Under the body's queue hash tag: ``chord.lua``
+        counts a member and enqueues the body in one script (TTL ``result_expires``)."""
+        return f"greenq:{{q:{queue}}}:chord:{chord_id}"
+
+    @staticmethod
     def worker(consumer: str) -> str:
         return f"greenq:worker:{{{consumer}}}"
 
