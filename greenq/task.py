@@ -1,26 +1,30 @@
 """Task: a function plus its options, and the calls that enqueue it through its app.
 
-Owns the task options table (unknown options are an error, not silently dropped), the
-per-execution ``request`` context and ``retry()``. Every way to enqueue (``delay``,
+Owns the per-execution ``request`` context, ``retry()`` and Celery's handlers (``on_failure``...,
+overridden by subclasses); the options table is ``greenq.task_options``'s. Every way to enqueue (``delay``,
 ``delay_on_commit``, ``adelay``, ``map``...) goes through the app's ``send_task`` family and
 ends in ``greenq.producer.Producer.build``.
-Imports: message, exceptions; ``results`` for a type. The app is reached through the task's
+Imports: message, exceptions, task_options; ``results`` for a type. The app is reached through the task's
 ``app`` attribute, typed by the ``TaskApp`` Protocol below, never imported (no import cycle).
 """
 
 from __future__ import annotations
 
 import contextvars
-import difflib
 import inspect
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from greenq.exceptions import ConfigError, Retry
-from greenq.message import PRIORITY_MAX, PRIORITY_MIN, now
+from greenq.exceptions import Retry
+from greenq.message import now
+from greenq.task_options import OPTION_NAMES as OPTION_NAMES  # re-exported for older imports
+from greenq.task_options import TaskOptions as TaskOptions
+from greenq.task_options import check_priority as check_priority
+from greenq.task_options import make_options as make_options
+from greenq.task_options import to_epoch as to_epoch
 
 if TYPE_CHECKING:
     from greenq.canvas import GroupResult, Signature, group
@@ -56,69 +60,6 @@ class TaskApp(Protocol):
 
 
 @dataclass(frozen=True)
-class TaskOptions:
-    """Options given to ``@app.task(...)``; None means "use the app's setting"."""
-
-    name: str | None = None
-    queue: str | None = None
-    acks_late: bool | None = None
-    bind: bool = False
-    max_retries: int | None = 3
-    default_retry_delay: float = 180.0
-    autoretry_for: tuple[type[BaseException], ...] = ()
-    retry_backoff: bool | float = False
-    retry_backoff_max: float = 600.0
-    retry_jitter: bool = True
-    time_limit: float | None = None
-    soft_time_limit: float | None = None
-    expires: float | None = None
-    priority: int | None = None
-    cpu: bool = False
-    ignore_result: bool | None = None
-    track_started: bool | None = None
-    dead_letter_on_failure: bool = False
-    typing: bool = True
-    unique_for: float | None = None  # every enqueue is unique by name + arguments, for this many s
-
-
-OPTION_NAMES = tuple(f.name for f in fields(TaskOptions))
-
-
-def make_options(given: dict[str, Any], where: str) -> TaskOptions:
-    """Build TaskOptions; an unknown option raises ``ConfigError`` with the closest name."""
-    for key in given:
-        if key not in OPTION_NAMES:
-            close = difflib.get_close_matches(key, OPTION_NAMES, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: unknown task option {key!r}{hint}")
-    if "autoretry_for" in given:
-        given = {**given, "autoretry_for": tuple(given["autoretry_for"])}
-    options = TaskOptions(**given)
-    check_priority(options.priority, where)
-    return options
-
-
-def check_priority(priority: int | None, where: str) -> None:
-    if priority is not None and (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
-    ):
-        raise ConfigError(
-            f"{where}: priority {priority!r} must be an int from {PRIORITY_MIN} to {PRIORITY_MAX}"
-        )
-
-
-def to_epoch(when: datetime | float | None) -> float | None:
-    """A datetime (naive means UTC) or epoch seconds, as epoch seconds."""
-    if when is None or isinstance(when, int | float):
-        return when
-    if isinstance(when, datetime):
-        return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
-    raise TypeError(f"expected a datetime or epoch seconds, got {type(when).__name__}")
-
-
-@dataclass(frozen=True)
 class Request:
     """What a running task knows about its own call (``self.request`` with ``bind=True``)."""
 
@@ -133,6 +74,7 @@ class Request:
     queue: str | None = None
     priority: int = 0
     worker: str | None = None
+    traceparent: str | None = None  # W3C trace context of the enqueue (greenq.tracing)
 
 
 # The running call's request fields; a ``Request`` is built from them only when a task asks.
@@ -170,8 +112,17 @@ def _positional_range(signature: inspect.Signature | None, bind: bool) -> tuple[
     return max(0, low - skip), max(0, high - skip)
 
 
+HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
+
+
 class Task:
-    """A registered task. Calling it runs the function here; ``delay()`` sends it to a worker."""
+    """A registered task. Calling it runs the function here; ``delay()`` sends it to a worker.
+
+    Subclass it (``class Audited(app.Task)``, then ``@app.task(base=Audited)``) for Celery's
+    handlers below, called in the worker around each run; one that raises is logged and does not
+    change the outcome. Class attributes named like task options (``autoretry_for = (IOError,)``)
+    are defaults for every task built on the class.
+    """
 
     def __init__(self, app: TaskApp, fn: Callable[..., Any], name: str, options: TaskOptions) -> None:
         self.app = app
@@ -182,6 +133,37 @@ class Task:
         self.__wrapped__ = fn
         self._signature = inspect.signature(fn) if options.typing else None
         self._positional = _positional_range(self._signature, options.bind)
+        # Read by the executor on every run: False keeps it on the path without handler calls.
+        self.hooked = any(getattr(type(self), h) is not getattr(Task, h) for h in HANDLERS)
+
+    # ---- Celery's handlers: no-ops here, overridden by subclasses ----------------------------
+
+    def before_start(self, task_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """Before the body runs (after ``task_prerun``)."""
+
+    def on_success(self, retval: Any, task_id: str, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+        """The body returned ``retval`` (before ``task_success``)."""
+
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        """The body raised ``exc`` and the task failed (``einfo``: ``greenq.signals.ExceptionInfo``)."""
+
+    def on_retry(
+        self, exc: BaseException, task_id: str, args: Sequence[Any], kwargs: dict[str, Any], einfo: Any
+    ) -> None:
+        """The run ended in a retry because of ``exc`` (the original error, as in Celery)."""
+
+    def after_return(
+        self,
+        status: str,
+        retval: Any,
+        task_id: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        einfo: Any,
+    ) -> None:
+        """After every run: ``status`` is the state, ``retval`` the result or the exception."""
 
     def __repr__(self) -> str:
         return f"<Task {self.name}>"
