@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,20 @@ from greenq.exceptions import ConfigError
 ENV_PREFIX = "GREENQ_"
 # Environment variables that start with the prefix but are not settings.
 ENV_NON_SETTINGS = frozenset({"GREENQ_HOME", "GREENQ_CEILING_DIRECTORIES"})
+
+
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_key_prefix(prefix: str) -> str:
+    """A key prefix is letters, digits and ``_ . -`` (no ``:``, braces or glob characters), so
+    that one app's ACL pattern ``<prefix>:*`` can never match another app's keys."""
+    if not isinstance(prefix, str) or not _KEY_PREFIX.match(prefix):
+        raise ConfigError(
+            f"setting 'key_prefix' got {prefix!r}; expected 1-64 letters, digits and _ . -"
+            " (no ':', braces, spaces or glob characters)"
+        )
+    return prefix
 
 
 def _doc(text: str, secret: bool = False) -> dict[str, Any]:
@@ -159,6 +174,13 @@ class Settings:
     timezone: str = field(
         default="UTC", metadata=_doc("IANA time zone of the cron schedules that name none (as Celery's).")
     )
+    key_prefix: str = field(
+        default="greenq",
+        metadata=_doc(
+            "First part of every Redis key name: apps with different prefixes share one Redis"
+            " without meeting (docs/security.md)."
+        ),
+    )
 
     def get(self, name: str) -> Any:
         """The value of setting ``name``; ``ConfigError`` with a suggestion if unknown."""
@@ -244,9 +266,10 @@ def coerce(name: str, value: Any, source: str) -> Any:
             return list(value)
         raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected a list of strings")
     try:
-        return _coerce_scalar(kind, value)
+        value = _coerce_scalar(kind, value)
     except (ValueError, TypeError):
         raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected {kind}") from None
+    return check_key_prefix(value) if name == "key_prefix" else value
 
 
 def _parse_routes(name: str, value: Any, source: str) -> Any:

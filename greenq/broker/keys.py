@@ -3,8 +3,8 @@ messages into keys (enqueue commands, delayed-set members).
 
 The only module that builds key names; docs/keyspace.md lists each key with the commands
 that read and write it. Every key of one queue carries the hash tag ``{q:NAME}`` so that a
-script or ``MULTI`` on one queue touches one Redis Cluster slot. Imports: message (priority
-range), exceptions; no Redis.
+script or ``MULTI`` on one queue touches one Redis Cluster slot. Imports: config (the
+key-prefix rule), message (priority range), exceptions; no Redis.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from functools import cache
 from typing import Any
 
+from greenq.config import check_key_prefix
 from greenq.exceptions import BrokerError, ConfigError
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
 
@@ -21,7 +22,7 @@ GROUP = "greenq"  # the one consumer group of every band stream
 EVENTS_MAX = 100_000  # the events stream is capped at about this many entries
 RECOVERED_TTL_MS = 600_000  # how long a recovery marker (see ``Keys.recovered``) is kept
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
-_STREAM_KEY = re.compile(r"^greenq:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
+_STREAM_KEY = re.compile(r"^[^:{}]+:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
 
 
 def check_queue_name(name: str) -> str:
@@ -32,92 +33,110 @@ def check_queue_name(name: str) -> str:
 
 
 class Keys:
-    """The only place greenq's Redis key names are built."""
+    """The only place greenq's Redis key names are built. Every name starts with the prefix
+    (``key_prefix``, default ``greenq``): ``Keys`` itself builds the default's, and
+    ``Keys.with_prefix(p)`` the same names under ``p``, so apps sharing one Redis never meet."""
 
-    @staticmethod
-    def stream(queue: str, priority: int = 0) -> str:
-        base = f"greenq:{{q:{queue}}}:stream"
+    _prefix = "greenq"
+
+    @classmethod
+    @cache
+    def with_prefix(cls, prefix: str) -> type[Keys]:
+        """``Keys`` for names under ``prefix`` (built once per prefix; ``ConfigError`` if invalid)."""
+        if prefix == Keys._prefix:
+            return Keys
+        check_key_prefix(prefix)
+        constants = {
+            name: prefix + value[len(Keys._prefix) :]
+            for name, value in vars(Keys).items()
+            if isinstance(value, str) and value.startswith(f"{Keys._prefix}:")
+        }
+        return type(f"Keys[{prefix}]", (Keys,), {"_prefix": prefix, **constants})
+
+    @classmethod
+    def stream(cls, queue: str, priority: int = 0) -> str:
+        base = f"{cls._prefix}:{{q:{queue}}}:stream"
         return base if priority == 0 else f"{base}:p{priority}"
 
-    @staticmethod
+    @classmethod
     @cache
-    def bands(queue: str) -> tuple[str, ...]:
+    def bands(cls, queue: str) -> tuple[str, ...]:
         """The queue's band streams, highest priority first (fetch order)."""
-        return tuple(Keys.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1))
+        return tuple(cls.stream(queue, p) for p in range(PRIORITY_MAX, PRIORITY_MIN - 1, -1))
 
-    @staticmethod
+    @classmethod
     @cache
-    def bands_ascending(queue: str) -> tuple[str, ...]:
+    def bands_ascending(cls, queue: str) -> tuple[str, ...]:
         """The queue's band streams by priority 0..9 (``schedule.lua`` indexes them so)."""
-        return tuple(Keys.stream(queue, p) for p in range(PRIORITY_MIN, PRIORITY_MAX + 1))
+        return tuple(cls.stream(queue, p) for p in range(PRIORITY_MIN, PRIORITY_MAX + 1))
 
-    @staticmethod
-    def delayed(queue: str) -> str:
-        return f"greenq:{{q:{queue}}}:delayed"
+    @classmethod
+    def delayed(cls, queue: str) -> str:
+        return f"{cls._prefix}:{{q:{queue}}}:delayed"
 
-    @staticmethod
-    def dead(queue: str) -> str:
-        return f"greenq:{{q:{queue}}}:dead"
+    @classmethod
+    def dead(cls, queue: str) -> str:
+        return f"{cls._prefix}:{{q:{queue}}}:dead"
 
-    @staticmethod
-    def dead_dropped(queue: str) -> str:
-        return f"greenq:{{q:{queue}}}:dead:dropped"
+    @classmethod
+    def dead_dropped(cls, queue: str) -> str:
+        return f"{cls._prefix}:{{q:{queue}}}:dead:dropped"
 
-    @staticmethod
-    def recovered(queue: str) -> str:
+    @classmethod
+    def recovered(cls, queue: str) -> str:
         """Sorted set of ``<band stream>|<entry id>`` that ``recover.lua`` took from a consumer
         presumed dead, scored by the time in ms: ``start.lua`` must not let that consumer run
         them if it wakes up. Members older than ``RECOVERED_TTL_MS`` are trimmed on each write."""
-        return f"greenq:{{q:{queue}}}:recovered"
+        return f"{cls._prefix}:{{q:{queue}}}:recovered"
 
-    @staticmethod
-    def schedule(queue: str, schedule: str) -> str:
+    @classmethod
+    def schedule(cls, queue: str, schedule: str) -> str:
         """A periodic schedule's state: the last fire time claimed, its task id, who fired it.
         Under its queue's hash tag: ``fire.lua`` claims and enqueues in one script."""
-        return f"greenq:{{q:{queue}}}:schedule:{schedule}"
+        return f"{cls._prefix}:{{q:{queue}}}:schedule:{schedule}"
 
-    @staticmethod
-    def unique(queue: str, key: str) -> str:
+    @classmethod
+    def unique(cls, queue: str, key: str) -> str:
         """A unique enqueue's key (docs/semantics.md): its value is the id of the task holding
         it, set with a TTL by ``enqueue_unique.lua`` (or ``fire.lua``) in the same script as the
         message, under the queue's hash tag; deleted when that task finishes."""
-        return f"greenq:{{q:{queue}}}:unique:{key}"
+        return f"{cls._prefix}:{{q:{queue}}}:unique:{key}"
 
-    @staticmethod
-    def unique_held(consumer: str) -> str:
+    @classmethod
+    def unique_held(cls, consumer: str) -> str:
         """Hash unique key -> task id of the early-ack unique tasks a worker runs now, written
         with its heartbeat only while there are some: recovery frees them if the worker dies."""
-        return f"greenq:unique-held:{{{consumer}}}"
+        return f"{cls._prefix}:unique-held:{{{consumer}}}"
 
-    @staticmethod
-    def result(task_id: str) -> str:
-        return f"greenq:result:{{{task_id}}}"
+    @classmethod
+    def result(cls, task_id: str) -> str:
+        return f"{cls._prefix}:result:{{{task_id}}}"
 
-    @staticmethod
-    def group(group_id: str) -> str:
+    @classmethod
+    def group(cls, group_id: str) -> str:
         """List of a group's member task ids (``greenq.canvas``), written with the members."""
-        return f"greenq:group:{{{group_id}}}"
+        return f"{cls._prefix}:group:{{{group_id}}}"
 
-    @staticmethod
-    def chord(queue: str, chord_id: str) -> str:
+    @classmethod
+    def chord(cls, queue: str, chord_id: str) -> str:
         """Hash of one chord's state (docs/workflows.md): member count, the encoded body, each
         member's result, the first failure. Under the body's queue hash tag: ``chord.lua``
         counts a member and enqueues the body in one script (TTL ``result_expires``)."""
-        return f"greenq:{{q:{queue}}}:chord:{chord_id}"
+        return f"{cls._prefix}:{{q:{queue}}}:chord:{chord_id}"
 
-    @staticmethod
-    def worker(consumer: str) -> str:
-        return f"greenq:worker:{{{consumer}}}"
+    @classmethod
+    def worker(cls, consumer: str) -> str:
+        return f"{cls._prefix}:worker:{{{consumer}}}"
 
-    @staticmethod
-    def ask(consumer: str) -> str:
+    @classmethod
+    def ask(cls, consumer: str) -> str:
         """JSON list of task ids whose arguments an operator wants the worker to publish in its
         next heartbeats (``greenq inspect active --args``); set with a short TTL."""
-        return f"greenq:ask:{{{consumer}}}"
+        return f"{cls._prefix}:ask:{{{consumer}}}"
 
-    @staticmethod
-    def revoked(task_id: str) -> str:
-        return f"greenq:revoked:{{{task_id}}}"
+    @classmethod
+    def revoked(cls, task_id: str) -> str:
+        return f"{cls._prefix}:revoked:{{{task_id}}}"
 
     EVENTS = "greenq:events"
     WORKERS = "greenq:workers"
@@ -125,7 +144,7 @@ class Keys:
 
 
 def parse_stream_key(key: str) -> tuple[str, int]:
-    """``greenq:{q:http}:stream:p5`` -> ("http", 5)."""
+    """``greenq:{q:http}:stream:p5`` -> ("http", 5), whatever the key prefix."""
     match = _STREAM_KEY.match(key)
     if not match:
         raise BrokerError(f"not a greenq stream key: {key!r}")
@@ -137,38 +156,40 @@ def delayed_member(priority: int, body: bytes) -> bytes:
     return b"%d|%s" % (priority, body)
 
 
-def delayed_command(message: Message, body: bytes) -> tuple[Any, ...]:
+def delayed_command(message: Message, body: bytes, keys: type[Keys] = Keys) -> tuple[Any, ...]:
     """ZADD of a message to its queue's delayed set, due at ``message.eta``."""
     return (
         "ZADD",
-        Keys.delayed(message.queue),
+        keys.delayed(message.queue),
         int((message.eta or 0) * 1000),
         delayed_member(message.priority, body),
     )
 
 
 def enqueue_commands(
-    chunk: Sequence[tuple[Message, bytes]], new_queues: Iterable[str]
+    chunk: Sequence[tuple[Message, bytes]], new_queues: Iterable[str], keys: type[Keys] = Keys
 ) -> list[tuple[Any, ...]]:
     """The commands that enqueue ``chunk``: ready messages to their band stream, future ones to
     the delayed set, and ``new_queues`` (not yet known to the caller) to the set of queues.
     A unique message (``message.unique``) is one ``EVAL`` of ``enqueue_unique.lua`` instead,
     whose reply is the id of the task holding its key. The sync and the asyncio producer send
-    exactly this."""
+    exactly this. Stream names come from the per-queue cache (``bands_ascending``), not built per
+    message."""
     queues = sorted(new_queues)
-    commands: list[tuple[Any, ...]] = [("SADD", Keys.QUEUES, *queues)] if queues else []
+    commands: list[tuple[Any, ...]] = [("SADD", keys.QUEUES, *queues)] if queues else []
     clock = now()
     for message, body in chunk:
         if message.unique is not None:
-            commands.append(unique_command(message, body, clock))
+            commands.append(unique_command(message, body, clock, keys))
         elif message.eta is not None and message.eta > clock:
-            commands.append(delayed_command(message, body))
+            commands.append(delayed_command(message, body, keys))
         else:
-            commands.append(("XADD", Keys.stream(message.queue, message.priority), "*", "m", body))
+            stream = keys.bands_ascending(message.queue)[message.priority - PRIORITY_MIN]
+            commands.append(("XADD", stream, "*", "m", body))
     return commands
 
 
-def unique_command(message: Message, body: bytes, clock: float) -> tuple[Any, ...]:
+def unique_command(message: Message, body: bytes, clock: float, keys: type[Keys] = Keys) -> tuple[Any, ...]:
     """EVAL of ``enqueue_unique.lua``: take the message's unique key and add the message (to its
     band stream, or the delayed set when its eta is in the future) only if the key was free."""
     from greenq.broker.stack import script  # only unique messages need the script text (and redis)
@@ -178,8 +199,8 @@ def unique_command(message: Message, body: bytes, clock: float) -> tuple[Any, ..
         "EVAL",
         script("enqueue_unique"),
         2,
-        Keys.unique(message.queue, message.unique or ""),
-        Keys.delayed(message.queue) if delayed else Keys.stream(message.queue, message.priority),
+        keys.unique(message.queue, message.unique or ""),
+        keys.delayed(message.queue) if delayed else keys.stream(message.queue, message.priority),
         message.id,
         max(1, message.unique_ttl_ms),
         body,
