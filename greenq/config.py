@@ -4,7 +4,8 @@ Sources, lowest precedence first: built-in defaults; code (``GreenQ(**settings)`
 ``config_from_object``, ``--config``); ``GREENQ_<SETTING>`` environment variables; command-line
 flags. An unknown name from any source is a ``ConfigError`` suggesting the closest known name,
 and a value of the wrong type is a ``ConfigError`` naming setting, value and expected type
-(Celery silently ignores both). Imports only ``exceptions``; reads ``os.environ`` only when asked.
+(Celery silently ignores both). Imports only ``exceptions`` and ``tls`` (the TLS options);
+reads ``os.environ`` only when asked.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from greenq import tls
 from greenq.exceptions import ConfigError
 
 ENV_PREFIX = "GREENQ_"
@@ -58,6 +60,23 @@ class Settings:
         default=None, metadata=_doc("Redis URL for results; None: the broker.", secret=True)
     )
     result_expires: float = field(default=86400.0, metadata=_doc("Seconds a result is kept."))
+    broker_use_ssl: Any = field(
+        default=None,
+        metadata=_doc(
+            "TLS: True or a dict of ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_password,"
+            " ssl_ca_path, ssl_check_hostname (Celery's names); folded into broker_url as rediss://"
+            " query parameters, so every connection uses them (docs/security.md).",
+            secret=True,
+        ),
+    )
+    redis_backend_use_ssl: Any = field(
+        default=None,
+        metadata=_doc(
+            "Celery's TLS setting for results: greenq keeps results on the broker, so unset or"
+            " equal to broker_use_ssl.",
+            secret=True,
+        ),
+    )
     broker_connect_timeout: float = field(
         default=5.0, metadata=_doc("Seconds to connect to Redis before BrokerUnavailable.")
     )
@@ -252,6 +271,8 @@ def coerce(name: str, value: Any, source: str) -> Any:
         if optional:
             return None
         raise ConfigError(f"setting {name!r} (from {source}) cannot be None; expected {kind}")
+    if name in ("broker_use_ssl", "redis_backend_use_ssl"):
+        return tls.check_options(name, value, source)
     if kind == "Any":
         return _parse_routes(name, value, source) if name == "task_routes" else value
     if kind.startswith("dict"):
@@ -300,6 +321,7 @@ def build_settings(layers: Iterable[Layer]) -> tuple[Settings, dict[str, str]]:
         for name, value in mapping.items():
             values[name] = coerce(name, value, source)
             origin[name] = source
+    tls.fold(values)  # broker_use_ssl into broker_url: every connection is made from it
     return Settings(**values), origin
 
 
@@ -365,11 +387,15 @@ def mask_url(url: str | None) -> str | None:
     if not url:
         return url
     parts = urlsplit(url)
-    if parts.password is None:
+    query = tls.mask_query(parts.query)  # redis-py also reads password= and ssl_password= there
+    if parts.password is None and query == parts.query:
         return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:***@{netloc[1]}"))
+    parts = parts._replace(query=query)
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        userinfo = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{userinfo}:***@{netloc[1]}")
+    return urlunsplit(parts)
 
 
 def display_value(name: str, value: Any) -> str:
@@ -377,6 +403,8 @@ def display_value(name: str, value: Any) -> str:
     if value is not None and _FIELDS[name].metadata.get("secret"):
         if isinstance(value, str) and "://" in value:
             return str(mask_url(value))
+        if isinstance(value, dict):  # TLS options: only the key's password is secret
+            return repr({k: "***" if k in tls.SECRET_PARAMETERS else v for k, v in value.items()})
         return "***"
     return repr(value)
 
