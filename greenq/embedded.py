@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from greenq.exceptions import BrokerUnavailable, ConfigError
@@ -90,8 +91,10 @@ class RedisServer:
         port: int | None = None,
         data_dir: str | None = None,
         appendonly: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.binary = binary or find_binary()
+        self.extra_args = list(extra_args)  # e.g. TLS: --port 0 --tls-port N --tls-cert-file ...
         self.port = port or free_port()
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="greenq-redis-")
         self.appendonly = appendonly
@@ -122,6 +125,7 @@ class RedisServer:
             "always" if self.appendonly else "everysec",
             "--protected-mode",
             "no",
+            *self.extra_args,  # later directives win: "--port 0" here turns plain TCP off
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
