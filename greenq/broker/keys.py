@@ -138,6 +138,43 @@ class Keys:
     def revoked(cls, task_id: str) -> str:
         return f"{cls._prefix}:revoked:{{{task_id}}}"
 
+    # ---- flow control (docs/flow-control.md): gate.lua and release.lua, under the queue's tag
+
+    @classmethod
+    def flow(cls, queue: str) -> str:
+        """Hash of a queue's runtime controls: ``paused``, ``rate`` (``greenq queue pause|limit``)."""
+        return f"{cls._prefix}:{{q:{queue}}}:flow"
+
+    @classmethod
+    def queue_rate(cls, queue: str) -> str:
+        """The queue's rate bucket: the time (ms) of its next free slot."""
+        return f"{cls._prefix}:{{q:{queue}}}:rate"
+
+    @classmethod
+    def rate(cls, queue: str, key: str) -> str:
+        """A task's rate bucket (``key``: the task, or ``task|limit key``)."""
+        return f"{cls._prefix}:{{q:{queue}}}:rate:{key}"
+
+    @classmethod
+    def paid(cls, queue: str) -> str:
+        """Sorted set: task id -> the slot (ms) its rate-deferred message already holds."""
+        return f"{cls._prefix}:{{q:{queue}}}:paid"
+
+    @classmethod
+    def lease(cls, queue: str, key: str) -> str:
+        """Sorted set of a concurrency limit's leases: task id -> expiry (ms)."""
+        return f"{cls._prefix}:{{q:{queue}}}:lease:{key}"
+
+    @classmethod
+    def parked(cls, queue: str, key: str) -> str:
+        """List of messages waiting for a lease of ``key``: ``task id|band|deliveries|body``."""
+        return f"{cls._prefix}:{{q:{queue}}}:parked:{key}"
+
+    @classmethod
+    def parked_names(cls, queue: str) -> str:
+        """Set of the lease names that have parked messages (for the sweep of dead workers' leases)."""
+        return f"{cls._prefix}:{{q:{queue}}}:parked"
+
     EVENTS = "greenq:events"
     WORKERS = "greenq:workers"
     QUEUES = "greenq:queues"
