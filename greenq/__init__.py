@@ -16,12 +16,15 @@ __version__ = "0.1.0"  # the one version number: setup.py reads this line
 _EXPORTS = {
     "GreenQ": "greenq.app",
     "Task": "greenq.task",
+    "shared_task": "greenq.registry",
     "Settings": "greenq.config",
     "AsyncResult": "greenq.results",
     "crontab": "greenq.cron",
     "Signature": "greenq.canvas",
     "signature": "greenq.canvas",
     "group": "greenq.canvas",
+    "chain": "greenq.canvas",
+    "chord": "greenq.canvas",
     "GroupResult": "greenq.canvas",
     "GreenqError": "greenq.exceptions",
     "ConfigError": "greenq.exceptions",
@@ -44,7 +47,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
-    from greenq.canvas import GroupResult, Signature, group, signature
+    from greenq.canvas import GroupResult, Signature, chain, chord, group, signature
     from greenq.config import Settings
     from greenq.cron import crontab
     from greenq.exceptions import (
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
         TimeLimitExceeded,
         WorkerLostError,
     )
+    from greenq.registry import shared_task
     from greenq.results import AsyncResult
     from greenq.task import Task
 

@@ -6,7 +6,9 @@ the worker or pools, so any service (Django, Flask, FastAPI, scripts) can enqueu
 message (routing, validation, encoding) is ``greenq.producer``'s job; ``app.control`` is
 ``greenq.control``'s. Nothing below imports this module back: task, results, producer and
 control reach the app through small Protocols.
-Imports: config, control, exceptions, message, producer, results, routing, schedules, task; lazily: the
+The task registry (``@app.task``, ``base=``, ``shared_task``) is ``greenq.registry``'s, inherited.
+Imports: config, control, exceptions, message, producer, registry, results, routing, schedules, task;
+lazily: the
 broker, ``greenq.embedded``, ``greenq.task_redis``, ``greenq.aio`` (the asyncio transport, for
 the ``a*`` methods) and ``greenq.contrib.django`` (``on_commit``, ``autodiscover_tasks``), so
 neither redis.asyncio nor Django is imported unless used.
@@ -19,8 +21,8 @@ import os
 import runpy
 import types
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, overload
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from greenq import config
 from greenq.config import Layer, Settings
@@ -28,11 +30,12 @@ from greenq.control import Control
 from greenq.exceptions import ConfigError
 from greenq.message import Message
 from greenq.producer import Producer
+from greenq.registry import TaskRegistry
 from greenq.results import AsyncResult
 from greenq.routing import validate_routes
 from greenq.schedules import Schedule, build_schedules
 from greenq.schedules import periodic as periodic_decorator
-from greenq.task import Task, make_options
+from greenq.task import STARMAP_TASK, Task, starmap_task
 
 if TYPE_CHECKING:
     from greenq.aio import AsyncRedisBroker
@@ -43,18 +46,7 @@ TaskCall = tuple[str | Task, Sequence[Any] | None, Mapping[str, Any] | None]
 ASYNC_BUILD_SLICE = 250
 
 
-def import_related(package: str, related_name: str) -> None:
-    """Import ``package.related_name`` if the package has one; a missing package, and any
-    error raised inside the module, propagate."""
-    module = f"{package}.{related_name}"
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name != module:
-            raise
-
-
-class GreenQ:
+class GreenQ(TaskRegistry):
     """A greenq application.
 
     Args:
@@ -66,7 +58,7 @@ class GreenQ:
 
     def __init__(self, name: str = "greenq", broker: str | None = None, **settings: Any) -> None:
         self.name = name
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, Task] = {STARMAP_TASK: starmap_task(self)}  # Task.chunks runs it
         self._discovery: list[tuple[Sequence[str] | None, str]] = []
         self._discovering = False
         self._periodic: list[Schedule] = []  # @app.periodic registrations, in order
@@ -240,82 +232,7 @@ class GreenQ:
         if found is not None:
             await found.aclose()
 
-    # ---- tasks -----------------------------------------------------------------------
-
-    @property
-    def tasks(self) -> dict[str, Task]:
-        """Registered tasks by name. The first read runs pending ``autodiscover_tasks()``."""
-        if self._discovery and not self._discovering:
-            self._discover()
-        return self._tasks
-
-    def autodiscover_tasks(
-        self, packages: Sequence[str] | None = None, related_name: str = "tasks", force: bool = False
-    ) -> None:
-        """Import ``<package>.tasks`` from each package, so their ``@app.task`` functions register.
-
-        Lazy, as in Celery: the modules are imported on the first read of ``app.tasks`` (a
-        worker's start, a producer's first enqueue), so calling this at the bottom of the module
-        that defines the app, before Django has loaded its apps, is fine. ``force=True``
-        imports now.
-
-        Args:
-            packages: dotted package names; None means every installed Django app
-                (``greenq.contrib.django``; Django is then set up with ``django.setup()`` if
-                it is not yet, as a worker process needs, from ``DJANGO_SETTINGS_MODULE``).
-            related_name: the module to import from each package.
-
-        A package without that module is skipped; an ImportError raised *inside* one is not.
-
-        Raises:
-            ConfigError: packages=None and Django is not installed or not configured.
-        """
-        self._discovery.append((None if packages is None else list(packages), related_name))
-        if force:
-            self._discover()
-
-    def _discover(self) -> None:
-        self._discovering = True
-        try:
-            while self._discovery:
-                packages, related_name = self._discovery[0]
-                if packages is None:
-                    from greenq.contrib.django import installed_apps
-
-                    packages = installed_apps()
-                    if packages is None:
-                        return  # Django is loading its apps right now: try again on a later read
-                for package in packages:
-                    import_related(package, related_name)
-                self._discovery.pop(0)
-        finally:
-            self._discovering = False
-
-    @overload
-    def task(self, fn: Callable[..., Any]) -> Task: ...
-    @overload
-    def task(self, fn: None = None, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
-
-    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
-        """Register a function as a task: ``@app.task`` or ``@app.task(queue="http", ...)``.
-
-        Raises:
-            ConfigError: an unknown option, or a second task with the same name.
-        """
-
-        def register(function: Callable[..., Any]) -> Task:
-            name = options.get("name") or f"{function.__module__}.{function.__qualname__}"
-            task_options = make_options(options, f"task {name}")
-            if name in self._tasks:
-                raise ConfigError(
-                    f"task name {name!r} is registered twice "
-                    f"(already by {self._tasks[name].fn.__module__}); pass name=..."
-                )
-            task = Task(self, function, name, task_options)
-            self._tasks[name] = task
-            return task
-
-        return register(fn) if fn is not None else register
+    # ---- tasks: @app.task, app.tasks, autodiscover_tasks (greenq.registry.TaskRegistry) ----
 
     # The decorator lives with the schedule model: @app.periodic(every=30) or (cron=..., tz=...).
     periodic = periodic_decorator

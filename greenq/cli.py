@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import os
 import sys
 from typing import Any, NoReturn
@@ -80,12 +79,10 @@ def version() -> str:
     return dist_version("greenq")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="[%(asctime)s %(levelname)s/%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text", worker: str | None = None) -> None:
+    from greenq.logs import configure
+
+    configure(level, fmt, worker)
 
 
 # ---- commands ----------------------------------------------------------------------
@@ -94,7 +91,7 @@ def _setup_logging(level: str) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     from greenq.loader import apply_flags, check_broker_url, load_app
 
-    _setup_logging(args.loglevel)
+    _setup_logging(args.loglevel, args.log_format, args.hostname.replace("%h", os.uname().nodename))
     if args.processes not in (None, "1"):
         import socket
 
@@ -127,7 +124,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(
         app,
         name=name,
-        child_app=ChildApp(args.app, args.config, overrides),
+        child_app=ChildApp(args.app, args.config, overrides, (args.loglevel, args.log_format)),
         metrics_port=args.metrics_port,
         extra_info=extra,
         schedule=not args.no_schedule,
@@ -320,6 +317,9 @@ def _add_worker(subs: Any) -> None:
     worker.add_argument(
         "--cpu-nice", type=int, help="gevent: niceness added to the cpu=True children (default 10)"
     )
+    worker.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="json: one object a line"
+    )
     worker.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on 127.0.0.1:PORT")
     worker.add_argument("--processes", help="run N worker processes (auto = one per core) under a supervisor")
     worker.add_argument("--group", help=argparse.SUPPRESS)  # set by the supervisor for its children
@@ -369,8 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["status", "start", "stop"])
     embedded.set_defaults(handler=cmd_embedded)
 
-    from greenq import ops_cli, schedule_cli
+    from greenq import celery_config, ops_cli, schedule_cli
 
+    celery_config.add_command(subs)
     ops_cli.add_commands(subs, _add_app_flags)
     schedule_cli.add_commands(subs, _add_app_flags)
 
