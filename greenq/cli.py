@@ -369,8 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     embedded.add_argument("action", choices=["status", "start", "stop"])
     embedded.set_defaults(handler=cmd_embedded)
 
-    from greenq import celery_config, ops_cli, schedule_cli
+    from greenq import acl, celery_config, ops_cli, schedule_cli
 
+    acl.add_command(subs)
     celery_config.add_command(subs)
     ops_cli.add_commands(subs, _add_app_flags)
     schedule_cli.add_commands(subs, _add_app_flags)
