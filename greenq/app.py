@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from greenq import config
+from greenq import config, signals
 from greenq.config import Layer, Settings
 from greenq.control import Control
 from greenq.exceptions import ConfigError
@@ -294,14 +294,20 @@ class GreenQ(TaskRegistry):
     def _send(self, items: list[tuple[Message, bytes]], on_commit: bool | str) -> list[str]:
         """Enqueue now (the ids: a unique call's may be the task holding its key) or on commit."""
         if not on_commit:
-            return self.broker.enqueue(items)
+            return self._enqueue(items)
         from greenq.contrib.django import on_commit as register
 
         if any(message.unique is not None for message, _ in items):  # its holder is known only later
             raise ConfigError("unique enqueue cannot wait for on_commit: send it after the commit")
         # NOTE: built (validated) now, sent at commit: a bad argument raises inside the transaction.
-        register(lambda: self.broker.enqueue(items), using=on_commit if isinstance(on_commit, str) else None)
+        register(lambda: self._enqueue(items), using=on_commit if isinstance(on_commit, str) else None)
         return [message.id for message, _ in items]
+
+    def _enqueue(self, items: list[tuple[Message, bytes]]) -> list[str]:
+        ids = self.broker.enqueue(items)
+        if signals.after_task_publish.receivers:
+            signals.published(items)
+        return ids
 
     # ---- asyncio producer (greenq.aio: redis.asyncio, never gevent) ------------------------
 
@@ -320,6 +326,8 @@ class GreenQ(TaskRegistry):
         """
         message, body = self._producer.build(name, args, kwargs, **options)
         await self.async_broker.enqueue([(message, body)])
+        if signals.after_task_publish.receivers:
+            signals.published([(message, body)])
         return AsyncResult(message.id, app=self)
 
     async def aenqueue_many(self, calls: Iterable[TaskCall], **options: Any) -> list[AsyncResult]:
@@ -336,6 +344,8 @@ class GreenQ(TaskRegistry):
                 await asyncio.sleep(0)
         if items:
             await self.async_broker.enqueue(items)
+            if signals.after_task_publish.receivers:
+                signals.published(items)
         return [AsyncResult(message.id, app=self) for message, _ in items]
 
     @property

@@ -94,6 +94,9 @@ class Message:
     # Workflow links (envelope field ``w``; docs/workflows.md): the rest of a chain, chord
     # membership, callbacks. None for a plain task: the hot path checks only that.
     workflow: dict[str, Any] | None = None
+    # W3C trace context of the enqueue's span (envelope field ``traceparent``; greenq.tracing).
+    # A retry keeps it; a workflow's next step copies it. None: tracing was off at the producer.
+    traceparent: str | None = None
 
     def with_changes(self, **changes: Any) -> Message:
         """A copy with some fields changed (retries, eta, queue...)."""
@@ -117,6 +120,8 @@ class Message:
             envelope["u"] = self.unique
         if self.workflow is not None:
             envelope["w"] = self.workflow
+        if self.traceparent is not None:
+            envelope["traceparent"] = self.traceparent
         return envelope
 
 
@@ -257,6 +262,7 @@ def decode(body: bytes) -> Message:
     workflow = raw.get("w")
     if workflow is not None and not isinstance(workflow, dict):
         raise DecodeError("envelope field w (workflow) is not an object")
+    traceparent = raw.get("traceparent")  # only ever used for tracing: a bad one is dropped
     return Message(
         id=task_id,
         task=task,
@@ -270,6 +276,7 @@ def decode(body: bytes) -> Message:
         created=float(raw.get("created") or 0.0),
         unique=unique,
         workflow=workflow,
+        traceparent=traceparent if isinstance(traceparent, str) else None,
     )
 
 

@@ -6,8 +6,8 @@ the task's signature, routing (static routes cached per settings), priority, the
 expires arithmetic, and encoding (``greenq.message``). The app owns one and sends what it builds.
 
 Also the key of a unique call (``unique=True`` with a task id, or a ``unique_for`` task: name +
-hash of the arguments). Imports: message, routing, task, config (a type), orjson;
-``broker.keys`` lazily, for the queue-name check. Never ``greenq.app``: the app is reached
+hash of the arguments). Imports: message, routing, signals (``before_task_publish``), task,
+tracing (the producer span and its ``traceparent``), config (a type), orjson; ``broker.keys`` lazily, for the queue-name check. Never ``greenq.app``: the app is reached
 through the ``ProducerApp`` Protocol below.
 """
 
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from greenq import signals, tracing
 from greenq.message import Message, encode, new_id, now
 from greenq.routing import is_static, route_task
 from greenq.task import Task, TaskOptions, check_priority, to_epoch
@@ -111,8 +112,9 @@ class Producer:
         unique_key, unique_ttl_ms = None, 0
         if unique or (opts is not None and opts.unique_for is not None):
             unique_key, unique_ttl_ms = _unique(name, args, kwargs, task_id if unique else None, opts, conf)
+        message_id = task_id or new_id()
         message = Message(
-            id=task_id or new_id(),
+            id=message_id,
             task=name,
             args=args,
             kwargs=kwargs,
@@ -124,7 +126,10 @@ class Producer:
             unique=unique_key,
             unique_ttl_ms=unique_ttl_ms,
             workflow=workflow,
+            traceparent=tracing.publish(name, route_queue, message_id) if tracing.active() else None,
         )
+        if signals.before_task_publish.receivers:
+            signals.before_task_publish.send(sender=name, **signals.publish_arguments(message, True))
         return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
 
     def _route(

@@ -169,6 +169,38 @@ class ExceptionInfo:
         return f"<ExceptionInfo: {self.type.__name__}: {self.exception}>"
 
 
+def publish_arguments(message: Any, before: bool) -> dict[str, Any]:
+    """Celery's keyword arguments of ``before_task_publish`` (``before``) or
+    ``after_task_publish`` for a ``greenq.message.Message``: ``body`` is protocol 2's
+    ``(args, kwargs, embed)``, ``headers`` has ``id``, ``task``, ``retries``, ``eta``...
+    ``exchange`` is empty and ``routing_key`` the queue."""
+    headers = {
+        "lang": "py",
+        "id": message.id,
+        "task": message.task,
+        "root_id": message.id,
+        "retries": message.retries,
+        "eta": message.eta,
+        "expires": message.expires,
+        "traceparent": message.traceparent,
+    }
+    found: dict[str, Any] = {
+        "body": (list(message.args), dict(message.kwargs), {}),
+        "exchange": "",
+        "routing_key": message.queue,
+        "headers": headers,
+    }
+    if before:
+        found.update(properties={"priority": message.priority}, declare=[], retry_policy=None)
+    return found
+
+
+def published(messages: Any) -> None:
+    """Send ``after_task_publish`` for each ``(message, body)`` just written to Redis."""
+    for message, _ in messages:
+        after_task_publish.send(sender=message.task, **publish_arguments(message, False))
+
+
 # ---- the signals ------------------------------------------------------------------------
 
 # Read by the executor: any receiver on a task-run signal takes the (slower) hooked path.

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from greenq import signals
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
@@ -205,6 +206,7 @@ class Consumer(Lifecycle):
             self.log.warning("could not dead-letter %s (%s); it will be recovered", delivery.entry_id, exc)
             return
         self.stats.dead_lettered += 1
+        signals.task_rejected.send(sender=self, message=delivery, exc=rejection.reason)
         if message is not None and message.unique is not None:
             self.flusher.release_unique(message)
         self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
@@ -346,6 +348,7 @@ class Consumer(Lifecycle):
                 "queue": message.queue,
                 "priority": message.priority,
                 "worker": self.consumer_id,
+                "traceparent": message.traceparent,
             },
             time_limit=policy.time_limit,
             soft_time_limit=policy.soft_time_limit,

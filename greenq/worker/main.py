@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from greenq import signals
 from greenq.config import mask_url
 from greenq.pools.base import Pool
 from greenq.worker.consumer import Consumer
@@ -158,6 +159,7 @@ def run_worker(
         prefetch_multiplier=conf.worker_prefetch_multiplier,
         extra_info=extra_info,
     )
+    signals.worker_init.send(sender=consumer)
     scheduler = make_scheduler(app, consumer.consumer_id) if schedule else None
     stop, force = threading.Event(), threading.Event()
 
@@ -196,9 +198,11 @@ def run_worker(
     if scheduler is not None:  # every worker may fire them: each fire time is claimed once in Redis
         link = app.broker.link()
         threading.Thread(target=scheduler.run, args=(link, stop), name="scheduler", daemon=True).start()
+    signals.worker_ready.send(sender=consumer)
     logger.info("worker ready: consumer %s, %s tasks registered", consumer.consumer_id, len(app.tasks))
     logger.debug("tasks: %s", ", ".join(sorted(app.tasks)))
     while not stop.wait(1.0):
         pass
     consumer.stop(conf.shutdown_timeout, force)
+    signals.worker_shutdown.send(sender=consumer)
     return 0

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from greenq import signals
 from greenq.broker.keys import Keys
 from greenq.broker.recovery import Upkeep
 from greenq.exceptions import BrokerError, BrokerUnavailable
@@ -119,6 +120,7 @@ class Maintenance:
             held if held or self._held_listed else None,  # None: no command at all
         )
         self._held_listed = listed
+        signals.heartbeat_sent.send(sender=self)
         if not fresh and self.stats.processed:
             self.log.error(
                 "heartbeat had expired: this worker was presumed dead and its unacked "
