@@ -19,7 +19,7 @@
 local stream, dead, heartbeat, markers = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local max_deliveries, cap = tonumber(ARGV[3]), ARGV[4]
-if redis.call('EXISTS', heartbeat) == 1 then return {0, 0, -1} end
+if redis.call('EXISTS', heartbeat) == 1 then return {0, {}, -1} end
 local pending = redis.call('XPENDING', stream, group, '-', '+', tonumber(ARGV[6]), consumer)
 if #pending > 0 then
   redis.call('ZREMRANGEBYSCORE', markers, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[7]))
