@@ -42,7 +42,8 @@ class Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``greenq`` console script and ``python -m greenq``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["worker"] and _pool_from_argv(args_list) == "gevent":
+    worker = args_list[:1] == ["worker"] and _pool_from_argv(args_list) == "gevent"
+    if worker or args_list[:1] == ["dashboard"]:  # the dashboard is served by gevent.pywsgi
         from greenq.pools.gevent import patch
 
         patch()
@@ -375,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
     celery_config.add_command(subs)
     ops_cli.add_commands(subs, _add_app_flags)
     schedule_cli.add_commands(subs, _add_app_flags)
+    from greenq.dashboard import server as dashboard_server
+
+    dashboard_server.add_command(subs, _add_app_flags)
 
     demo = subs.add_parser("demo", help="run HTTP tasks through a local worker and show the figures")
     demo.add_argument("--tasks", type=positive_int, default=3000)
