@@ -94,9 +94,10 @@ class Message:
     # Workflow links (envelope field ``w``; docs/workflows.md): the rest of a chain, chord
     # membership, callbacks. None for a plain task: the hot path checks only that.
     workflow: dict[str, Any] | None = None
-    # W3C trace context of the enqueue's span (envelope field ``traceparent``; greenq.tracing).
-    # A retry keeps it; a workflow's next step copies it. None: tracing was off at the producer.
-    traceparent: str | None = None
+    # Headers (envelope field ``headers``; None: none): ``traceparent``, the W3C trace context of
+    # the enqueue's span (greenq.tracing), and what ``before_task_publish`` receivers added. A
+    # retry keeps them; a workflow's next step copies them.
+    headers: dict[str, Any] | None = None
 
     def with_changes(self, **changes: Any) -> Message:
         """A copy with some fields changed (retries, eta, queue...)."""
@@ -120,8 +121,8 @@ class Message:
             envelope["u"] = self.unique
         if self.workflow is not None:
             envelope["w"] = self.workflow
-        if self.traceparent is not None:
-            envelope["traceparent"] = self.traceparent
+        if self.headers:
+            envelope["headers"] = self.headers
         return envelope
 
 
@@ -262,7 +263,9 @@ def decode(body: bytes) -> Message:
     workflow = raw.get("w")
     if workflow is not None and not isinstance(workflow, dict):
         raise DecodeError("envelope field w (workflow) is not an object")
-    traceparent = raw.get("traceparent")  # only ever used for tracing: a bad one is dropped
+    headers = raw.get("headers")
+    if headers is not None and not isinstance(headers, dict):
+        raise DecodeError("envelope field headers is not an object")
     return Message(
         id=task_id,
         task=task,
@@ -276,7 +279,7 @@ def decode(body: bytes) -> Message:
         created=float(raw.get("created") or 0.0),
         unique=unique,
         workflow=workflow,
-        traceparent=traceparent if isinstance(traceparent, str) else None,
+        headers=headers,
     )
 
 

@@ -7,7 +7,8 @@ expires arithmetic, and encoding (``greenq.message``). The app owns one and send
 
 Also the key of a unique call (``unique=True`` with a task id, or a ``unique_for`` task: name +
 hash of the arguments). Imports: message, routing, signals (``before_task_publish``), task,
-tracing (the producer span and its ``traceparent``), config (a type), orjson; ``broker.keys`` lazily, for the queue-name check. Never ``greenq.app``: the app is reached
+tracing (the producer span: its ``traceparent`` header), config (a type), orjson; ``broker.keys``
+lazily, for the queue-name check. Never ``greenq.app``: the app is reached
 through the ``ProducerApp`` Protocol below.
 """
 
@@ -126,10 +127,10 @@ class Producer:
             unique=unique_key,
             unique_ttl_ms=unique_ttl_ms,
             workflow=workflow,
-            traceparent=tracing.publish(name, route_queue, message_id) if tracing.active() else None,
+            headers=tracing.publish(name, route_queue, message_id) if tracing.active() else None,
         )
         if signals.before_task_publish.receivers:
-            signals.before_task_publish.send(sender=name, **signals.publish_arguments(message, True))
+            message = signals.before_publish(message)
         return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
 
     def _route(

@@ -169,11 +169,16 @@ class ExceptionInfo:
         return f"<ExceptionInfo: {self.type.__name__}: {self.exception}>"
 
 
+# The headers greenq fills in; a ``before_task_publish`` receiver's other keys travel with the task.
+STANDARD_HEADERS = ("lang", "id", "task", "root_id", "retries", "eta", "expires")
+
+
 def publish_arguments(message: Any, before: bool) -> dict[str, Any]:
     """Celery's keyword arguments of ``before_task_publish`` (``before``) or
     ``after_task_publish`` for a ``greenq.message.Message``: ``body`` is protocol 2's
-    ``(args, kwargs, embed)``, ``headers`` has ``id``, ``task``, ``retries``, ``eta``...
-    ``exchange`` is empty and ``routing_key`` the queue."""
+    ``(args, kwargs, embed)``, ``headers`` has ``id``, ``task``, ``retries``, ``eta``, ``expires``
+    and the message's own headers (``traceparent``...); ``exchange`` is empty, ``routing_key``
+    the queue."""
     headers = {
         "lang": "py",
         "id": message.id,
@@ -182,7 +187,7 @@ def publish_arguments(message: Any, before: bool) -> dict[str, Any]:
         "retries": message.retries,
         "eta": message.eta,
         "expires": message.expires,
-        "traceparent": message.traceparent,
+        **(message.headers or {}),
     }
     found: dict[str, Any] = {
         "body": (list(message.args), dict(message.kwargs), {}),
@@ -193,6 +198,18 @@ def publish_arguments(message: Any, before: bool) -> dict[str, Any]:
     if before:
         found.update(properties={"priority": message.priority}, declare=[], retry_policy=None)
     return found
+
+
+def before_publish(message: Any) -> Any:
+    """Send ``before_task_publish``; keys the receivers added to ``headers`` go into the message
+    (``task.request.<key>`` in the worker, as in Celery). Returns the message to encode."""
+    arguments = publish_arguments(message, True)
+    headers = arguments["headers"]
+    before_task_publish.send(sender=message.task, **arguments)
+    extra = {k: v for k, v in headers.items() if k not in STANDARD_HEADERS}
+    if extra == (message.headers or {}):
+        return message
+    return message.with_changes(headers=extra or None)
 
 
 def published(messages: Any) -> None:

@@ -74,7 +74,14 @@ class Request:
     queue: str | None = None
     priority: int = 0
     worker: str | None = None
-    traceparent: str | None = None  # W3C trace context of the enqueue (greenq.tracing)
+    headers: dict[str, Any] | None = None  # the message's headers (traceparent, receivers' own)
+
+    def __getattr__(self, name: str) -> Any:
+        """A header as an attribute, as in Celery: ``self.request.request_id``."""
+        headers = self.__dict__.get("headers") or {}
+        if name in headers:
+            return headers[name]
+        raise AttributeError(f"Request has no attribute or header {name!r}")
 
 
 # The running call's request fields; a ``Request`` is built from them only when a task asks.

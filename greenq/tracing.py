@@ -73,9 +73,9 @@ def parse_traceparent(value: str | None) -> Any:
     return found if found.is_valid else None
 
 
-def publish(task: str, queue: str, message_id: str) -> str | None:
+def publish(task: str, queue: str, message_id: str) -> dict[str, Any] | None:
     """Record the producer span of one enqueue (a child of the caller's current span, if any)
-    and return its ``traceparent`` for the envelope; None when tracing is off."""
+    and return the message headers carrying its ``traceparent``; None when tracing is off."""
     if not active():
         return None
     with _tracer().start_as_current_span(
@@ -90,7 +90,8 @@ def publish(task: str, queue: str, message_id: str) -> str | None:
             "greenq.task.name": task,
         },
     ) as span:
-        return format_traceparent(span.get_span_context())
+        found = format_traceparent(span.get_span_context())
+    return {"traceparent": found} if found else None
 
 
 class ConsumerSpan:
@@ -99,7 +100,7 @@ class ConsumerSpan:
     __slots__ = ("span", "token")
 
     def __init__(self, task: str, request: Mapping[str, Any]) -> None:
-        parent = parse_traceparent(request.get("traceparent"))
+        parent = parse_traceparent((request.get("headers") or {}).get("traceparent"))
         parent_context = trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None
         self.span = _tracer().start_span(
             f"process {task}",

@@ -348,7 +348,7 @@ class Consumer(Lifecycle):
                 "queue": message.queue,
                 "priority": message.priority,
                 "worker": self.consumer_id,
-                "traceparent": message.traceparent,
+                "headers": message.headers,
             },
             time_limit=policy.time_limit,
             soft_time_limit=policy.soft_time_limit,
