@@ -118,7 +118,7 @@ def tls_url(url: str, options: Mapping[str, str] | None, source: str = "broker_u
     for key in [k for k in query if k in OPTIONS]:  # other ssl_* parameters: redis-py checks them
         query[key] = _option("setting 'broker_url'", key, query[key])
     query.update(options or {})
-    return urlunsplit(parts._replace(scheme="rediss", query=urlencode(query)))
+    return urlunsplit(parts._replace(scheme="rediss", query=urlencode(query, safe="/")))
 
 
 def mask_query(query: str) -> str:
