@@ -260,6 +260,11 @@ def _coerce_scalar(kind: str, value: Any) -> Any:
     return _CONVERTERS[kind](value)
 
 
+def _shown(name: str, value: Any) -> str:
+    """A rejected value as an error message shows it: never a secret setting's."""
+    return "***" if _FIELDS[name].metadata.get("secret") else repr(value)
+
+
 def coerce(name: str, value: Any, source: str) -> Any:
     """Validate and convert one setting's value; strings (env, CLI) are parsed by the setting's type."""
     check_name(name, source)
@@ -279,17 +284,21 @@ def coerce(name: str, value: Any, source: str) -> Any:
         value = _parse_routes(name, value, source)  # JSON from the environment
         if isinstance(value, Mapping):
             return dict(value)
-        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected a dict")
+        raise ConfigError(f"setting {name!r} (from {source}) got {_shown(name, value)}; expected a dict")
     if kind == "list[str]":
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
             return list(value)
-        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected a list of strings")
+        raise ConfigError(
+            f"setting {name!r} (from {source}) got {_shown(name, value)}; expected a list of strings"
+        )
     try:
         value = _coerce_scalar(kind, value)
     except (ValueError, TypeError):
-        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected {kind}") from None
+        raise ConfigError(
+            f"setting {name!r} (from {source}) got {_shown(name, value)}; expected {kind}"
+        ) from None
     return check_key_prefix(value) if name == "key_prefix" else value
 
 
@@ -302,7 +311,9 @@ def _parse_routes(name: str, value: Any, source: str) -> Any:
     try:
         return orjson.loads(value)
     except orjson.JSONDecodeError:
-        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected JSON") from None
+        raise ConfigError(
+            f"setting {name!r} (from {source}) got {_shown(name, value)}; expected JSON"
+        ) from None
 
 
 Layer = tuple[str, Mapping[str, Any]]
