@@ -97,7 +97,8 @@ def _option(where: str, key: Any, value: Any) -> str:
     if key == "ssl_check_hostname":
         return _bool(where, key, value)
     if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}: {key} got {value!r}; expected {OPTIONS[key]}")
+        shown = "***" if key in SECRET_PARAMETERS else repr(value)
+        raise ConfigError(f"{where}: {key} got {shown}; expected {OPTIONS[key]}")
     if key in FILES and not os.path.exists(value):
         raise ConfigError(f"{where}: {key} {value!r} does not exist")
     return value
