@@ -68,6 +68,16 @@ def exchange(conn: Any, packed: list[bytes], count: int, url: str) -> list[Any]:
 NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
+def reason(reply: Exception) -> str:
+    """An error reply as greenq says it: a denied ACL permission names itself and the way out."""
+    if isinstance(reply, redis.exceptions.NoPermissionError):
+        return (
+            f"permission denied by the Redis ACL: {reply}; `greenq acl --role worker|producer|operator`"
+            " prints the rule each role needs (docs/security.md)"
+        )
+    return str(reply)
+
+
 class ConnectionStack:
     """At most ``limit`` raw connections made by ``make``; a caller beyond that waits up to
     ``wait_s`` for one to come back, then gets ``BrokerUnavailable``. Fork-safe: a child process
@@ -107,7 +117,7 @@ class ConnectionStack:
         reply = self.execute([args])[0]
         if isinstance(reply, redis.exceptions.ResponseError):
             name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
-            raise BrokerError(f"{name} failed: {reply}")
+            raise BrokerError(f"{name} failed: {reason(reply)}")
         return reply
 
     def close(self) -> None:
@@ -172,7 +182,7 @@ class Link:
         """One command; an error reply raises ``BrokerError``."""
         reply = self.pipeline([args])[0]
         if isinstance(reply, Exception):
-            raise BrokerError(f"{text(args[0])} failed: {reply}")
+            raise BrokerError(f"{text(args[0])} failed: {reason(reply)}")
         return reply
 
     def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
@@ -180,7 +190,9 @@ class Link:
         replies = self.pipeline([("MULTI",), *commands, ("EXEC",)])
         result = replies[-1]
         if isinstance(result, Exception) or result is None:
-            raise BrokerError(f"transaction failed: {result or replies}")
+            # A command refused while queued (an ACL denial) says more than EXEC's EXECABORT.
+            first = next((r for r in replies[1:-1] if isinstance(r, Exception)), result)
+            raise BrokerError(f"transaction failed: {reason(first) if first else replies}")
         return list(result)
 
     def close(self) -> None:
