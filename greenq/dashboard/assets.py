@@ -196,6 +196,9 @@ JS = r"""
     if (!tick.queues) return;
     lastCounts = tick;
     queueRows(tick.queues); workerRows(tick.workers);
+    var note = document.getElementById("events-note");
+    var seen = history.some(function (t) { return Object.keys(t.q).length > 0; });
+    if (note && seen && !(tick.events_off || []).length) note.remove();
     if (state) state.textContent = "live · " + when(tick.t).slice(11) + " UTC";
   }
 
