@@ -23,6 +23,8 @@ _EXPORTS = {
     "Signature": "greenq.canvas",
     "signature": "greenq.canvas",
     "group": "greenq.canvas",
+    "chain": "greenq.canvas",
+    "chord": "greenq.canvas",
     "GroupResult": "greenq.canvas",
     "GreenqError": "greenq.exceptions",
     "ConfigError": "greenq.exceptions",
@@ -45,7 +47,7 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
-    from greenq.canvas import GroupResult, Signature, group, signature
+    from greenq.canvas import GroupResult, Signature, chain, chord, group, signature
     from greenq.config import Settings
     from greenq.cron import crontab
     from greenq.exceptions import (

@@ -35,7 +35,7 @@ from greenq.results import AsyncResult
 from greenq.routing import validate_routes
 from greenq.schedules import Schedule, build_schedules
 from greenq.schedules import periodic as periodic_decorator
-from greenq.task import Task
+from greenq.task import STARMAP_TASK, Task, starmap_task
 
 if TYPE_CHECKING:
     from greenq.aio import AsyncRedisBroker
@@ -58,7 +58,7 @@ class GreenQ(TaskRegistry):
 
     def __init__(self, name: str = "greenq", broker: str | None = None, **settings: Any) -> None:
         self.name = name
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, Task] = {STARMAP_TASK: starmap_task(self)}  # Task.chunks runs it
         self._discovery: list[tuple[Sequence[str] | None, str]] = []
         self._discovering = False
         self._periodic: list[Schedule] = []  # @app.periodic registrations, in order

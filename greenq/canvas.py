@@ -1,52 +1,52 @@
-"""Canvas, producer side: signatures (a task call as plain JSON), ``group`` and ``GroupResult``.
+"""Canvas, producer side: signatures (a task call as plain JSON), ``chain``, ``group``, ``chord``.
 
 A ``Signature`` is Celery-shaped and serialisable: built in one process, stored or sent as its
-dict (``to_dict``), rebuilt anywhere with ``signature(dict, app=app)``. A ``group`` enqueues all
-its members in one pipelined batch, together with its member list under ``Keys.group`` (TTL
-``result_expires``), so ``GroupResult.restore(id, app=app)`` works from any process.
-Chains, chords and ``link``/``link_error`` need the worker (issue 18) and raise
-``NotYetSupported`` wherever their API exists. See docs/workflows.md.
+dict (``to_dict``), rebuilt anywhere with ``signature(dict, app=app)``. Applying any of them
+freezes the tree (every task id assigned, so every result is known at once), plans it
+(``greenq.workflow``: the same code the worker uses for a chain's next step) and sends it in
+pipelined round trips, the chord state and group member lists in the first. The worker runs
+what follows: docs/workflows.md.
 
-Imports: exceptions, message, results; lazily the broker's key layout and ``redis``
-(only when a group is sent). The app is reached through the ``TaskApp`` Protocol attributes
-of a task or the ``app=`` given: never ``greenq.app`` (no import cycle), never the worker.
+Imports: exceptions, message, results, group_result, workflow. The app is reached through the
+``app`` attribute of a task or the ``app=`` given: never ``greenq.app`` (no import cycle).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from greenq.canvas_send import apply_node, send_group
 from greenq.exceptions import GreenqError
-from greenq.message import READY_STATES, SUCCESS, decode_result, new_id
-from greenq.results import FAILURE, AsyncResult
+from greenq.group_result import GroupResult
+from greenq.message import new_id
+from greenq.results import AsyncResult
+from greenq.workflow import CHAIN_TASK, CHORD_TASK, GROUP_TASK, UnsupportedCanvas, freeze, kind
+
+__all__ = ["GroupResult", "Signature", "UnsupportedCanvas", "chain", "chord", "group", "signature"]
 
 # A ``GreenQ``; typed loosely because ``greenq.task`` imports this module (``add.s()``), and
 # ``greenq.app`` imports ``greenq.task``: importing either here would be an import cycle.
 GreenQ = Any
 
 # The options a signature may carry (``sig.set(...)``), all passed on to ``apply_async``.
-OPTIONS = ("queue", "priority", "countdown", "eta", "expires", "task_id")
-LATER = "chains, chords and link/link_error come with the worker part of issue 18 (docs/workflows.md)"
-GROUP_TASK = "greenq.group"
-
-
-class NotYetSupported(GreenqError, NotImplementedError):
-    """A canvas primitive greenq does not run yet (see "Not yet" in docs/workflows.md)."""
+OPTIONS = ("queue", "priority", "countdown", "eta", "expires", "task_id", "link", "link_error")
 
 
 def _check_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     """The options as plain JSON: an ``eta`` datetime becomes epoch seconds, an ``expires``
-    datetime an ISO string (a number there means seconds from the call)."""
+    datetime an ISO string (a number there means seconds from the call), callbacks dicts."""
     out: dict[str, Any] = {}
     for key, value in options.items():
-        if key in ("link", "link_error"):
-            raise NotYetSupported(f"{where}: {key}= is not supported yet: {LATER}")
         if key not in OPTIONS:
             raise TypeError(f"{where}: unknown option {key!r}; signatures take {', '.join(OPTIONS)}")
-        if key == "eta" and isinstance(value, datetime):
+        if key in ("link", "link_error"):
+            value = [
+                _as_dict(v, f"{where}: {key}=")
+                for v in (value if isinstance(value, list | tuple) else [value])
+            ]
+        elif key == "eta" and isinstance(value, datetime):
             value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
         elif key == "expires" and isinstance(value, datetime):
             value = value.isoformat()
@@ -54,12 +54,12 @@ def _check_options(options: Mapping[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _send_options(options: Mapping[str, Any]) -> dict[str, Any]:
-    """Options as ``apply_async`` takes them (an ISO ``expires`` back to a datetime)."""
-    expires = options.get("expires")
-    if isinstance(expires, str):
-        return {**options, "expires": datetime.fromisoformat(expires)}
-    return dict(options)
+def _as_dict(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, Signature):
+        return value.to_dict()
+    if isinstance(value, Mapping) and "task" in value:
+        return dict(value)
+    raise TypeError(f"{where} takes signatures (task.s(...)), got {type(value).__name__}")
 
 
 class Signature:
@@ -103,11 +103,11 @@ class Signature:
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like Celery's (a dict)
 
-    def __or__(self, other: object) -> Any:
-        raise NotYetSupported(f"{self!r} | {other!r}: {LATER}")
-
-    def __ror__(self, other: object) -> Any:
-        raise NotYetSupported(f"{other!r} | {self!r}: {LATER}")
+    def __or__(self, other: object) -> chain:
+        """``a.s() | b.s()`` is ``chain(a.s(), b.s())``."""
+        if not isinstance(other, Signature):
+            return NotImplemented
+        return chain(self, other, app=self.app if self.app is not None else other.app)
 
     def to_dict(self) -> dict[str, Any]:
         """Celery's dict form, plain JSON: ``json.dumps(sig.to_dict())`` works."""
@@ -128,10 +128,22 @@ class Signature:
         return Signature(self.task, args, kwargs, merged, self.immutable, self.app)
 
     def set(self, **options: Any) -> Signature:
-        """A copy with these options (queue, priority, countdown, eta, expires, task_id)."""
-        return Signature(
-            self.task, self.args, self.kwargs, {**self.options, **options}, self.immutable, self.app
-        )
+        """A copy with these options (queue, priority, countdown, eta, expires, task_id, link...)."""
+        copy = signature(self.to_dict(), app=self.app)
+        copy.options = {**self.options, **_check_options(options, f"signature of {self.task}")}
+        return copy
+
+    def link(self, callback: Signature) -> Signature:
+        """Run ``callback`` with this task's result when it succeeds (Celery's ``link``)."""
+        self.options["link"] = [*self.options.get("link", []), _as_dict(callback, "link")]
+        return callback
+
+    def on_error(self, errback: Signature) -> Signature:
+        """Run ``errback(task_id, error)`` once if this task fails (Celery's ``link_error``)."""
+        self.options["link_error"] = [*self.options.get("link_error", []), _as_dict(errback, "link_error")]
+        return self
+
+    link_error = on_error
 
     def _merge(
         self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
@@ -149,15 +161,28 @@ class Signature:
             )
         return self.app
 
+    def freeze(self) -> Signature:
+        """Assign every task id now (kept when it is sent), so ``apply_async`` returns results
+        with these ids; returns the signature (frozen in place)."""
+        frozen = freeze(self.to_dict())
+        self.options = frozen["options"]
+        return self
+
     def apply_async(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> AsyncResult:
+    ) -> Any:
         """Enqueue the call; ``args`` go before the signature's own (ignored when immutable),
-        ``kwargs`` and ``options`` update its own."""
+        ``kwargs`` and ``options`` update its own. Returns an ``AsyncResult``."""
         args, kwargs, merged = self._merge(args, kwargs, options)
-        return self._app().send_task(self.task, args, kwargs, **_send_options(merged))
+        if "link" not in merged and "link_error" not in merged:
+            expires = merged.get("expires")
+            if isinstance(expires, str):
+                merged["expires"] = datetime.fromisoformat(expires)
+            return self._app().send_task(self.task, args, kwargs, **merged)
+        node = {**self.to_dict(), "args": list(args), "kwargs": kwargs, "options": merged, "immutable": True}
+        return apply_node(self._app(), node)
 
-    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
         """``apply_async(args, kwargs)``."""
         return self.apply_async(args, kwargs)
 
@@ -178,52 +203,41 @@ def signature(
     one, or a task (name) with arguments and options."""
     if isinstance(varies, Signature):
         if app is not None and varies.app is None:
-            varies = varies.clone()
-            varies.app = app
+            varies = signature(varies.to_dict(), app=app)
         return varies
     if isinstance(varies, Mapping):
-        kind = varies.get("subtask_type")
-        if kind == "group":
-            members = varies.get("kwargs", {}).get("tasks", [])
-            return group([signature(m, app=app) for m in members], app=app, **varies.get("options", {}))
-        if kind is not None:
-            raise NotYetSupported(f"signature of type {kind!r}: {LATER}")
+        kind_ = kind(varies)
+        opts = dict(varies.get("options") or {})
+        if kind_ in ("group", "chain"):
+            tasks = [signature(t, app=app) for t in varies.get("kwargs", {}).get("tasks", [])]
+            return (group if kind_ == "group" else chain)(tasks, app=app, **opts)
+        if kind_ == "chord":
+            parts = varies["kwargs"]
+            header = signature(parts["header"], app=app)
+            return chord(header, signature(parts["body"], app=app), app=app, **opts)
+        if kind_ is not None:
+            raise UnsupportedCanvas(f"unknown canvas type {kind_!r}")
         return Signature(
             varies["task"],
             varies.get("args"),
             varies.get("kwargs"),
-            varies.get("options"),
+            opts,
             bool(varies.get("immutable", False)),
             app,
         )
     return Signature(varies, args, kwargs, options, False, app)
 
 
-class group(Signature):  # Celery's name
-    """Run signatures in parallel: ``group(add.s(1, 1), add.s(2, 2))`` or ``group(generator)``.
+class _Composite(Signature):
+    """What chain, group and chord share: member signatures, an app found among them."""
 
-    Applying it (``group(...)()``, ``.delay()``, ``.apply_async()``) validates and encodes every
-    member first (a bad one sends nothing), then enqueues them all pipelined (5,000 per round
-    trip) together with the group's member list, and returns a ``GroupResult``.
-    """
-
-    subtask_type = "group"
-
-    def __init__(self, *tasks: Any, app: GreenQ | None = None, **options: Any) -> None:
-        items: Iterable[Any] = tasks
-        if len(tasks) == 1 and not isinstance(tasks[0], Signature | Mapping):
-            items = tasks[0]  # one iterable or generator of signatures
-        members = [signature(t, app=app) for t in items]
-        for member in members:
-            if isinstance(member, group):
-                raise NotYetSupported(f"a group inside a group is not supported yet: {LATER}")
-        super().__init__(GROUP_TASK, (), {}, options, False, app)
+    def __init__(
+        self, task: str, members: list[Signature], app: GreenQ | None, options: Mapping[str, Any]
+    ) -> None:
+        super().__init__(task, (), {}, options, False, app)
         self.tasks = members
         if self.app is None:
             self.app = next((m.app for m in members if m.app is not None), None)
-
-    def __repr__(self) -> str:
-        return f"group({self.tasks!r})"
 
     def __iter__(self) -> Iterator[Signature]:
         return iter(self.tasks)
@@ -234,149 +248,155 @@ class group(Signature):  # Celery's name
     def to_dict(self) -> dict[str, Any]:
         return {**super().to_dict(), "kwargs": {"tasks": [t.to_dict() for t in self.tasks]}}
 
-    def set(self, **options: Any) -> group:
-        return group(self.tasks, app=self.app, **{**self.options, **options})
+    def set(self, **options: Any) -> Any:
+        return signature({**self.to_dict(), "options": {**self.options, **options}}, app=self.app)
 
-    def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> group:
-        return group([t.clone(args, kwargs) for t in self.tasks], app=self.app, **{**self.options, **options})
+    def clone(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        if args or kwargs:
+            raise TypeError(
+                f"{type(self).__name__}.clone() takes options only; give arguments when it is applied"
+            )
+        return self.set(**options)
 
-    def apply_async(  # type: ignore[override]
+    def freeze(self) -> Signature:
+        raise TypeError(f"{type(self).__name__}: apply it; the returned result carries every id")
+
+    def apply_async(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
+        node = self.to_dict()
+        node["options"] = {**node["options"], **_check_options(options, type(self).__name__)}
+        return apply_node(self._app(), node, tuple(args or ()), dict(kwargs or {}))
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.apply_async(args, kwargs)
+
+
+def _members(tasks: tuple[Any, ...], app: GreenQ | None) -> list[Signature]:
+    items: Iterable[Any] = tasks
+    if len(tasks) == 1 and not isinstance(tasks[0], Signature | Mapping):
+        items = tasks[0]  # one iterable or generator of signatures
+    return [signature(t, app=app) for t in items]
+
+
+class chain(_Composite):  # Celery's name
+    """Run signatures one after another, each getting the previous one's result first:
+    ``chain(a.s(1), b.s(), c.s())`` or ``a.s(1) | b.s() | c.s()``. Applying it returns the last
+    step's ``AsyncResult`` (``.parent`` walks back). Each next step is enqueued by the worker
+    that finished the one before, in the round trip that writes that step's result."""
+
+    subtask_type = "chain"
+
+    def __init__(self, *tasks: Any, app: GreenQ | None = None, **options: Any) -> None:
+        members = _members(tasks, app)
+        if not members:
+            raise UnsupportedCanvas("an empty chain has nothing to run")
+        super().__init__(CHAIN_TASK, members, app, options)
+
+    def __repr__(self) -> str:
+        return " | ".join(map(repr, self.tasks))
+
+    def __or__(self, other: object) -> chain:
+        if not isinstance(other, Signature):
+            return NotImplemented
+        return chain(*self.tasks, other, app=self.app, **self.options)
+
+
+class group(_Composite):  # Celery's name
+    """Run signatures in parallel: ``group(add.s(1, 1), add.s(2, 2))`` or ``group(generator)``.
+
+    Applying it validates and encodes every member first (a bad one sends nothing), then
+    enqueues them all pipelined (5,000 per round trip) together with the group's member list,
+    and returns a ``GroupResult``. ``task_id=`` sets the group's id.
+    """
+
+    subtask_type = "group"
+
+    def __init__(self, *tasks: Any, app: GreenQ | None = None, **options: Any) -> None:
+        members = _members(tasks, app)
+        for member in members:
+            if isinstance(member, group):
+                raise UnsupportedCanvas("a group inside a group: flatten it (group(a, b, c)) or chain it")
+        super().__init__(GROUP_TASK, members, app, options)
+
+    def __repr__(self) -> str:
+        return f"group({self.tasks!r})"
+
+    def apply_async(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
     ) -> GroupResult:
         """Enqueue every member (partial ``args``/``kwargs`` and ``options`` apply to each)."""
         if not self.tasks:
-            return GroupResult(new_id(), [], app=self.app)  # nothing to send, no member list
+            return GroupResult(str(options.get("task_id") or new_id()), [], app=self.app)
+        if any(
+            type(m) is not Signature or "link" in m.options or "link_error" in m.options for m in self.tasks
+        ):
+            result: GroupResult = super().apply_async(args, kwargs, **options)
+            return result
+        return self._send_plain(args, kwargs, options)
+
+    def _send_plain(
+        self, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
+    ) -> GroupResult:
+        """Plain task members: built straight, so that unique members work as in ``Task.map``."""
         app = self._app()
         common = {**self.options, **_check_options(options, "group")}
-        if "task_id" in common:
-            raise TypeError("group: task_id would give every member the same id")
+        group_id = str(common.pop("task_id", None) or new_id())
         items = []
         for member in self.tasks:
             margs, mkwargs, merged = member._merge(args, kwargs, common)
-            items.append(app.build_message(member.task, margs, mkwargs, **_send_options(merged)))
-        group_id = new_id()
+            expires = merged.get("expires")
+            if isinstance(expires, str):
+                merged["expires"] = datetime.fromisoformat(expires)
+            items.append(app.build_message(member.task, margs, mkwargs, **merged))
         ids = send_group(app, group_id, items)
         return GroupResult(group_id, [AsyncResult(i, app=app) for i in ids], app=app)
 
-    def delay(self, *args: Any, **kwargs: Any) -> GroupResult:  # type: ignore[override]
-        return self.apply_async(args, kwargs)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> GroupResult:
-        return self.apply_async(args, kwargs)
+class chord(_Composite):  # Celery's name
+    """A group (the header) whose results, in member order, go to one more task (the body)
+    once every member has finished: ``chord(header)(body)`` or ``chord(header, body)()``.
 
+    The body runs exactly once: each member's worker counts it in Redis in the round trip that
+    writes its result (``chord.lua``), and the last one enqueues the body in that same script.
+    A failed member fails the chord (the body does not run; its result is a ``ChordError``).
+    """
 
-def send_group(app: GreenQ, group_id: str, items: Sequence[Any]) -> list[str]:
-    """Enqueue built messages and store the group's member ids (an RPUSH + PEXPIRE in the first
-    pipeline). A unique member whose key another task holds stands for that task: the list is
-    then written after the members, when those ids are known."""
-    from greenq.broker.keys import Keys
+    subtask_type = "chord"
 
-    if not items:
-        return []  # an empty group: nothing to send, no member list
-    key, ttl_ms = Keys.group(group_id), max(1, int(app.conf.result_expires * 1000))
-
-    def member_list(ids: Sequence[str]) -> list[tuple[Any, ...]]:
-        return [("DEL", key), ("RPUSH", key, *ids), ("PEXPIRE", key, ttl_ms)]
-
-    if not any(message.unique is not None for message, _ in items):
-        return app.broker.enqueue(items, first=member_list([message.id for message, _ in items]))
-    ids = app.broker.enqueue(items)
-    app.broker.conns.execute(member_list(ids))
-    return ids
-
-
-class GroupResult:
-    """The results of a group's members, in member order. Reads pipeline all members' states
-    in one round trip; ``get()`` then waits in Redis (``XREAD BLOCK``) only on those not ready."""
-
-    def __init__(self, id: str, results: Sequence[AsyncResult], app: GreenQ | None = None) -> None:
-        self.id = id
-        self.results = list(results)
-        self.app: GreenQ = app if app is not None else (results[0].app if results else None)
+    def __init__(
+        self,
+        header: Any,
+        body: Signature | Mapping[str, Any] | None = None,
+        app: GreenQ | None = None,
+        **options: Any,
+    ) -> None:
+        self.header = header if isinstance(header, group) else group(header, app=app)
+        self.body = signature(body, app=app) if body is not None else None
+        super().__init__(CHORD_TASK, self.header.tasks, app if app is not None else self.header.app, options)
+        if self.app is None and self.body is not None:
+            self.app = self.body.app
 
     def __repr__(self) -> str:
-        return f"<GroupResult {self.id} [{len(self.results)} results]>"
+        return f"chord({self.header!r}, {self.body!r})"
 
-    def __len__(self) -> int:
-        return len(self.results)
+    def to_dict(self) -> dict[str, Any]:
+        base = Signature.to_dict(self)
+        body = self.body.to_dict() if self.body is not None else None
+        return {**base, "kwargs": {"header": self.header.to_dict(), "body": body}}
 
-    def __iter__(self) -> Iterator[AsyncResult]:
-        return iter(self.results)
+    def __call__(self, body: Any = None, **options: Any) -> Any:
+        """``chord(header)(body)`` applies with that body; ``chord(header, body)()`` with its own."""
+        if isinstance(body, Signature | Mapping):
+            return chord(self.header, body, app=self.app, **self.options).apply_async(**options)
+        return self.apply_async(**options)
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, GroupResult) and (other.id, other.results) == (self.id, self.results)
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @classmethod
-    def restore(cls, group_id: str, app: GreenQ) -> GroupResult | None:
-        """The group's result from its stored member list; None if unknown or expired."""
-        from greenq.broker.keys import Keys
-
-        ids = app.broker.conns.call("LRANGE", Keys.group(group_id), 0, -1)
-        if not ids:
-            return None
-        return cls(group_id, [AsyncResult(i.decode(), app=app) for i in ids], app=app)
-
-    def forget(self) -> None:
-        """Delete the member list and every member's result now."""
-        from greenq.broker.keys import Keys
-
-        if self.app is not None:
-            self.app.broker.conns.execute(
-                [("DEL", Keys.group(self.id)), *(("DEL", Keys.result(r.id)) for r in self.results)]
-            )
-
-    def _records(self) -> list[dict[str, Any] | None]:
-        """Each member's latest state record (None: PENDING), in one pipelined round trip."""
-        from greenq.broker.keys import Keys
-        from greenq.broker.stack import field
-
-        if not self.results or self.app is None:
-            return []
-        commands = [("XREVRANGE", Keys.result(r.id), "+", "-", "COUNT", 1) for r in self.results]
-        replies = self.app.broker.conns.execute(commands)
-        return [decode_result(field(entries[0][1], b"r")) if entries else None for entries in replies]
-
-    def _states(self) -> list[str | None]:
-        return [record["state"] if record else None for record in self._records()]
-
-    def ready(self) -> bool:
-        """Every member is in a ready state (SUCCESS, FAILURE, REVOKED)."""
-        return all(state in READY_STATES for state in self._states())
-
-    def waiting(self) -> bool:
-        return not self.ready()
-
-    def completed_count(self) -> int:
-        """How many members succeeded (Celery counts only SUCCESS)."""
-        return sum(state == SUCCESS for state in self._states())
-
-    def successful(self) -> bool:
-        return all(state == SUCCESS for state in self._states())
-
-    def failed(self) -> bool:
-        """At least one member failed."""
-        return any(state == FAILURE for state in self._states())
-
-    def get(self, timeout: float | None = None, propagate: bool = True) -> list[Any]:
-        """Every member's return value, in member order.
-
-        Raises:
-            ResultTimeout: not every member was ready within ``timeout`` seconds (in total).
-            TaskError: with ``propagate``, the first failed member (in member order) raises its
-                error, as Celery's ``join`` does; without, its error is in the list.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        values = []
-        for result, record in zip(self.results, self._records(), strict=True):
-            if record is not None and record["state"] == SUCCESS:
-                values.append(record.get("result"))
-                continue
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if record is not None and record["state"] in READY_STATES:
-                left = None  # already written: get() reads it at once (and raises its error)
-            values.append(result.get(timeout=left, propagate=propagate))
-        return values
-
-    join = get
+    def apply_async(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
+        if self.body is None:
+            raise TypeError("chord(header) needs a body: chord(header)(body) or chord(header, body)")
+        return super().apply_async(args, kwargs, **options)

@@ -60,6 +60,10 @@ class Settings:
         default=None, metadata=_doc("Redis URL for results; None: the broker.", secret=True)
     )
     result_expires: float = field(default=86400.0, metadata=_doc("Seconds a result is kept."))
+    result_extended: bool = field(
+        default=False,
+        metadata=_doc("Result records also carry the task's args, kwargs, queue and start time."),
+    )
     broker_use_ssl: Any = field(
         default=None,
         metadata=_doc(

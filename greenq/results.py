@@ -11,6 +11,7 @@ Imports: message, exceptions. The broker is reached through the app passed in, t
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
 
 from greenq.exceptions import ResultTimeout, TaskError, TaskRevoked
@@ -25,6 +26,8 @@ from greenq.message import (
     decode_result,
     result_payload,
 )
+
+_BUILTIN_STATES = frozenset({PENDING, STARTED, RETRY, SUCCESS, FAILURE, REVOKED})
 
 __all__ = [
     "FAILURE",
@@ -51,6 +54,8 @@ class ResultStore(Protocol):
     ) -> tuple[str, bytes] | None: ...
 
     def forget(self, task_id: str) -> None: ...
+
+    def store_progress(self, task_id: str, payload: bytes) -> bool: ...
 
 
 class AsyncResultStore(Protocol):
@@ -85,6 +90,8 @@ class AsyncResult:
         self.id = id
         self.app = app
         self._record: dict[str, Any] | None = None
+        # The step before this one in a chain (set by the canvas; else read from the record).
+        self._parent: AsyncResult | Any | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncResult {self.id}>"
@@ -104,8 +111,79 @@ class AsyncResult:
 
     @property
     def info(self) -> dict[str, Any]:
-        """The whole state record (empty while PENDING)."""
-        return dict(self._refresh() or {})
+        """The whole state record (empty while PENDING); for a custom state written with
+        ``update_state`` (``PROGRESS``...), its ``meta``, as in Celery."""
+        record = self._refresh() or {}
+        if "meta" in record and record["state"] not in _BUILTIN_STATES:
+            return dict(record["meta"] or {})
+        return dict(record)
+
+    def _field(self, name: str) -> Any:
+        record = self._refresh()
+        return record.get(name) if record else None
+
+    name = property(lambda self: self._field("task"), doc="The task's name (once a worker wrote a state).")
+    args = property(lambda self: self._field("args"), doc="Its arguments (``result_extended``).")
+    kwargs = property(lambda self: self._field("kwargs"), doc="Its keyword arguments (``result_extended``).")
+    queue = property(lambda self: self._field("queue"), doc="Its queue (``result_extended``).")
+    worker = property(lambda self: self._field("worker"), doc="The worker that wrote the state.")
+    retries = property(lambda self: self._field("retries"), doc="Retries so far.")
+    date_done = property(lambda self: self._field("date_done"), doc="When the state was written (epoch s).")
+    date_started = property(
+        lambda self: self._field("date_started"), doc="When it started (``result_extended``)."
+    )
+
+    @property
+    def parent(self) -> AsyncResult | Any | None:
+        """The chain step (or chord header's ``GroupResult``) before this one, if known."""
+        if self._parent is None:
+            parent_id = self._field("parent")
+            if parent_id:
+                self._parent = AsyncResult(parent_id, app=self.app)
+        return self._parent
+
+    @parent.setter
+    def parent(self, value: AsyncResult | Any | None) -> None:
+        self._parent = value
+
+    @property
+    def children(self) -> list[AsyncResult]:
+        """The tasks this one started when it finished (a chain's next step, ``link`` callbacks)."""
+        return [AsyncResult(i, app=self.app) for i in self._field("children") or ()]
+
+    def iter_updates(self, timeout: float | None = None) -> Iterator[dict[str, Any]]:
+        """Each state record as the worker writes it (``update_state`` progress, STARTED, RETRY,
+        then the final one, which ends the iteration); waits in Redis, no polling.
+
+        Raises:
+            ResultTimeout: no new record within ``timeout`` seconds of the previous one.
+        """
+        after = "0-0"
+        while True:
+            found = self.app.broker.wait_result(self.id, timeout, after=after)
+            if found is None:
+                raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
+            after, payload = found
+            record = decode_result(payload)
+            yield record
+            if record["state"] in READY_STATES:
+                self._record = record
+                return
+
+    async def aiter_updates(self, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
+        """``iter_updates`` for asyncio code, awaited on ``redis.asyncio``."""
+        after = "0-0"
+        broker = self.app.async_broker
+        while True:
+            found = await broker.wait_result(self.id, timeout, after=after)
+            if found is None:
+                raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
+            after, payload = found
+            record = decode_result(payload)
+            yield record
+            if record["state"] in READY_STATES:
+                self._record = record
+                return
 
     @property
     def state(self) -> str:

@@ -27,7 +27,7 @@ from greenq.task_options import make_options as make_options
 from greenq.task_options import to_epoch as to_epoch
 
 if TYPE_CHECKING:
-    from greenq.canvas import GroupResult, Signature, group
+    from greenq.canvas import Signature, group
     from greenq.results import AsyncResult
 
 
@@ -122,6 +122,9 @@ def _positional_range(signature: inspect.Signature | None, bind: bool) -> tuple[
 HANDLERS = ("before_start", "on_success", "on_failure", "on_retry", "after_return")
 
 
+STARMAP_TASK = "greenq.starmap"  # the builtin task behind ``chunks`` (every app registers it)
+
+
 class Task:
     """A registered task. Calling it runs the function here; ``delay()`` sends it to a worker.
 
@@ -186,6 +189,30 @@ class Task:
         fields = _current_request.get()
         return _NO_REQUEST if fields is None else Request(**fields)
 
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Celery's: record a custom state for this run (or ``task_id``), e.g.
+        ``self.update_state(state="PROGRESS", meta={"done": 3, "total": 10})``. Readers see it as
+        ``AsyncResult.state`` / ``.info`` and in ``iter_updates()``. Never overwrites a final
+        state; returns whether it was written."""
+        from greenq.message import result_payload
+
+        fields = _current_request.get() or {}
+        task_id = task_id or fields.get("id")
+        if not task_id:
+            raise ValueError(f"{self.name}.update_state(): no task_id outside a running task")
+        record = result_payload(
+            task_id,
+            self.name,
+            state or "PROGRESS",
+            retries=int(fields.get("retries") or 0),
+            worker=fields.get("worker"),
+            extra={"meta": dict(meta or {})},
+        )
+        app: Any = self.app
+        return bool(app.broker.store_progress(task_id, record, int(app.conf.result_expires * 1000)))
+
     def check_arguments(self, args: Sequence[Any], kwargs: dict[str, Any]) -> None:
         """Raise ``TypeError`` at enqueue if the function could not take these arguments."""
         if self._signature is None:
@@ -229,6 +256,8 @@ class Task:
         task_id: str | None = None,
         unique: bool = False,
         on_commit: bool | str = False,
+        link: Any = None,
+        link_error: Any = None,
     ) -> AsyncResult:
         """Enqueue one call.
 
@@ -244,6 +273,8 @@ class Task:
                 when it finishes, or after the task's ``unique_for`` or the ``task_unique_ttl``
                 setting, in seconds). A task with ``unique_for`` is always unique, keyed by its
                 name and arguments. See docs/semantics.md, "Unique enqueue".
+            link / link_error: a signature (or list) run with the result when the task succeeds,
+                or with ``(task_id, error)`` once when it fails for good (docs/workflows.md).
             on_commit: True: send when the Django transaction of the default database commits
                 (``django.db.transaction.on_commit``), nothing if it rolls back; a string: the
                 transaction of that database alias. The message is validated and encoded now
@@ -257,6 +288,14 @@ class Task:
                 (with ``on_commit``: raised from the commit, after the data is committed).
             ConfigError: ``on_commit`` without Django installed.
         """
+        if link is not None or link_error is not None:
+            if on_commit or unique:
+                raise ValueError(f"{self.name}: link/link_error cannot be combined with on_commit or unique")
+            options = {"queue": queue, "priority": priority, "countdown": countdown, "eta": eta}
+            options.update(expires=expires, task_id=task_id, link=link, link_error=link_error)
+            given = {k: v for k, v in options.items() if v is not None}
+            result: AsyncResult = self.signature(args, kwargs, **given).apply_async()
+            return result
         return self.app.send_task(
             self.name,
             args,
@@ -306,11 +345,17 @@ class Task:
 
         return group(self.s(*a) for a in arg_tuples)
 
-    def chunks(self, arg_tuples: Iterable[Sequence[Any]], n: int) -> GroupResult:
-        """Celery's chunks need a builtin task in the worker: not supported yet."""
-        from greenq.canvas import LATER, NotYetSupported
+    def chunks(self, arg_tuples: Iterable[Sequence[Any]], n: int) -> group:
+        """A group of ``ceil(len / n)`` tasks, each running this task over ``n`` argument tuples
+        in one worker (the builtin ``greenq.starmap``); its result per chunk is the list of
+        return values. Apply it: ``add.chunks(pairs, 100)()`` (a ``GroupResult``)."""
+        from greenq.canvas import Signature, group
 
-        raise NotYetSupported(f"{self.name}.chunks(): not supported yet ({LATER})")
+        if n < 1:
+            raise ValueError(f"{self.name}.chunks(): n must be at least 1, got {n}")
+        items = [list(a) for a in arg_tuples]
+        parts = [items[i : i + n] for i in range(0, len(items), n)]
+        return group(Signature(STARMAP_TASK, (self.name, part), app=self.app) for part in parts)
 
     # ---- asyncio: the same calls, awaited on redis.asyncio (greenq.aio) --------------------
 
@@ -382,3 +427,15 @@ class Task:
         base = 1.0 if backoff is True else float(backoff)
         delay = min(self.options.retry_backoff_max, base * (2**retries))
         return random.uniform(0, delay) if self.options.retry_jitter else delay
+
+
+def starmap_task(app: TaskApp) -> Task:
+    """The builtin ``greenq.starmap`` task behind ``Task.chunks``: one run calls a registered
+    task once per argument tuple and returns the list of their results."""
+
+    def starmap(self: Task, name: str, arg_tuples: list[list[Any]]) -> list[Any]:
+        app: Any = self.app
+        target: Task = app.tasks[name]
+        return [target(*args) for args in arg_tuples]
+
+    return Task(app, starmap, STARMAP_TASK, make_options({"name": STARMAP_TASK, "bind": True}, STARMAP_TASK))

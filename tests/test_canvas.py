@@ -1,5 +1,5 @@
 """Canvas, producer side (greenq.canvas): signatures as plain JSON, group and GroupResult, on a
-real Redis and real workers. Chains and chords are issue 18's worker part: they raise today."""
+real Redis and real workers. Chains and chords: tests/workflows/."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import redis
 import greenq
 from greenq import GreenQ, GroupResult, Signature, TaskError, group, signature
 from greenq.broker.keys import Keys
-from greenq.canvas import NotYetSupported
 
 
 def _messages(r: redis.Redis, key: str) -> list[dict]:
@@ -55,8 +54,8 @@ def test_a_signature_without_an_app_or_with_a_bad_option_says_so(app) -> None:
         signature(add.s(1, 2).to_dict()).delay()
     with pytest.raises(TypeError, match="unknown option 'queu'"):
         add.s(1, 2).set(queu="math")
-    with pytest.raises(NotYetSupported, match="issue 18"):
-        add.s(1, 2).apply_async(link=add.s(3))
+    with pytest.raises(TypeError, match="link= takes signatures"):
+        add.s(1, 2).apply_async(link=print)
 
 
 def test_partial_arguments_go_first_for_mutable_and_are_ignored_for_immutable(app, r: redis.Redis) -> None:
@@ -154,16 +153,3 @@ def test_a_bad_member_sends_nothing(app, r: redis.Redis) -> None:
     assert r.xlen(Keys.stream("default")) == 0 and not r.keys("greenq:group:*")
     empty = group([]).delay()
     assert empty.results == [] and empty.get(timeout=1) == [] and empty.ready()
-
-
-def test_chains_chords_and_chunks_raise_a_clear_error(app) -> None:
-    from tests.apps.basic import add
-
-    with pytest.raises(NotYetSupported, match="chains, chords and link/link_error come with"):
-        add.s(1, 2) | add.s(3)
-    with pytest.raises(NotImplementedError):
-        group(add.s(1, 2)) | add.s(3)
-    with pytest.raises(NotYetSupported):
-        add.chunks([(1, 2)], 1)
-    with pytest.raises(NotYetSupported):
-        group(group(add.s(1, 2)))

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -40,13 +41,18 @@ def _app(url: str, **settings: object) -> GreenQ:
     return app
 
 
+def _work(app: GreenQ) -> Any:
+    """The test app's own task (``app.tasks`` also holds the builtin ``greenq.starmap``)."""
+    return next(task for name, task in app.tasks.items() if name.endswith(".work"))
+
+
 def _redis_keys(r: redis.Redis) -> list[bytes]:
     return sorted(r.keys("*"))
 
 
 def test_delay_writes_one_versioned_message_to_the_queue_stream(r: redis.Redis, redis_url: str) -> None:
     app = _app(redis_url)
-    result = next(iter(app.tasks.values())).delay(1, when="now")
+    result = _work(app).delay(1, when="now")
     entries = r.xrange(Keys.stream("default"))
     assert len(entries) == 1
     envelope = json.loads(entries[0][1][b"m"])
@@ -57,7 +63,7 @@ def test_delay_writes_one_versioned_message_to_the_queue_stream(r: redis.Redis, 
 
 def test_non_serialisable_argument_names_it_and_sends_nothing(r: redis.Redis, redis_url: str) -> None:
     app = _app(redis_url)
-    task = next(iter(app.tasks.values()))
+    task = _work(app)
     with pytest.raises(EncodeError, match=r"kwargs\['when'\]: type Foo is not JSON serialisable"):
         task.delay(1, when=Foo(1))
     with pytest.raises(EncodeError, match=r"args\[0\]: type datetime is not JSON serialisable"):
@@ -69,14 +75,14 @@ def test_non_serialisable_argument_names_it_and_sends_nothing(r: redis.Redis, re
 
 def test_message_over_max_bytes_raises_with_size_and_limit(r: redis.Redis, redis_url: str) -> None:
     app = _app(redis_url, max_message_bytes=1000)
-    task = next(iter(app.tasks.values()))
+    task = _work(app)
     with pytest.raises(MessageTooLarge, match=r"is [\d,]+ bytes, over max_message_bytes=1,000"):
         task.delay(1, when="x" * 2000)
     assert _redis_keys(r) == []
 
 
 def test_wrong_arguments_for_the_function_fail_at_enqueue(r: redis.Redis, redis_url: str) -> None:
-    task = next(iter(_app(redis_url).tasks.values()))
+    task = _work(_app(redis_url))
     with pytest.raises(TypeError, match="missing a required argument: 'a'"):
         task.delay()
     with pytest.raises(TypeError, match="unexpected keyword argument 'b'"):
@@ -106,7 +112,7 @@ def test_positional_argument_counts_are_checked_at_enqueue(signature: str, good:
 
 
 def test_invalid_priority_and_queue_names_fail_at_enqueue(r: redis.Redis, redis_url: str) -> None:
-    task = next(iter(_app(redis_url).tasks.values()))
+    task = _work(_app(redis_url))
     with pytest.raises(ConfigError, match="priority 12"):
         task.apply_async((1,), priority=12)
     with pytest.raises(ConfigError, match="invalid queue name"):
@@ -195,7 +201,7 @@ def _wait_for_key(r: redis.Redis, key: str) -> None:
 
 def test_map_pipelines_thousands_and_countdown_goes_to_delayed(r: redis.Redis, redis_url: str) -> None:
     app = _app(redis_url)
-    task = next(iter(app.tasks.values()))
+    task = _work(app)
     results = task.map([(i,) for i in range(12_000)])
     assert len({res.id for res in results}) == 12_000
     assert r.xlen(Keys.stream("default")) == 12_000
@@ -210,7 +216,7 @@ def test_map_pipelines_thousands_and_countdown_goes_to_delayed(r: redis.Redis, r
 
 def test_enqueue_many_mixes_tasks_and_names(r: redis.Redis, redis_url: str) -> None:
     app = _app(redis_url)
-    task = next(iter(app.tasks.values()))
+    task = _work(app)
     results = app.enqueue_many([(task, (1,), None), ("remote.task", [2], {"k": 1})], queue="bulk")
     assert len(results) == 2
     assert r.xlen(Keys.stream("bulk")) == 2

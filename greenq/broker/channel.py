@@ -210,17 +210,24 @@ class Channel:
         events: Sequence[bytes] = (),
         dead: Sequence[tuple[Delivery, str, str]] = (),
         unique: Sequence[tuple[str, str]] = (),
+        follow_ups: Sequence[tuple[Any, ...]] = (),
+        chords: Sequence[Any] = (),
     ) -> None:
         """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
         ``unique``: (unique key, task id) of finished unique tasks, each key deleted if that task
-        still holds it (``unique_release.lua``).
+        still holds it (``unique_release.lua``). ``follow_ups``: workflow commands (a chain's
+        next step, callbacks); ``chords``: finished chord members (``ChordCount``), counted by
+        one ``chord.lua`` per chord, which enqueues the body when the last one is in.
 
         Late acks ride with their results and retries, so a task is never acked without its
         result, and a retried task is neither lost nor duplicated.
         """
         commands: list[tuple[Any, ...]] = [delayed_command(message, body) for message, body in delayed]
         if results:
-            commands.append(_store_results_command(results, result_ttl_ms))
+            commands.append(store_results_command(results, result_ttl_ms))
+        commands.extend(follow_ups)
+        if chords:
+            commands.extend(_chord_commands(chords, result_ttl_ms))
         commands.extend(_ack_commands(acks))
         commands.extend(("XADD", Keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events)
         commands.extend(
@@ -321,14 +328,28 @@ class Channel:
         commands = [self._dead_letter_command(delivery, reason, consumer), *_ack_commands([delivery])]
         if result is not None:
             task_id, payload, ttl_ms = result
-            commands.append(_store_results_command([(task_id, payload)], ttl_ms))
+            commands.append(store_results_command([(task_id, payload)], ttl_ms))
         self.link.transaction(commands)
 
 
-def _store_results_command(results: Sequence[tuple[str, bytes]], ttl_ms: int) -> tuple[Any, ...]:
+def store_results_command(results: Sequence[tuple[str, bytes]], ttl_ms: int) -> tuple[Any, ...]:
     """One EVAL of store_results.lua: each (task id, record) to its result stream, with the TTL."""
     keys = [Keys.result(task_id) for task_id, _ in results]
     return ("EVAL", script("store_results"), len(keys), *keys, ttl_ms, *(payload for _, payload in results))
+
+
+def _chord_commands(chords: Sequence[Any], ttl_ms: int) -> list[tuple[Any, ...]]:
+    """One EVAL of chord.lua per chord, with all of its members finished in this round."""
+    by_chord: dict[str, list[Any]] = defaultdict(list)
+    for count in chords:
+        by_chord[count.key].append(count)
+    commands: list[tuple[Any, ...]] = []
+    for key, counts in by_chord.items():
+        members = [part for c in counts for part in (c.index, c.value, c.failure)]
+        commands.append(
+            ("EVAL", script("chord"), 3, key, counts[0].stream, counts[0].delayed, ttl_ms, *members)
+        )
+    return commands
 
 
 def _ack_commands(acks: Sequence[Delivery]) -> list[tuple[Any, ...]]:

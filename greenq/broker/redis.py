@@ -20,12 +20,13 @@ import redis.exceptions
 from greenq.broker.channel import Channel
 from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.recovery import Upkeep
-from greenq.broker.stack import NETWORK_ERRORS, ConnectionStack, Link, field, text
+from greenq.broker.stack import NETWORK_ERRORS, ConnectionStack, Link, field, script, text
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
 from greenq.message import Message, now
 
 ENQUEUE_CHUNK = 5000
+PROGRESS_KEPT = 1000  # about how many progress records a result stream keeps for slow readers
 
 
 def wait_slices(timeout_s: float | None, socket_timeout_s: float) -> Iterator[int]:
@@ -144,6 +145,14 @@ class RedisBroker:
     def forget(self, task_id: str) -> None:
         with self.guard():
             self.client.delete(Keys.result(task_id))
+
+    def store_progress(self, task_id: str, payload: bytes, ttl_ms: int = 86_400_000) -> bool:
+        """Write a custom state record (``update_state``) unless the task already has a final
+        one (``progress.lua``); True if written."""
+        key = Keys.result(task_id)
+        return bool(
+            self.conns.call("EVAL", script("progress"), 1, key, max(1, ttl_ms), payload, PROGRESS_KEPT)
+        )
 
     def revoke(self, task_ids: Sequence[str], ttl_s: float, terminate: bool = False) -> None:
         """Mark tasks revoked for ``ttl_s``: any worker, also one started later, skips them.

@@ -42,6 +42,7 @@ from greenq.worker.ledger import Ledger
 from greenq.worker.lifecycle import Lifecycle
 from greenq.worker.maintenance import Maintenance
 from greenq.worker.stats import Backoff, Stats
+from greenq.worker.workflows import FollowUp, Workflows, extended
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
@@ -84,6 +85,8 @@ class Consumer(Lifecycle):
         self.log = logging.LoggerAdapter(logger, {"worker": self.consumer_id})
         self.log_tasks = conf.worker_log_tasks and task_logger.isEnabledFor(logging.INFO)
         self.result_ttl_ms = int(conf.result_expires * 1000)
+        self.workflows = Workflows(app, self.result_ttl_ms, self.consumer_id)
+        self.result_extended = conf.result_extended
         self.ledger = Ledger(self.lanes, self.capacity)
         keys = [k for k in [conf.message_signing_key, *(conf.message_signing_old_keys or [])] if k]
         self.admission = Admission(app.tasks, conf, keys, "cpu" in self.lanes.pools)
@@ -207,20 +210,11 @@ class Consumer(Lifecycle):
             return
         self.stats.dead_lettered += 1
         signals.task_rejected.send(sender=self, message=delivery, exc=rejection.reason)
+        if message is not None and message.workflow is not None and result is not None:
+            self.flusher.put(follow=self._follow_up(message, FAILURE, result[1]))
         if message is not None and message.unique is not None:
             self.flusher.release_unique(message)
         self.log.error("dead-lettering message %s from %s: %s", delivery.entry_id, delivery.queue, reason)
-
-    def _failure_record(self, task_id: str, task: str, exc_type: str, text: str, retries: int) -> bytes:
-        return result_payload(
-            task_id,
-            task,
-            FAILURE,
-            exc_type=exc_type,
-            exc_message=text,
-            retries=retries,
-            worker=self.consumer_id,
-        )
 
     def dead_letter_results(self, bodies: list[bytes], reason: str) -> list[tuple[str, bytes]]:
         """FAILURE records for dead-lettered message bodies (those that still decode)."""
@@ -232,6 +226,8 @@ class Consumer(Lifecycle):
                     message.id, message.task, "DeadLettered", reason, message.retries
                 )
                 results.append((message.id, record))
+                if message.workflow is not None:  # e.g. a chord member: its chord must still end
+                    self.flusher.put(follow=self._follow_up(message, FAILURE, record))
         return results
 
     def _store_dead_results(self, bodies: list[bytes], reason: str) -> None:
@@ -273,8 +269,11 @@ class Consumer(Lifecycle):
                     continue
                 if is_revoked:
                     self._skip(reserved, "revoked", acked=not reserved.acks_late)
-                else:
+                elif reserved.message.workflow is None or "cr" not in reserved.message.workflow:
                     self._submit(reserved)
+                else:  # a chord body: its header's results first
+                    failed = self.workflows.prepare_body(channel.link, reserved)
+                    self._finish(reserved, failed) if failed else self._submit(reserved)
 
     def _recovered_elsewhere(self, early: list[Reserved], still_ours: list[bool]) -> set[int]:
         """The ``id()`` of messages another worker recovered while this one's heartbeat had
@@ -309,11 +308,12 @@ class Consumer(Lifecycle):
             self._event("revoked", message, reason=reason)
         self.log.info("task %s[%s] %s before it started; not running it", message.task, message.id, reason)
         outcome = revoked_outcome(message.id, message.task, reason, message.retries, self.consumer_id)
-        result = (message.id, outcome.payload or b"")
+        follow = self._follow_up(message, REVOKED, outcome.payload)
+        result = (message.id, (follow.payload if follow else outcome.payload) or b"")
         if acked:
-            self.flusher.put(result=result, release=1)
+            self.flusher.put(result=result, release=1, follow=follow)
         else:
-            self.flusher.put(result=result, ack=reserved.delivery)
+            self.flusher.put(result=result, ack=reserved.delivery, follow=follow)
         if message.unique is not None:
             self.flusher.release_unique(message)
 
@@ -407,13 +407,26 @@ class Consumer(Lifecycle):
             self.log.warning("task %s[%s] lost with its process; requeued", message.task, message.id)
             self.flusher.nack(reserved.delivery)
             return
-        result = (message.id, outcome.payload) if outcome.payload is not None else None
+        payload = outcome.payload
+        if self.result_extended and payload is not None:
+            payload = extended(payload, message, reserved.started or None)
+        follow = None if delayed is not None else self._follow_up(message, outcome.state, payload)
+        if follow is not None:
+            payload = follow.payload
+        result = (message.id, payload) if payload is not None else None
         if reserved.acks_late:  # a late-acked message is held until its ack is flushed
-            self.flusher.put(result=result, ack=reserved.delivery, delayed=delayed)
+            self.flusher.put(result=result, ack=reserved.delivery, delayed=delayed, follow=follow)
         else:
-            self.flusher.put(result=result, delayed=delayed, release=1)
+            self.flusher.put(result=result, delayed=delayed, release=1, follow=follow)
         if message.unique is not None and delayed is None:  # a retry is the same task, still waiting
             self.flusher.release_unique(message)
+
+    def _follow_up(self, message: Message, state: str, payload: bytes | None) -> FollowUp | None:
+        """What a finished workflow task starts (a chain's next step, callbacks, its chord's
+        count), written with its result; None for a plain task (the hot path)."""
+        if message.workflow is None:
+            return None
+        return self.workflows.after(message, state, payload)
 
     def _event(self, kind: str, message: Message, **fields: Any) -> None:
         """Queue a task event for the capped events stream (``worker_send_task_events``)."""

@@ -15,6 +15,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
@@ -24,8 +25,8 @@ from greenq.message import Message
 from greenq.worker.ledger import Ledger
 from greenq.worker.stats import Backoff, Stats
 
-# (result, late ack, retry, places to free once written)
-FlushItem = tuple[tuple[str, bytes] | None, Delivery | None, tuple[Message, bytes] | None, int]
+# (result, late ack, retry, places to free once written, workflow follow-ups)
+FlushItem = tuple[tuple[str, bytes] | None, Delivery | None, tuple[Message, bytes] | None, int, Any]
 # the bodies of dead-lettered messages -> (task id, FAILURE record) to store for each
 DeadResults = Callable[[list[bytes], str], list[tuple[str, bytes]]]
 NACK_DEAD_REASON = "its delivery killed the worker max_deliveries times"
@@ -42,11 +43,21 @@ class FlushWork:
     events: list[bytes] = field(default_factory=list)
     dead: list[tuple[Delivery, str, str]] = field(default_factory=list)
     unique: list[tuple[str, str]] = field(default_factory=list)  # (unique key, task id) to free
+    follow_ups: list[tuple[Any, ...]] = field(default_factory=list)  # workflow commands
+    chords: list[Any] = field(default_factory=list)  # finished chord members (ChordCount)
     released: int = 0  # places of finished tasks to free once this round is written
 
     def empty(self) -> bool:
         return not (
-            self.results or self.acks or self.delayed or self.nacks or self.events or self.dead or self.unique
+            self.results
+            or self.acks
+            or self.delayed
+            or self.nacks
+            or self.events
+            or self.dead
+            or self.unique
+            or self.follow_ups
+            or self.chords
         )
 
 
@@ -89,9 +100,11 @@ class Flusher:
         ack: Delivery | None = None,
         delayed: tuple[Message, bytes] | None = None,
         release: int = 0,
+        follow: Any = None,
     ) -> None:
-        """Hand finished work over; ``release`` places are freed once it is written."""
-        self.inbox.append((result, ack, delayed, release))
+        """Hand finished work over; ``release`` places are freed once it is written; ``follow``:
+        a workflow task's ``FollowUp`` (written in the same round)."""
+        self.inbox.append((result, ack, delayed, release, follow))
         if not self.wake.is_set():
             self.wake.set()
 
@@ -122,7 +135,11 @@ class Flusher:
         """Move handed-off work into ``work``."""
         inbox = self.inbox
         while inbox:
-            result, ack, delayed, release = inbox.popleft()
+            result, ack, delayed, release, follow = inbox.popleft()
+            if follow is not None:
+                work.follow_ups += follow.commands
+                if follow.chord is not None:
+                    work.chords.append(follow.chord)
             if result is not None:
                 work.results.append(result)
             if ack is not None:
@@ -182,6 +199,8 @@ class Flusher:
             events=work.events,
             dead=work.dead,
             unique=work.unique,
+            follow_ups=work.follow_ups,
+            chords=work.chords,
         )
         if work.acks:
             self.ledger.disown(work.acks)

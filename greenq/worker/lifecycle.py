@@ -24,6 +24,7 @@ from greenq.broker.channel import Channel
 from greenq.broker.stack import Link
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
+from greenq.message import FAILURE, result_payload
 from greenq.worker.flusher import FlushWork
 
 if TYPE_CHECKING:
@@ -60,7 +61,16 @@ class Lifecycle:
         raise NotImplementedError
 
     def _failure_record(self, task_id: str, task: str, exc_type: str, text: str, retries: int) -> bytes:
-        raise NotImplementedError
+        """A FAILURE record this worker writes for a task that did not run to its end."""
+        return result_payload(
+            task_id,
+            task,
+            FAILURE,
+            exc_type=exc_type,
+            exc_message=text,
+            retries=retries,
+            worker=self.consumer_id,
+        )
 
     def start(self) -> None:
         """Register (first heartbeat), then start the pools and the loops. Raises
