@@ -125,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(
         app,
         name=name,
-        child_app=ChildApp(args.app, args.config, overrides, (args.loglevel, args.log_format)),
+        child_app=ChildApp(args.app, args.config, overrides, (args.loglevel, args.log_format, name)),
         metrics_port=args.metrics_port,
         extra_info=extra,
         schedule=not args.no_schedule,

@@ -290,8 +290,8 @@ def lost_outcome(app: GreenQ, job: Job, exc: BaseException) -> Outcome:
 class ChildApp:
     """Picklable recipe for a prefork child's runner: import the app, apply the same settings.
 
-    ``log``: (level, format) to set up the child's logging as the worker's (a forkserver child
-    inherits none of it); None leaves logging alone.
+    ``log``: (level, format, worker name) to set up the child's logging as the worker's (a
+    forkserver child inherits none of it); None leaves logging alone.
     """
 
     def __init__(
@@ -299,7 +299,7 @@ class ChildApp:
         app_spec: str | None,
         config: str | None,
         overrides: dict[str, object],
-        log: tuple[str, str] | None = None,
+        log: tuple[str, str, str | None] | None = None,
     ) -> None:
         self.app_spec, self.config, self.overrides = app_spec, config, overrides
         self.log = log
