@@ -86,9 +86,12 @@ class Producer:
         task_id: str | None = None,
         unique: bool = False,
         workflow: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call (``GreenQ.build_message`` documents it).
-        ``workflow``: the message's links to a chain, chord or callbacks (``greenq.workflow``)."""
+        ``workflow``: the message's links to a chain, chord or callbacks (``greenq.workflow``).
+        ``headers``: the parent's headers, for a workflow's next step: it joins the parent's trace
+        (``traceparent``) and keeps what ``before_task_publish`` receivers added."""
         app = self._app
         conf = app.conf
         args = tuple(args) if args else ()
@@ -127,7 +130,7 @@ class Producer:
             unique=unique_key,
             unique_ttl_ms=unique_ttl_ms,
             workflow=workflow,
-            headers=tracing.publish(name, route_queue, message_id) if tracing.active() else None,
+            headers=tracing.publish(name, route_queue, message_id, headers) if tracing.active() else headers,
         )
         if signals.before_task_publish.receivers:
             message = signals.before_publish(message)

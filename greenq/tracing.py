@@ -73,13 +73,18 @@ def parse_traceparent(value: str | None) -> Any:
     return found if found.is_valid else None
 
 
-def publish(task: str, queue: str, message_id: str) -> dict[str, Any] | None:
-    """Record the producer span of one enqueue (a child of the caller's current span, if any)
-    and return the message headers carrying its ``traceparent``; None when tracing is off."""
+def publish(
+    task: str, queue: str, message_id: str, headers: Mapping[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """Record the producer span of one enqueue and return the message's headers carrying its
+    ``traceparent``. The span is a child of ``headers``' traceparent when given (a workflow's next
+    step, enqueued by the worker), else of the caller's current span, if any."""
     if not active():
-        return None
+        return dict(headers) if headers else None
+    parent = parse_traceparent((headers or {}).get("traceparent"))
     with _tracer().start_as_current_span(
         f"send {task}",
+        context=trace.set_span_in_context(trace.NonRecordingSpan(parent)) if parent else None,
         kind=trace.SpanKind.PRODUCER,
         attributes={
             "messaging.system": SYSTEM,
@@ -91,7 +96,10 @@ def publish(task: str, queue: str, message_id: str) -> dict[str, Any] | None:
         },
     ) as span:
         found = format_traceparent(span.get_span_context())
-    return {"traceparent": found} if found else None
+    merged = dict(headers or {})
+    if found:
+        merged["traceparent"] = found
+    return merged or None
 
 
 class ConsumerSpan:

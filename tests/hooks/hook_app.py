@@ -288,6 +288,12 @@ def produce(suffix: str) -> dict[str, str]:
         ).id,
         "unknown": app.send_task("hooks.nope", [1]).id,
     }
+    # A workflow's next step, as the worker builds it: with its parent's headers (never sent).
+    parent, _ = app.build_message(f"hooks.add{suffix}", [0, 0])
+    step = app.build_message(f"hooks.add{suffix}", [5, 5], headers=parent.headers)
+    app._send([step], False)
+    ids["next"] = step[0].id
+    client().set("next_parent", parent.id)
     return ids
 
 

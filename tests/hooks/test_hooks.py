@@ -111,6 +111,7 @@ def check_outcomes(sc: Scenario) -> None:
         "revoked": "REVOKED",
         "expired": "REVOKED",
         "unknown": "FAILURE",
+        "next": "SUCCESS",
     }, sc.results
     assert sc.results["add"][1]["result"] == 5
     assert sc.results["boom"][1]["exc_type"] == "ValueError"
@@ -245,6 +246,14 @@ def check_trace(sc: Scenario, task_pid: int) -> None:
     assert {r["trace_id"] for r in runs} == {flaky_sent["trace_id"]}
     (failed,) = of("boom", "CONSUMER")
     assert failed["status"] == "ERROR"
+    # a next step built with its parent's headers (as a chain's is) joins the parent's trace
+    sc.ids["parent"] = sc.r.get("next_parent").decode()
+    (parent,) = of("parent", "PRODUCER")
+    (step_sent,) = of("next", "PRODUCER")
+    (step_ran,) = of("next", "CONSUMER")
+    assert step_sent["parent_id"] == parent["span_id"] and step_ran["parent_id"] == step_sent["span_id"]
+    assert step_ran["trace_id"] == step_sent["trace_id"] == parent["trace_id"]
+    assert sc.results["next"][1]["result"] == 10
 
 
 def test_every_hook_with_its_arguments(scenario: Scenario) -> None:
