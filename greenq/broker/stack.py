@@ -45,17 +45,24 @@ def pack(conn: Any, commands: Sequence[Sequence[Any]]) -> list[bytes]:
 
 def exchange(conn: Any, packed: list[bytes], count: int, url: str) -> list[Any]:
     """Send packed commands in one write and read ``count`` replies; error replies come back in
-    place as ``ResponseError`` instances. A network failure raises ``BrokerUnavailable``; it,
-    or any interruption mid-reply (a gevent ``Timeout``), disconnects ``conn``, whose replies
-    are then in an unknown state. Shared by the producer's stack and the worker's links."""
+    place as ``ResponseError`` instances, except an ACL denial: a role without a permission it
+    needs is a setup error that no caller can handle, so it raises ``BrokerError`` naming it.
+    A network failure raises ``BrokerUnavailable``; it, or any interruption mid-reply (a gevent
+    ``Timeout``), disconnects ``conn``, whose replies are then in an unknown state. Shared by the
+    producer's stack and the worker's links."""
     try:
         conn.send_packed_command(packed, check_health=False)
         replies: list[Any] = []
+        refused = None
         for _ in range(count):
             try:
                 replies.append(conn.read_response())
             except redis.exceptions.ResponseError as exc:
                 replies.append(exc)
+                if refused is None and denied(exc):
+                    refused = exc
+        if refused is not None:
+            raise BrokerError(f"broker {mask_url(url)}: {reason(refused)}")
         return replies
     except NETWORK_ERRORS as exc:
         conn.disconnect()
@@ -68,9 +75,17 @@ def exchange(conn: Any, packed: list[bytes], count: int, url: str) -> list[Any]:
 NETWORK_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
+def denied(reply: Exception) -> bool:
+    """Did the Redis ACL refuse this command (NOPERM), or one a script ran (as 6.2 and 7 word it)?"""
+    return isinstance(reply, redis.exceptions.NoPermissionError) or _SCRIPT_DENIED in str(reply)
+
+
+_SCRIPT_DENIED = "The user executing the script can't"
+
+
 def reason(reply: Exception) -> str:
     """An error reply as greenq says it: a denied ACL permission names itself and the way out."""
-    if isinstance(reply, redis.exceptions.NoPermissionError):
+    if denied(reply):
         return (
             f"permission denied by the Redis ACL: {reply}; `greenq acl --role worker|producer|operator`"
             " prints the rule each role needs (docs/security.md)"
