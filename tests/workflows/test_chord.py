@@ -104,3 +104,22 @@ def test_an_empty_header_runs_the_body_at_once_and_a_chord_body_may_be_a_chain(c
     body = xsum.s() | add.s(100)
     assert chord([ident.s(1), ident.s(2)], body)().get(timeout=20) == 103
     assert chord(group(ident.s(i) for i in range(3)), xsum.s(extra=10))().get(timeout=20) == 13
+
+
+def test_every_workflow_key_expires(capp, worker, r: redis.Redis) -> None:
+    """Nothing a workflow writes outlives ``result_expires``: only the queues' own structures
+    (streams, the queue set, the worker registry, events) are left without a TTL."""
+    from tests.apps.canvas_app import add, boom, ident, on_error, xsum
+
+    worker("-c", "8")
+    chord([ident.s(i) for i in range(5)], xsum.s() | add.s(1))().get(timeout=20)
+    with pytest.raises(TaskError):
+        chord([boom.s(), ident.s(1)], xsum.s()).apply_async(link_error=on_error.s()).get(timeout=20)
+    assert r.blpop("errbacks", timeout=10) is not None
+    structural = (b"greenq:{q:", b"greenq:queues", b"greenq:workers", b"greenq:events", b"errbacks", b"body-")
+    for key in r.keys("*"):
+        if key.startswith(b"greenq:{q:") and b":chord:" in key:
+            assert r.pttl(key) > 0, key
+        elif not key.startswith(structural):
+            assert r.pttl(key) > 0, f"{key!r} has no TTL"
+    assert r.keys("greenq:{q:default}:chord:*")  # the check above did see chord states
