@@ -60,8 +60,13 @@ def add_command(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], No
     )
     add_app_flags(dashboard)
     dashboard.add_argument("--port", type=_port, default=5555, help="default 5555; 0 picks a free one")
-    dashboard.add_argument("--bind", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    dashboard.add_argument("--auth", metavar="USER:PASSWORD", help=f"HTTP Basic credentials (or {AUTH_ENV})")
+    # --address and --basic-auth: Flower's names for the same flags.
+    dashboard.add_argument(
+        "--bind", "--address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    dashboard.add_argument(
+        "--auth", "--basic-auth", metavar="USER:PASSWORD", help=f"HTTP Basic credentials (or {AUTH_ENV})"
+    )
     dashboard.add_argument(
         "--no-auth",
         action="store_true",
