@@ -1,7 +1,9 @@
 """GeventPool: hundreds of jobs at once as greenlets, for tasks that wait on sockets.
 
-Owns ``patch()`` (the CLI calls it before anything else is imported), the greenlet pool and
-time limits via ``gevent.Timeout``. Imports: gevent, pools.base; never Redis or the broker.
+Owns ``patch()`` (the CLI calls it before anything else is imported), the greenlet pool, time
+limits via ``gevent.Timeout``, ending a running job (``terminate``: revoke with
+terminate=True) and the deadline a job gives the calls it makes (``greenq.limits``).
+Imports: gevent, exceptions, limits, pools.base; never Redis or the broker.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import gevent
 from gevent.hub import Waiter, get_hub
 
-from greenq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from greenq.exceptions import SoftTimeLimitExceeded, TaskRevoked, TimeLimitExceeded
+from greenq.limits import deadline_of, reset_deadline, set_deadline
 from greenq.pools.base import Job, OnDone, Outcome, Runner
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,11 @@ class _HardTimeLimit(BaseException):
     A BaseException (as ``gevent.Timeout`` is), so a task body's ``except Exception:`` cannot
     swallow it; the pool records the outcome as ``TimeLimitExceeded``.
     """
+
+
+class _Terminated(BaseException):
+    """Thrown into a job's greenlet when its task is revoked with ``terminate=True``: its
+    ``finally:`` blocks run where it waits, and the job ends REVOKED."""
 
 
 class _Limits:
@@ -107,6 +115,7 @@ class GeventPool:
         self._handing_out = False  # a hub callback is due to hand pending jobs to idle workers
         self._free = concurrency
         self._workers: list[gevent.Greenlet] = []
+        self._jobs: dict[int, tuple[gevent.Greenlet, Job]] = {}  # running: key -> (its greenlet, job)
         self.hub_blocks = 0
         # job key -> (longest stall of the hub while it ran, CPU seconds the hub used meanwhile).
         # Written by the native watchdog thread, read by the job's own greenlet.
@@ -247,12 +256,50 @@ class GeventPool:
             on_done(job, outcome)
 
     def _run(self, job: Job, on_done: OnDone) -> Outcome:
-        if job.time_limit is None and job.soft_time_limit is None:
-            outcome = self.runner(job)
-        else:
-            outcome = self._run_limited(job, on_done)
+        self._jobs[job.key] = (gevent.getcurrent(), job)
+        limited = job.time_limit is not None or job.soft_time_limit is not None
+        expires = job.request.get("expires")
+        token = None
+        if limited or expires is not None:  # greenq.http and app.redis time out by then
+            token = set_deadline(deadline_of(job.started, job.time_limit, job.soft_time_limit, expires))
+        try:
+            outcome = self._run_limited(job, on_done) if limited else self.runner(job)
+        except _Terminated:
+            outcome = self._terminated(job)
+        finally:
+            del self._jobs[job.key]
+            if token is not None:
+                reset_deadline(token)
         if self._blocked:
             self._report_block(job)
+        return outcome
+
+    def running_keys(self) -> dict[int, str]:
+        """Job key -> task id of every job running now."""
+        return {key: str(job.request.get("id")) for key, (_, job) in list(self._jobs.items())}
+
+    def terminate(self, key: int) -> bool:
+        """End running job ``key`` (revoked with terminate=True); False if it is not running.
+
+        The exception is thrown from the hub at the greenlet's next switch — where it waits on a
+        socket or a sleep — so it ends within one trip through the event loop; a job that never
+        yields (a CPU loop) cannot be ended this way. ``finally:`` blocks run; the job ends REVOKED.
+        """
+        found = self._jobs.get(key)
+        if found is None:
+            return False
+        get_hub().loop.run_callback(self._throw_terminate, key, found[0])
+        return True
+
+    def _throw_terminate(self, key: int, greenlet: gevent.Greenlet) -> None:
+        found = self._jobs.get(key)
+        if found is not None and found[0] is greenlet:  # not ended meanwhile (nor replaced)
+            greenlet.throw(_Terminated())
+
+    def _terminated(self, job: Job) -> Outcome:
+        error = TaskRevoked(str(job.request.get("id")), "TaskRevoked", "terminated")
+        outcome = self.fail(job, error) if self.fail is not None else Outcome("REVOKED", error="terminated")
+        outcome.runtime_s = time.time() - job.started if job.started else 0.0
         return outcome
 
     def _report_block(self, job: Job) -> None:
