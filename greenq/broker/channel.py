@@ -10,13 +10,14 @@ broker.keys, broker.stack, exceptions, message; never the worker or pools.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from greenq.broker import Delivery
 from greenq.broker.keys import EVENTS_MAX, GROUP, Keys, delayed_command
 from greenq.broker.stack import Link, script, text
 from greenq.exceptions import BrokerError
+from greenq.limits import Check, LeaseWork, gate_args, release_args
 from greenq.message import PRIORITY_MAX, Message, now
 
 
@@ -165,6 +166,41 @@ class Channel:
                     )
                 )
         return deliveries, all_tails
+
+    # ---- flow control (docs/flow-control.md) ---------------------------------------------
+
+    def gate(self, queue: str, items: Sequence[tuple[Delivery, str, Check]], lease_ttl_ms: int) -> str:
+        """Pass reserved messages of one queue through their limits (``gate.lua``), one round
+        trip. One letter per (delivery, task id, check): ``a`` admitted; ``d`` deferred and ``p``
+        parked have left the stream and are no longer this consumer's."""
+        args = gate_args(Keys, GROUP, queue, items, lease_ttl_ms)
+        return text(self.link.call("EVAL", script("gate"), *args))
+
+    def flow_upkeep(
+        self,
+        controls: Sequence[str],
+        sweeps: Sequence[str],
+        leases: Mapping[str, Mapping[str, LeaseWork]],
+        lease_ttl_ms: int,
+    ) -> tuple[list[dict[str, str]], list[list[str]]]:
+        """One round trip: the runtime controls of the ``controls`` queues, the lease names with
+        parked messages of the ``sweeps`` queues, and one ``release.lua`` per queue of ``leases``
+        (queue -> lease name -> what to release and extend)."""
+        commands: list[tuple[Any, ...]] = [("HGETALL", Keys.flow(q)) for q in controls]
+        commands += [("SMEMBERS", Keys.parked_names(q)) for q in sweeps]
+        commands += [
+            ("EVAL", script("release"), *release_args(Keys, q, work, lease_ttl_ms))
+            for q, work in leases.items()
+        ]
+        replies = self.link.pipeline(commands) if commands else []
+        failed = [reply for reply in replies if isinstance(reply, Exception)]
+        if failed:
+            raise BrokerError(f"flow-control upkeep failed: {failed[0]}")
+        flows = [
+            {text(k): text(v) for k, v in zip(r[::2], r[1::2], strict=True)} for r in replies[: len(controls)]
+        ]
+        parked = [[text(n) for n in r] for r in replies[len(controls) : len(controls) + len(sweeps)]]
+        return flows, parked
 
     # ---- start -----------------------------------------------------------------------
 
