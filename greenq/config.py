@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from greenq import tls
 from greenq.exceptions import ConfigError
+from greenq.limits import check_queue_rates
 
 ENV_PREFIX = "GREENQ_"
 # Environment variables that start with the prefix but are not settings.
@@ -187,6 +188,9 @@ class Settings:
         default=None, metadata=_doc("Older signing keys workers still accept, for key rotation.", secret=True)
     )
     dead_letter_max: int = field(default=10000, metadata=_doc("Dead letters kept per queue."))
+    queue_rate_limits: dict[str, str] | None = field(
+        default=None, metadata=_doc("Queue -> rate ('50/s', '10/m', '5/h') held by all workers together.")
+    )
     beat_schedule: dict[str, Any] | None = field(
         default=None,
         metadata=_doc(
@@ -287,7 +291,7 @@ def coerce(name: str, value: Any, source: str) -> Any:
     if kind.startswith("dict"):
         value = _parse_routes(name, value, source)  # JSON from the environment
         if isinstance(value, Mapping):
-            return dict(value)
+            return check_queue_rates(value, source) if name == "queue_rate_limits" else dict(value)
         raise ConfigError(f"setting {name!r} (from {source}) got {_shown(name, value)}; expected a dict")
     if kind == "list[str]":
         if isinstance(value, str):
