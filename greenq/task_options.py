@@ -8,11 +8,13 @@ priority check and the datetime-or-seconds conversion the producer shares. Split
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
 from greenq.exceptions import ConfigError
+from greenq.limits import check_task_limits
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN
 
 
@@ -40,6 +42,10 @@ class TaskOptions:
     dead_letter_on_failure: bool = False
     typing: bool = True
     unique_for: float | None = None  # every enqueue is unique by name + arguments, for this many s
+    # Flow control (docs/flow-control.md): global over all workers, unlike Celery's per-worker rate.
+    rate_limit: str | float | None = None  # "100/s", "10/m", "5/h", or a number per second
+    limit_key: Callable[..., Any] | None = None  # f(*args, **kwargs) -> key: limits per key
+    concurrency_limit: int | None = None  # at most this many running at once (per key)
 
 
 OPTION_NAMES = tuple(f.name for f in fields(TaskOptions))
@@ -74,6 +80,7 @@ def make_options(given: dict[str, Any], where: str) -> TaskOptions:
         given = {**given, "autoretry_for": tuple(given["autoretry_for"])}
     options = TaskOptions(**given)
     check_priority(options.priority, where)
+    check_task_limits(options.rate_limit, options.limit_key, options.concurrency_limit, where)
     return options
 
 
