@@ -7,7 +7,9 @@ task names, ids and start times, never arguments (they are user data, and unboun
 operator asks for one task's arguments through ``greenq:ask:{CONSUMER}`` (docs/keyspace.md).
 Each heartbeat also lists the unique keys its running early-ack tasks hold (only while there are
 some), so that recovery can free them if this worker dies mid-task.
-Imports: broker.keys, broker.recovery, exceptions, worker.ledger, worker.stats.
+It also runs flow control's upkeep (``Flow``): leases, parked messages, paused queues.
+Imports: broker.channel, broker.keys, broker.recovery, exceptions, worker.admission,
+worker.ledger, worker.stats.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ from typing import Any
 import orjson
 
 from greenq import signals
+from greenq.broker.channel import Channel
 from greenq.broker.keys import Keys
 from greenq.broker.recovery import Upkeep
 from greenq.exceptions import BrokerError, BrokerUnavailable
+from greenq.worker.admission import Flow
 from greenq.worker.ledger import Ledger
 from greenq.worker.stats import Backoff, Stats
 
 ACTIVE_MAX = 100  # tasks listed in a heartbeat
 ARGS_MAX_CHARS = 2_000  # an asked-for task's arguments are cut to this size
+GREENLET_CHECK_S = 0.5  # how often a gevent pool's running tasks are checked for terminate=True
 
 
 class Maintenance:
@@ -51,6 +56,7 @@ class Maintenance:
         max_deliveries: int,
         extra_info: dict[str, Any],
         on_dead_lettered: Callable[[list[bytes], str], None],
+        flow: Flow,
     ) -> None:
         self.upkeep = upkeep
         self.ledger = ledger
@@ -64,6 +70,9 @@ class Maintenance:
         self.max_deliveries = max_deliveries
         self.extra_info = extra_info
         self.on_dead_lettered = on_dead_lettered
+        self.flow = flow  # flow control's leases and queue controls (docs/flow-control.md)
+        self.flow_channel = Channel(upkeep.link, 0)
+        self._next_greenlet_check = 0.0
         self._asked: list[str] = []  # task ids whose arguments an operator asked for
         self._held_listed = False  # the unique-held hash in Redis lists something
 
@@ -96,6 +105,7 @@ class Maintenance:
                 for r in running[:ACTIVE_MAX]
             ],
             "tasks": self.task_names,
+            **self.flow.info(),
             **lanes.stats(),
             **self.extra_info,
         }
@@ -153,11 +163,13 @@ class Maintenance:
                     self.recover()
                     next_recover = clock + recover_every
                 self.terminate_revoked()
+                self.flow.upkeep(self.flow_channel, clock)
                 backoff.ok()
             except (BrokerUnavailable, BrokerError) as exc:
                 backoff.failed(exc, stopping)
                 continue
-            stopping.wait(0.1 if soonest is None else min(0.1, soonest))
+            # Wakes early to give leases back as soon as their tasks end.
+            self.flow.sleep(stopping, 0.1 if soonest is None else min(0.1, soonest), self.flow_channel)
 
     def recover(self) -> None:
         requeued, dead = self.upkeep.recover(self.queues, self.consumer_id, self.max_deliveries)
@@ -169,9 +181,15 @@ class Maintenance:
             self.on_dead_lettered(dead, "its delivery killed the worker max_deliveries times")
 
     def terminate_revoked(self) -> None:
-        """Kill prefork children running tasks revoked with terminate=True."""
+        """Stop tasks revoked with terminate=True: kill their prefork child, end their greenlet.
+        A gevent pool may run hundreds of tasks: its ids are looked up every GREENLET_CHECK_S."""
+        clock = time.monotonic()
         for pool in self.ledger.lanes.pools.values():
             running = getattr(pool, "running_keys", None)
+            if running is not None and pool.kind == "gevent":
+                if clock < self._next_greenlet_check:
+                    continue
+                self._next_greenlet_check = clock + GREENLET_CHECK_S
             keys = running() if running else {}
             if not keys:
                 continue
