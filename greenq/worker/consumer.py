@@ -34,7 +34,7 @@ from greenq.broker.channel import Channel
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
 from greenq.message import FAILURE, RETRY, REVOKED, STARTED, Message, decode, encode, now, result_payload
 from greenq.pools.base import Job, Outcome, Pool
-from greenq.worker.admission import Admission, Rejection, expired
+from greenq.worker.admission import Admission, Flow, Rejection, expired
 from greenq.worker.execute import revoked_outcome
 from greenq.worker.flusher import Flusher
 from greenq.worker.lanes import Lanes, Reserved
@@ -112,6 +112,7 @@ class Consumer(Lifecycle):
             max_deliveries=conf.max_deliveries,
             extra_info={"send_task_events": self.send_events, **(extra_info or {})},
             on_dead_lettered=self._store_dead_results,
+            flow=Flow(self.admission, self.queues, conf.worker_lost_timeout, self.log),
         )
         self._next_key = 0  # the dispatcher's only
         self._stopping = threading.Event()
@@ -141,6 +142,7 @@ class Consumer(Lifecycle):
         backoff = Backoff(self.log, "fetch", self.stats)
         needs_sweep = False
         drained = False  # the last reserve saw every band empty: the next may block at once
+        reserved_from = self.queues  # the queues of the last reserve (some may be paused since)
         while not self._stopping.is_set():
             if needs_sweep:
                 try:
@@ -161,9 +163,12 @@ class Consumer(Lifecycle):
             if self._stopping.is_set():
                 break
             try:
-                deliveries, drained = channel.reserve(
-                    self.queues, self.consumer_id, count, self.block_ms, drained
-                )
+                queues = self.maintenance.flow.active(self.queues, self._stopping)  # none if all paused
+                drained = drained and queues == reserved_from  # a queue paused or resumed: bands changed
+                reserved_from = queues
+                deliveries, drained = channel.reserve(queues, self.consumer_id, count, self.block_ms, drained)
+                if deliveries:  # its flow-control gate is part of the reservation
+                    self._admit_all(channel, deliveries)
                 backoff.ok()
             except (BrokerUnavailable, BrokerError) as exc:
                 needs_sweep = True  # the fetch may have reserved messages whose reply was lost
@@ -171,7 +176,6 @@ class Consumer(Lifecycle):
                 backoff.failed(exc, self._stopping)
                 continue
             if deliveries:
-                self._admit_all(channel, deliveries)
                 # Let the dispatcher take them now: under gevent a notified waiter only runs
                 # once this greenlet yields, and its next round trip would not yield at once.
                 time.sleep(0)
@@ -191,6 +195,8 @@ class Consumer(Lifecycle):
                 self._reject(channel, delivery, verdict)
             else:
                 accepted.append(verdict)
+        if self.maintenance.flow.limited:  # before a place is taken: over its limit, a message takes none
+            accepted = self.maintenance.flow.gate(channel, accepted, self._reject)
         self.ledger.admit(accepted)
         if self.send_events:
             for reserved in accepted:
@@ -307,6 +313,7 @@ class Consumer(Lifecycle):
         if self.send_events:
             self._event("revoked", message, reason=reason)
         self.log.info("task %s[%s] %s before it started; not running it", message.task, message.id, reason)
+        self.maintenance.flow.finished(message.id)
         outcome = revoked_outcome(message.id, message.task, reason, message.retries, self.consumer_id)
         follow = self._follow_up(message, REVOKED, outcome.payload)
         result = (message.id, (follow.payload if follow else outcome.payload) or b"")
@@ -354,7 +361,7 @@ class Consumer(Lifecycle):
             soft_time_limit=policy.soft_time_limit,
             started=time.time(),
         )
-        self.lanes.pools[reserved.lane].submit(job, self._on_done)
+        self.lanes.pools[reserved.lane].submit(job, self.maintenance.flow.on_done(self._on_done, message.id))
 
     # ---- completion ------------------------------------------------------------------
 
