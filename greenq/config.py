@@ -280,12 +280,12 @@ def coerce(name: str, value: Any, source: str) -> Any:
     kinds = [part.strip() for part in annotation.split("|")]
     optional = "None" in kinds
     kind = next(k for k in kinds if k != "None")
+    if name in ("broker_use_ssl", "redis_backend_use_ssl"):  # None, True or a dict
+        return tls.check_options(name, value, source)
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in {"", "none"}):
         if optional:
             return None
         raise ConfigError(f"setting {name!r} (from {source}) cannot be None; expected {kind}")
-    if name in ("broker_use_ssl", "redis_backend_use_ssl"):
-        return tls.check_options(name, value, source)
     if kind == "Any":
         return _parse_routes(name, value, source) if name == "task_routes" else value
     if kind.startswith("dict"):
