@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from greenq.broker.keys import GROUP, Keys, check_queue_name
+from greenq.broker.keys import EVENTS_MAX, GROUP, Keys, check_queue_name
 from greenq.exceptions import ConfigError
 from greenq.message import PRIORITY_MAX, PRIORITY_MIN, decode, verify
 
@@ -45,6 +45,8 @@ class QueueStats:
     dead_dropped: int
     oldest_age_s: float | None
     consumers: int
+    paused: bool = False  # greenq queue pause (docs/flow-control.md)
+    rate_limit: str | None = None  # set at run time by greenq queue limit
 
 
 def known_queues(broker: RedisBroker) -> list[str]:
@@ -73,13 +75,15 @@ def queue_stats(
         pipe.zcard(Keys.delayed(queue))
         pipe.xlen(Keys.dead(queue))
         pipe.get(Keys.dead_dropped(queue))
+        pipe.hgetall(Keys.flow(queue))
         replies = pipe.execute()
         lengths, delayed, dead, dropped = (
             replies[: len(bands)],
+            replies[-4],
             replies[-3],
-            replies[-2],
-            int(replies[-1] or 0),
+            int(replies[-2] or 0),
         )
+        flow = {_text(k): _text(v) for k, v in replies[-1].items()}
         in_flight = 0
         oldest: int | None = None
         for key, length in zip(bands, lengths, strict=True):
@@ -99,7 +103,10 @@ def queue_stats(
     ready = sum(lengths) - in_flight
     age = None if oldest is None or ready <= 0 else max(0.0, time.time() - oldest / 1000)
     consumers = sum(1 for w in live_workers if queue in (w.get("queues") or ()))
-    return QueueStats(queue, ready, in_flight, delayed, dead, dropped, age, consumers)
+    paused = "paused" in flow
+    return QueueStats(
+        queue, ready, in_flight, delayed, dead, dropped, age, consumers, paused, flow.get("rate")
+    )
 
 
 def workers(broker: RedisBroker) -> list[dict[str, Any]]:
@@ -305,6 +312,35 @@ def dead_purge(broker: RedisBroker, queue: str | None = None) -> int:
     return removed
 
 
+# ---- flow control: pause, resume, rate (docs/flow-control.md) -------------------------------
+
+
+def control_queue(broker: RedisBroker, queue: str, action: str, rate: str | None = None) -> str:
+    """``pause``, ``resume`` or ``limit`` (``rate``: Celery's rate string, ``0`` for none,
+    ``default`` for the ``queue_rate_limits`` setting) in the queue's flow hash, which workers
+    read every 0.5 s; announced on the events stream. Returns what was done."""
+    from greenq.limits import parse_rate
+
+    _require_queue(broker, queue)
+    key, now, client = Keys.flow(queue), time.time(), broker.client
+    with broker.guard():
+        if action in ("pause", "resume"):
+            client.hset(key, "paused", now) if action == "pause" else client.hdel(key, "paused")
+            done = f"{action}d {queue}" + (
+                ": workers stop reserving from it within a second" * (action == "pause")
+            )
+        elif rate == "default":
+            client.hdel(key, "rate")
+            done = f"{queue}: rate limit back to the queue_rate_limits setting"
+        else:
+            parsed = parse_rate(rate, f"greenq queue limit {queue}")
+            client.hset(key, "rate", parsed.text if parsed else "0")
+            done = f"{queue}: rate limit {parsed.text if parsed else 'none'}, over all workers together"
+        event = {"event": f"queue-{action}", "queue": queue, "rate": rate, "time": now}
+        client.xadd(Keys.EVENTS, {"e": orjson.dumps(event)}, maxlen=EVENTS_MAX, approximate=True)
+    return done
+
+
 # ---- forgetting a queue, revocations -------------------------------------------------------
 
 
@@ -313,6 +349,7 @@ def queue_keys(queue: str) -> list[str]:
     return [
         *Keys.bands(queue),
         Keys.delayed(queue),
+        Keys.flow(queue),
         Keys.dead(queue),
         Keys.dead_dropped(queue),
         Keys.recovered(queue),
@@ -390,7 +427,7 @@ def revoke_report(app: Any, task_ids: list[str], terminate: bool) -> list[str]:
         elif task_id in running or state == "STARTED":
             where = f" on {running[task_id]}" if task_id in running else ""
             lines.append(
-                f"{task_id}: already running{where}: --terminate kills it only in a prefork child"
+                f"{task_id}: already running{where}: --terminate ends it (prefork child or greenlet)"
                 if terminate
                 else f"{task_id}: already running{where}: revoke takes effect only if it has not "
                 "started, so it will finish"

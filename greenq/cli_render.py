@@ -53,6 +53,7 @@ def render_status(data: dict[str, Any]) -> str:
             f"{q['dead']:,}",
             age(q["oldest_age_s"]),
             q["consumers"],
+            _flow(q),
         ]
         for q in data["queues"]
     ]
@@ -78,13 +79,21 @@ def render_status(data: dict[str, Any]) -> str:
         [
             *([f"BROKER {data['broker']}", ""] if data.get("broker") else []),
             "QUEUES",
-            table(["queue", "ready", "in-flight", "delayed", "dead", "oldest", "consumers"], queues),
+            table(["queue", "ready", "in-flight", "delayed", "dead", "oldest", "consumers", "flow"], queues),
             "",
             "WORKERS",
             table(worker_headers, workers),
             *_next_schedule(data.get("schedules")),
         ]
     )
+
+
+def _flow(queue: dict[str, Any]) -> str:
+    """``paused``, the rate limit in force, both, or ``-`` (docs/flow-control.md)."""
+    parts = ["paused"] if queue.get("paused") else []
+    if queue.get("rate_limit") not in (None, "0"):
+        parts.append(str(queue["rate_limit"]))
+    return " ".join(parts) or "-"
 
 
 def _next_schedule(rows: list[dict[str, Any]] | None) -> list[str]:

@@ -1,5 +1,5 @@
 """The operator commands of ``greenq``: status, inspect, ping, purge, peek, events, exporter,
-dead, queue forget.
+dead, queue forget|pause|resume|limit.
 
 Each reads Redis through ``greenq.admin`` and prints a table (``greenq.cli_render``) or
 ``--json``. None of them starts an embedded server (``greenq.loader.app_for_command``). Errors
@@ -26,18 +26,17 @@ def _broker(args: argparse.Namespace) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from greenq import admin
     from greenq.cli_render import broker_text, render_status
     from greenq.config import mask_url
 
     app, broker = _broker(args)
     if args.json:
-        data = {"broker": mask_url(app.conf.broker_url), **admin.status(broker), "schedules": _schedules(app)}
+        data = {"broker": mask_url(app.conf.broker_url), **_status(app, broker), "schedules": _schedules(app)}
         print(json.dumps(data, indent=2, default=str))
         return 0
     rounds = 0
     while True:
-        data = {"broker": broker_text(app), **admin.status(broker), "schedules": _schedules(app)}
+        data = {"broker": broker_text(app), **_status(app, broker), "schedules": _schedules(app)}
         screen = render_status(data)
         if args.watch:
             sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  greenq status --watch\n\n"))
@@ -46,6 +45,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not args.watch or (args.count and rounds >= args.count):
             return 0
         time.sleep(args.interval)
+
+
+def _status(app: Any, broker: Any) -> dict[str, Any]:
+    """``admin.status`` with each queue's rate limit from the app's settings where no runtime
+    limit (``greenq queue limit``) is set."""
+    from greenq import admin
+
+    data = admin.status(broker)
+    configured = app.conf.queue_rate_limits or {}
+    for queue in data["queues"]:
+        if queue.get("rate_limit") is None and queue["name"] in configured:
+            queue["rate_limit"] = f"{configured[queue['name']]} (setting)"
+    return data
 
 
 def _schedules(app: Any) -> list[dict[str, Any]]:
@@ -238,13 +250,20 @@ def cmd_events(args: argparse.Namespace) -> int:
                     json.dumps(event)
                     if args.json
                     else f"{time.strftime('%H:%M:%S', time.localtime(event['time']))} {event['event']:<9} "
-                    f"{event['task']}[{event['id']}] {event.get('error') or ''}".rstrip(),
+                    f"{_subject(event)} {event.get('error') or ''}".rstrip(),
                     flush=True,
                 )
                 shown += 1
                 if args.count is not None and shown >= args.count:
                     break
     return 0
+
+
+def _subject(event: dict[str, Any]) -> str:
+    """What an event is about: ``task[id]``, or the queue of a pause, resume or limit."""
+    if "task" in event:
+        return f"{event['task']}[{event.get('id')}]"
+    return f"queue {event.get('queue')}" + (f" {event['rate']}" if event.get("rate") else "")
 
 
 def cmd_exporter(args: argparse.Namespace) -> int:
@@ -260,10 +279,16 @@ def cmd_exporter(args: argparse.Namespace) -> int:
 
 def cmd_queue(args: argparse.Namespace) -> int:
     from greenq import admin
+    from greenq.exceptions import ConfigError
 
     _, broker = _broker(args)
-    admin.forget_queue(broker, args.name)
-    print(f"forgot queue {args.name}")
+    if args.action == "forget":
+        admin.forget_queue(broker, args.name)
+        print(f"forgot queue {args.name}")
+        return 0
+    if (args.rate is None) != (args.action != "limit"):
+        raise ConfigError("give a rate with limit only: greenq queue limit NAME 20/s (0: none; default)")
+    print(admin.control_queue(broker, args.name, args.action, args.rate))
     return 0
 
 
@@ -335,8 +360,13 @@ def add_commands(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], N
     dead.add_argument("target", nargs="*")
     dead.set_defaults(handler=cmd_dead)
 
-    queue = subs.add_parser("queue", help="forget NAME: drop an empty, unread queue from status")
+    queue = subs.add_parser(
+        "queue",
+        help="forget NAME (drop an empty, unread queue from status) | pause NAME | resume NAME | "
+        "limit NAME RATE (over all workers: 20/s, 10/m, 0 for none, default for the setting)",
+    )
     add_app_flags(queue)
-    queue.add_argument("action", choices=["forget"])
+    queue.add_argument("action", choices=["forget", "pause", "resume", "limit"])
     queue.add_argument("name")
+    queue.add_argument("rate", nargs="?")
     queue.set_defaults(handler=cmd_queue)

@@ -324,15 +324,15 @@ class Flow:
                     self.log.error("%s", exc)
             if rate is not None:
                 rates[queue] = rate
-        for queue in sorted(paused - self.paused):
+        before, self.paused, self.rates = (self.paused, self.rates), frozenset(paused), rates
+        for queue in sorted(paused - before[0]):
             self.log.warning("queue %s paused: not reserving from it (greenq queue resume %s)", queue, queue)
-        for queue in sorted(self.paused - paused):
+        for queue in sorted(before[0] - paused):
             self.log.warning("queue %s resumed", queue)
-        for queue in sorted(set(rates) | set(self.rates)):
-            if rates.get(queue) != self.rates.get(queue):
+        for queue in sorted(set(rates) | set(before[1])):
+            if rates.get(queue) != before[1].get(queue):
                 shown = rates[queue].text if queue in rates else "none"
                 self.log.warning("queue %s rate limit now %s", queue, shown)
-        self.paused, self.rates = frozenset(paused), rates
 
     def sleep(self, stopping: threading.Event, timeout_s: float, channel: Channel) -> None:
         """Wait up to ``timeout_s``, giving back leases as soon as their tasks end."""
