@@ -82,6 +82,11 @@ class Feed:
             with self._cond:
                 self._listeners -= 1
 
+    def recent(self) -> list[dict[str, Any]]:
+        """The kept ticks' throughput (the overview renders its rates from them)."""
+        with self._cond:
+            return list(self.history)
+
     def _next_tick(self, seen: int) -> dict[str, Any] | None:
         """The first tick after ``seen``, or None after ``KEEPALIVE_S`` without one."""
         with self._cond:
@@ -104,6 +109,14 @@ class Feed:
     # ---- the reader --------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._read()
+        finally:  # whatever ended it, the next listener must be able to start another
+            with self._cond:
+                if self._thread is threading.current_thread():
+                    self._thread = None
+
+    def _read(self) -> None:
         last_id = "$"
         next_tick = int(time.time()) + 1
         while self._keep_reading():
@@ -113,7 +126,10 @@ class Feed:
                     reply = self.broker.client.xread({Keys.EVENTS: last_id}, count=1000, block=wait_ms)
                 for entry_id, fields in reply[0][1] if reply else ():
                     last_id = entry_id
-                    self._count(orjson.loads(fields[b"e"]))
+                    try:
+                        self._count(orjson.loads(fields[b"e"]))
+                    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                        continue  # not an event greenq wrote: skipped, like greenq events would
                 if time.time() >= next_tick:
                     self._close(next_tick - 1)
                     next_tick = int(time.time()) + 1
@@ -150,7 +166,8 @@ class Feed:
             for queue, (done, failed, lat) in bucket.items()
         }
         tick: dict[str, Any] = {"t": second, "q": rates}
-        self.history.append(dict(tick))
+        with self._cond:
+            self.history.append(dict(tick))
         if error is None:
             try:
                 tick.update(counts(self.broker, self.route, self.rates))

@@ -35,10 +35,10 @@ class Views:
         counts = self._counts()
         with self.broker.guard():
             events_seen = bool(self.broker.client.exists(Keys.EVENTS))
-        return html_response(pages.overview(ctx, counts, list(self.feed.history), events_seen))
+        return html_response(pages.overview(ctx, counts, self.feed.recent(), events_seen))
 
     def overview_json(self, request: Request, ctx: Context) -> Response:
-        return json_response({**self._counts(), "history": list(self.feed.history)})
+        return json_response({**self._counts(), "history": self.feed.recent()})
 
     def _known(self, name: str) -> str:
         check_queue_name(name)

@@ -144,3 +144,36 @@ def test_a_post_without_the_csrf_token_is_refused(stack: Stack, page: Any) -> No
         assert exc.code == 403
     assert waiting(stack, "parked") == count
     assert stack.r.exists(Keys.stream("parked"))
+
+
+def test_requeue_many_and_delete_all_matching(stack: Stack, page: Any) -> None:
+    results = [dash_app.flaky.delay(f"bulk-{i}") for i in range(3)]
+    failed_at = {result.id: _wait_failed(stack, result.id) for result in results}
+    page.goto(f"{stack.base}/dead?queue=fragile&task=tests.dashboard.*&reason=bulk-")
+    rows = page.locator("table.dead tbody tr")
+    assert rows.count() == 3
+    picked = []
+    for index in (0, 1):
+        rows.nth(index).locator("input[name=ids]").check()
+        picked.append(rows.nth(index).locator("td:nth-child(3) a").inner_text())
+    page.get_by_role("button", name="Requeue selected").click()
+    assert "requeued 2 dead letters to fragile" in page.locator(".notice").inner_text()
+    for task_id in picked:  # they run (and fail) again
+        assert stack.app.broker.wait_result(task_id, 20.0, after=failed_at[task_id])
+    page.get_by_role("button", name="Delete all matching the filter…").click()
+    assert (
+        "Delete every dead letter of fragile matching task 'tests.dashboard.*'"
+        in page.locator(".question").inner_text()
+    )
+    page.get_by_role("button", name="Yes, do it").click()
+    assert "deleted" in page.locator(".notice").inner_text()
+    page.goto(f"{stack.base}/dead?queue=fragile&reason=bulk-")
+    assert page.locator("table.dead").count() == 0
+
+
+def test_scheduled_page(stack: Stack, page: Any) -> None:
+    later = dash_app.parked.apply_async(args=["next week"], countdown=7 * 86_400)
+    page.goto(stack.base + "/scheduled")
+    assert later.id in page.locator("table.delayed").inner_text()
+    periodic = page.locator("table.schedules").inner_text()
+    assert "nightly-report" in periodic and "03:00:00" in periodic
