@@ -64,6 +64,7 @@ class Signal:
         self.receivers: list[tuple[Receiver, Any]] = []
         self._switch = switch
         self._uids: set[str] = set()
+        self._filtered = False  # any receiver with a sender filter: only then is a sender's key read
         if switch is not None:
             switch.signals.append(self)
 
@@ -95,6 +96,7 @@ class Signal:
                 self._uids.add(dispatch_uid)
             if not any(r is fn and k == key for r, k in self.receivers):
                 self.receivers = [*self.receivers, (fn, key)]  # copy: send() may be iterating
+                self._filtered = any(k is not _ANY for _, k in self.receivers)
                 if self._switch is not None:
                     self._switch.update()
             return fn
@@ -107,6 +109,7 @@ class Signal:
         kept = [(r, k) for r, k in self.receivers if not (r is receiver and (key is None or k == key))]
         found = len(kept) != len(self.receivers)
         self.receivers = kept
+        self._filtered = any(k is not _ANY for _, k in kept)
         if self._switch is not None:
             self._switch.update()
         return found
@@ -119,7 +122,7 @@ class Signal:
         receivers = self.receivers
         if not receivers:
             return []
-        key = _sender_key(sender)
+        key = _sender_key(sender) if self._filtered else None
         replies: list[tuple[Receiver, Any]] = []
         for receiver, wanted in receivers:
             if wanted is not _ANY and wanted != key:

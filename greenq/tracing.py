@@ -43,6 +43,10 @@ def active() -> bool:
     return getattr(trace, "_TRACER_PROVIDER", _MISSING) is not None
 
 
+# The API module when it keeps its provider in ``_TRACER_PROVIDER`` (None until one is set):
+# the executor reads that global itself, on every task, instead of calling ``active()``.
+API: Any = trace if trace is not None and hasattr(trace, "_TRACER_PROVIDER") else None
+
 if trace is not None and "OTEL_PYTHON_TRACER_PROVIDER" in os.environ:
     trace.get_tracer_provider()  # a provider named by the environment is loaded (and set) now
 

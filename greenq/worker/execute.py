@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from greenq.task import Task
 
 logger = logging.getLogger(__name__)
+# ``tracing.active()`` inlined on the hot path (an API without that global is always consulted).
+_otel = tracing.API
 
 
 # NOTE: redis-py 8 caps a default pool at 100 connections; a gevent worker runs hundreds of
@@ -97,7 +99,7 @@ def _retry(task: Task, job: Job, exc: BaseException | None, delay_s: float, work
 def execute(app: GreenQ, job: Job) -> Outcome:
     """Run ``job`` with ``app``'s task registry; never raises (but lets GreenletExit through)."""
     task = app.tasks[job.task]
-    if task.hooked or TASK_RUN.on or tracing.active():
+    if task.hooked or TASK_RUN.on or (_otel._TRACER_PROVIDER is not None if _otel else tracing.active()):
         return _execute_hooked(app, task, job)
     options = task.options
     ignore = setting(task, app.conf, "ignore_result")
