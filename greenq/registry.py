@@ -47,7 +47,7 @@ def class_options(base: type[BaseTask], where: str) -> dict[str, Any]:
         if klass is BaseTask or not issubclass(klass, BaseTask):
             continue
         for key, value in vars(klass).items():
-            if key in _REFUSED_CLASS_OPTIONS:
+            if key in _REFUSED_CLASS_OPTIONS and key not in OPTION_NAMES:
                 raise ConfigError(f"{where}: {klass.__name__}.{key} is not supported by greenq")
             if (key in OPTION_NAMES or key == "retry_kwargs") and key != "name":
                 found.setdefault(key, value)
