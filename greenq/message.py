@@ -266,21 +266,42 @@ def decode(body: bytes) -> Message:
     headers = raw.get("headers")
     if headers is not None and not isinstance(headers, dict):
         raise DecodeError("envelope field headers is not an object")
+    priority, retries, created, eta, expires = _numbers(raw)
+    queue = raw.get("queue") or "default"
+    if not isinstance(queue, str):
+        raise DecodeError("envelope field queue is not a string")
     return Message(
         id=task_id,
         task=task,
         args=args,
         kwargs=kwargs,
-        queue=raw.get("queue") or "default",
-        priority=int(raw.get("priority") or 0),
-        eta=raw.get("eta"),
-        expires=raw.get("expires"),
-        retries=int(raw.get("retries") or 0),
-        created=float(raw.get("created") or 0.0),
+        queue=queue,
+        priority=priority,
+        eta=eta,
+        expires=expires,
+        retries=retries,
+        created=created,
         unique=unique,
         workflow=workflow,
         headers=headers,
     )
+
+
+def _numbers(raw: dict[str, Any]) -> tuple[int, int, float, float | None, float | None]:
+    """(priority, retries, created, eta, expires) of an envelope; ``DecodeError`` for a value
+    another client wrote that a worker could not use (a string eta, priority 99...)."""
+    times = [raw.get("eta"), raw.get("expires")]
+    if any(t is not None and (isinstance(t, bool) or not isinstance(t, int | float)) for t in times):
+        raise DecodeError("envelope fields eta/expires are not numbers (epoch seconds) or null")
+    try:
+        priority, retries = int(raw.get("priority") or 0), int(raw.get("retries") or 0)
+        created = float(raw.get("created") or 0.0)
+    except (TypeError, ValueError, OverflowError):
+        raise DecodeError("envelope fields priority/retries/created are not numbers") from None
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise DecodeError(f"envelope field priority {priority} is not in {PRIORITY_MIN}..{PRIORITY_MAX}")
+    eta, expires = (None if t is None else float(t) for t in times)
+    return priority, retries, created, eta, expires
 
 
 def now() -> float:
