@@ -27,7 +27,8 @@ h1 { font-size:20px; margin:6px 0 12px; } h2 { font-size:16px; margin:22px 0 8px
 table { border-collapse:collapse; width:100%; background:#fff; border:1px solid var(--line); }
 th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { background:#eef1f5; font-weight:600; white-space:nowrap; }
-td { font-variant-numeric: tabular-nums; }
+td { font-variant-numeric: tabular-nums; overflow-wrap:anywhere; }
+table.dead td:nth-child(2), table.timeline td:first-child, table.delayed td:first-child { white-space:nowrap; }
 tr.backlog td { background:var(--warn); } tr.backlog td:first-child { border-left:3px solid #f08c00; }
 pre { background:#fff; border:1px solid var(--line); padding:8px; overflow:auto; max-height:480px; white-space:pre-wrap; word-break:break-word; }
 pre.traceback { border-left:3px solid var(--bad); }
