@@ -11,6 +11,7 @@ are followed by ``greenq.http.Client``, the same way for both. Each transport re
 
 from __future__ import annotations
 
+import math
 import socket
 import threading
 from collections.abc import Iterable
@@ -26,6 +27,7 @@ class HeaderSource(Protocol):
 
 Reply = tuple[int, HeaderSource, bytes]
 ROUTES_KEPT = 4096  # URLs whose parsed form GeventTransport keeps
+USUAL_TIMEOUT_S = 30.0  # greenq.http's default: a pool of its own, no per-request timer
 
 
 class Transport(Protocol):
@@ -80,14 +82,22 @@ class Urllib3Transport:
 
 class GeventTransport:
     """geventhttpclient: one ``HTTPClient`` (a pool of ``pool_size`` keep-alive sockets) per
-    scheme, host, port and timeout — a timeout is a property of its client there."""
+    scheme, host, port and timeout — a timeout is a property of its client there.
+
+    NOTE: timeouts other than the usual 30 s (explicit ones, and a task's remaining time, which
+    differs on every call) share the client of the next power of two and are cut to the exact
+    time by a ``gevent.Timeout``, so that deadlines cannot make a pool per call. A response cut
+    short is not complete, so its socket is closed, never reused.
+    """
 
     name = "geventhttpclient"
 
     def __init__(self, pool_size: int) -> None:
+        import gevent  # noqa: TID251 - only in a monkey-patched process (make_transport)
         from geventhttpclient import HTTPClient
         from geventhttpclient.response import HTTPConnectionClosed, HTTPParseError
 
+        self._timer = gevent.Timeout
         self.pool_size = pool_size
         self._make = HTTPClient
         self._protocol_errors = (HTTPParseError, HTTPConnectionClosed)
@@ -134,8 +144,14 @@ class GeventTransport:
     def send(
         self, method: str, url: str, body: bytes | str | None, headers: dict[str, str], timeout_s: float
     ) -> Reply:
+        cut = None
+        if timeout_s != USUAL_TIMEOUT_S:
+            cut, timeout_s = timeout_s, 2.0 ** math.ceil(math.log2(max(timeout_s, 0.125)))
         client, target = self._route(url, timeout_s)
+        timer = self._timer(cut, TimeoutError("timed out")) if cut is not None and cut < timeout_s else None
         try:
+            if timer is not None:
+                timer.start()
             response = client.request(method, target, body=body, headers=headers)
             try:
                 content = response.read()
@@ -147,6 +163,9 @@ class GeventTransport:
             raise ConnectionError(f"bad or closed response: {exc}") from exc
         except OSError as exc:  # refused, reset, DNS (socket.gaierror)
             raise ConnectionError(str(exc) or type(exc).__name__) from exc
+        finally:
+            if timer is not None:
+                timer.close()
         return response.status_code, response, content  # its items(): the header lines, read on use
 
     def close(self) -> None:

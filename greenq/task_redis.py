@@ -11,7 +11,9 @@ timing around each command.
 
 In a gevent-patched process, plain commands go further: through one ``Multiplexer``
 (greenq.redis_mux), which pipelines the commands of every greenlet over one connection.
-Imports: redis, config (``mask_url``); greenq.redis_mux only once gevent has patched the process.
+Inside a task with a time limit or ``expires``, a command waits for its reply at most the
+task's remaining time (``greenq.limits``), then raises redis-py's ``TimeoutError``.
+Imports: redis, config (``mask_url``), limits; greenq.redis_mux only once gevent has patched the process.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from typing import Any
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from greenq.config import mask_url
+from greenq.limits import remaining_s
 
 
 class TaskConnectionPool(redis.BlockingConnectionPool):
@@ -97,13 +101,18 @@ class TaskRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         mux = self._mux
+        left = remaining_s()
+        if left is not None and left <= 0:
+            raise RedisTimeoutError(f"{args[0]}: the task's deadline has passed")
         if mux is not None and mux.here() and _multiplexable(args):
-            return self._multiplexed(mux, args, options)
+            return self._multiplexed(mux, args, options, left)
         send = getattr(self, "_send_command_parse_response", None)
         if send is None or self.connection is not None or self._single_connection_client:
             return super().execute_command(*args, **options)  # redis-py's own path
         pool = self.connection_pool
         conn = pool.get_connection()
+        if left is not None and conn._sock is not None:
+            conn._sock.settimeout(left)  # put back below: a pooled connection outlives the task
         try:
             try:
                 return send(conn, args[0], *args, **options)
@@ -111,12 +120,23 @@ class TaskRedis(redis.Redis):
                 conn.disconnect()
                 return send(conn, args[0], *args, **options)
         finally:
+            if left is not None and conn._sock is not None:
+                conn._sock.settimeout(conn.socket_timeout)
             pool.release(conn)
 
-    def _multiplexed(self, mux: Any, args: tuple[Any, ...], options: dict[str, Any]) -> Any:
+    def _multiplexed(
+        self, mux: Any, args: tuple[Any, ...], options: dict[str, Any], left: float | None
+    ) -> Any:
         """One command through the multiplexer, its reply parsed as redis-py's ``parse_response``
-        does. Not retried once written (see ``Multiplexer``): it may have run."""
-        reply = mux.execute(args)
+        does. Not retried once written (see ``Multiplexer``): it may have run. With ``left`` (the
+        task's remaining time) the wait is cut then; the late reply is read and dropped."""
+        if left is None:
+            reply = mux.execute(args)
+        else:
+            from gevent import Timeout  # noqa: TID251 - the multiplexer exists only under gevent
+
+            with Timeout(left, RedisTimeoutError(f"{args[0]}: no reply within the task's deadline")):
+                reply = mux.execute(args)
         if isinstance(reply, redis.exceptions.ResponseError):
             if "EMPTY_RESPONSE" in options:
                 return options["EMPTY_RESPONSE"]

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from greenq import http
 from greenq.broker import Delivery
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
 from greenq.limits import NO_LIMITS, Check, LeaseWork, Rate, TaskLimits, parse_rate, task_limits
@@ -354,4 +355,5 @@ class Flow:
             "rate_limits": {q: r.text for q, r in self.rates.items()},
             "leases": len(self.leases),
             **self.held_back,
+            "http_hosts": http.host_states(),  # greenq.http hosts in back-off or with an open circuit
         }

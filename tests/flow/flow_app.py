@@ -91,3 +91,23 @@ def endless(key: str) -> Any:
             time.sleep(0.05)
     finally:
         client().set(f"{key}:finally", 1)
+
+
+@app.task(queue="polite")
+def bounded(url: str) -> str:
+    """Sent with ``expires``: greenq.http's default timeout is the time left until then."""
+    try:
+        http.get(url)
+    except http.Timeout:
+        return "deadline"
+    return "answered"
+
+
+@app.task(queue="polite")
+def bounded_redis() -> str:
+    """Sent with ``expires``: a blocking app.redis call gives up when the time is over."""
+    try:
+        app.redis.blpop(["never"], 0)
+    except redis.TimeoutError:
+        return "deadline"
+    return "answered"

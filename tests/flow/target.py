@@ -10,7 +10,7 @@ once), the requests answered, and those it refused for going over its own per-ho
 * ``/backoff/<s>``: the first request opens an s-second window answered 429 with
   ``Retry-After: s``; requests during the window are counted (``in_window``) and refused the same
   way; after it, 200.
-* ``/fail``: 503 without Retry-After (a failing host).
+* ``/fail``: 503 without Retry-After (a failing host), counted (``failed``).
 * ``/stats``: JSON per host: active, most, answered, refused, in_window, after_window.
 """
 
@@ -53,6 +53,7 @@ class Target:
         if parts[0] == "backoff":
             return self._backoff(host, stats, float(parts[1]), now, start_response)
         if parts[0] == "fail":
+            stats["failed"] = stats.get("failed", 0) + 1
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"down"]
         if self._over(host, stats, now):
