@@ -6,8 +6,10 @@
 Workloads (WORKLOADS): both frameworks run drain, noop, http, enqueue, latency, cpu. greenq alone
 runs drain_app (INCR through app.redis), http_client (greenq.http), http_session
 (greenq.http.requests_session()) and http_procs (--processes 2): Celery has no such clients, so
-its cells say why they are empty. "ceiling" runs are the same bodies without a queue; each row
-with a ceiling also prints the queue's throughput as a share of it.
+its cells say why they are empty. "ceiling" runs are the same task bodies (the very functions)
+called with no queue, run next to the worker in each repeat; each row with a ceiling also prints
+the queue's throughput as a share of it, from the first task (against the ceiling from its first
+call) and including start-up (from the spawn of each process), paired repeat by repeat.
 
 Starts a redis-server (greenq.embedded, bundled binary) and the HTTP target (greenq.demo.target) on
 127.0.0.1; runs each workload --repeats times per framework, interleaved, FLUSHALL between runs, on
@@ -50,14 +52,13 @@ ROOT = SCRIPTS.parent
 FRAMEWORKS = ("greenq", "celery")
 # workload -> who runs it, in this order per repeat; "ceiling" = the same work without a queue
 WORKLOADS: dict[str, tuple[str, ...]] = {
-    "drain": FRAMEWORKS,
+    "drain": (*FRAMEWORKS, "ceiling"),
     "drain_app": ("greenq", "ceiling"),
     "noop": FRAMEWORKS,
-    "http": FRAMEWORKS,
+    "http": (*FRAMEWORKS, "ceiling"),
     "http_client": ("greenq", "ceiling"),
-    "http_session": ("greenq",),  # its ceiling is the raw requests one, run by "ceilings"
+    "http_session": ("greenq", "ceiling"),
     "http_procs": ("greenq", "ceiling"),
-    "ceilings": ("ceiling",),
     "enqueue": (*FRAMEWORKS, "ceiling"),
     "latency": FRAMEWORKS,
     "cpu": FRAMEWORKS,
@@ -80,16 +81,20 @@ EXPECTED = (RuntimeError, AssertionError, redis.RedisError, subprocess.Subproces
 # first task taken off the queue to the last one done; "incl. start-up" rows from the spawn.
 METRICS: dict[str, tuple[str, str, bool, str]] = {
     "startup": ("worker start-up: spawn → first task taken (drain, noop, http runs)", "s", False, ""),
+    "first_done_drain": ("worker start-up: spawn → first task done (drain: INCR)", "s", False, "start-up"),
+    "first_done_http": ("worker start-up: spawn → first task done (http: requests GET)", "s", False, ""),
     "drain": ("drain: {drain:,} x INCR, results on, -c 500", "tasks/s", True, "drain"),
     "drain_spawn": ("drain incl. start-up (from the spawn)", "tasks/s", True, ""),
     "drain_app": ("drain: {drain:,} x INCR via app.redis, -c 500 (target ≥ 8,000/s)", "tasks/s", True, ""),
     "noop": ("noop: {noop:,} x no-op, results off, -c 500", "tasks/s", True, "noop"),
     "noop_spawn": ("noop incl. start-up (from the spawn)", "tasks/s", True, ""),
     "http_s": ("http: {http:,} x GET /delay/100, -c 500, requests", "s", False, "http (time)"),
+    "http_spawn_s": ("http incl. start-up (from the spawn)", "s", False, ""),
     "http_eff": ("http efficiency (ideal {ideal:.1f} s / actual)", "", True, ""),
     "http_rss": ("peak RSS of the worker during http (requests in the task)", "MB", False, "peak RSS"),
     "http_client_rss": ("peak RSS of the worker, http through greenq.http (target ≤ 60)", "MB", False, ""),
     "http_client_s": ("http: {http:,} x GET, greenq.http, -c 500 (target, 10,000: ≤ 2.6 s)", "s", False, ""),
+    "http_client_spawn_s": ("http through greenq.http incl. start-up (from the spawn)", "s", False, ""),
     "http_session_s": ("http: {http:,} x GET, greenq.http.requests_session(), -c 500", "s", False, ""),
     "http_procs_s": ("http: {http_procs:,} x GET, greenq.http, --processes 2 x -c 500", "s", False, ""),
     "enqueue": ("enqueue: {enqueue:,} single delay() calls", "tasks/s", True, "enqueue (single)"),
@@ -107,27 +112,32 @@ METRICS: dict[str, tuple[str, str, bool, str]] = {
     "drain_rcpu": ("redis-server CPU per task, drain", "ms", False, ""),
     "http_rcpu": ("redis-server CPU per task, http", "ms", False, ""),
 }
-# ceiling key -> (what it is, [(measured key, share row label)]): the rows after the table body
+# ceiling key -> (what it is, [(measured key, share row label)]): the rows after the table body.
+# Each ceiling calls the very function the compared tasks run (bench_tasks.CEILING_KINDS).
 SHARE = "as a share of that ceiling"
 CEILINGS: dict[str, tuple[str, list[tuple[str, str]]]] = {
     "ceiling_http": (
-        "raw requests.get from 500 greenlets, no queue",
-        [
-            ("http_rate", f"http throughput {SHARE}"),
-            ("http_session_rate", f"http through requests_session() {SHARE} (target ≥ 85 %)"),
-        ],
+        "the http body (requests.Session GET) from 500 greenlets, no queue",
+        [("http_rate", f"http {SHARE} (target ≥ 90 % incl. start-up)")],
+    ),
+    "ceiling_session": (
+        "the requests_session() body from 500 greenlets, no queue",
+        [("http_session_rate", f"http through requests_session() {SHARE} (target ≥ 85 %)")],
     ),
     "ceiling_ghttp": (
-        "raw greenq.http GET from 500 greenlets, no queue",
-        [("http_client_rate", f"http through greenq.http {SHARE}")],
+        "the greenq.http body from 500 greenlets, no queue",
+        [("http_client_rate", f"http through greenq.http {SHARE} (target ≥ 95 % incl. start-up)")],
     ),
     "ceiling_ghttp2": (
-        "raw greenq.http GET, 2 processes x 500 greenlets in parallel, no queue",
+        "the greenq.http body, 2 processes x 500 greenlets in parallel, no queue",
         [("http_procs_rate", f"http --processes 2 {SHARE} (target ≥ 85 %)")],
     ),
-    "ceiling_incr": ("raw INCR from 500 greenlets, no queue", [("drain", f"drain throughput {SHARE}")]),
-    "ceiling_incr_pool": (
-        "raw INCR from 500 greenlets through app.redis's client (multiplexed under gevent), no queue",
+    "ceiling_incr": (
+        "the drain body (redis-py INCR) from 500 greenlets, no queue",
+        [("drain", f"drain {SHARE} (target ≥ 90 % incl. start-up)")],
+    ),
+    "ceiling_incr_app": (
+        "the app.redis INCR body from 500 greenlets (multiplexed under gevent), no queue",
         [("drain_app", f"drain through app.redis {SHARE}")],
     ),
     "ceiling_xadd": (
@@ -141,10 +151,15 @@ CEILINGS: dict[str, tuple[str, list[tuple[str, str]]]] = {
 }
 TIMING = """Worker rows (drain, noop, http and the greenq-only http/drain rows) are timed from the first \
 task taken off the queue (the backlog drops below the pre-filled count, polled every 2 ms) to the \
-last one done (polled every 10 ms); "worker start-up" is the spawn to that first task, and the \
+last one done (polled every 10 ms); "worker start-up" is the spawn to that first task taken, or to \
+the first task done (the counter moves, or a result exists; polled every 2 ms), and the \
 "incl. start-up" rows count from the spawn. Worker CPU per task counts from the first task too. \
-Ceilings are timed inside their processes, from the first call to the last reply (two processes: \
-over their common span); the producer ceilings in the bench process, like enqueue."""
+Ceilings run the same task function with no queue, next to the worker runs of each repeat, in a \
+gevent-patched process with the worker's GC setting: "from the first call" is timed inside it \
+(two processes: over their common span), "from the spawn" from its spawn to its last reply. Each \
+share pairs a worker run with the ceiling run of the same repeat (median of the pairs): from the \
+first task against from the first call, and from the spawn against from the spawn. The producer \
+ceilings run in the bench process, like enqueue."""
 
 
 def log(message: str) -> None:
@@ -330,12 +345,18 @@ class Bench:
         self.r.flushall()
 
     def timed(
-        self, framework: str, key: str, n: int, done: Callable[[], bool], processes: int = 1
+        self,
+        framework: str,
+        key: str,
+        n: int,
+        done: Callable[[], bool],
+        processes: int = 1,
+        first_done: Callable[[], bool] | None = None,
     ) -> dict[str, float]:
-        """Spawn a worker on the pre-filled queue; three marks: the spawn, the first task taken
-        (the backlog drops below the prefill, polled every 2 ms) and ``done``. The throughput window
-        is first → done, so the interpreter start and imports (~0.5 s) stay out of it; worker and
-        redis CPU per task are counted over the same window."""
+        """Spawn a worker on the pre-filled queue; marks: the spawn, the first task taken (the
+        backlog drops below the prefill, polled every 2 ms), ``first_done`` if given (also every
+        2 ms) and ``done``. The throughput window is first taken → done, so the interpreter start
+        and imports stay out of it; worker and redis CPU per task are counted over the same window."""
         prefilled, spawned = self.backlog(framework), time.perf_counter()
 
         def taken() -> bool:  # a worker took the first task: greenq XDELs it, kombu pops it
@@ -354,6 +375,9 @@ class Bench:
         try:
             first = self.wait(taken, proc, 60, f"{key} start-up", FIRST_POLL_S)
             worker_cpu, redis_cpu = tree_cpu(proc.pid), self.redis_cpu()
+            if first_done is not None:
+                first_done_at = self.wait(first_done, proc, 60, f"{key} first task", FIRST_POLL_S)
+                self.record(f"first_done_{key}", framework, first_done_at - spawned)
             ended = self.wait(done, proc, 60 + n / 20, key)
             worker_cpu = tree_cpu(proc.pid) - worker_cpu
         finally:
@@ -380,14 +404,18 @@ class Bench:
 
     def drain(self, framework: str, key: str = "drain", body: str = "incr") -> str:
         n = self.sizes["drain"]
+        if framework == "ceiling":
+            return self.ceiling(f"ceiling_{body}", body, "-", n)
         self.prefill(framework, body, [()] * n)
         assert self.backlog(framework) == n, "the prefill did not land in the queue"
-        return self.rates(key, framework, n, self.timed(framework, key, n, lambda: self.counter() >= n))
+        first_done = (lambda: self.counter() >= 1) if key == "drain" else None
+        run = self.timed(framework, key, n, lambda: self.counter() >= n, first_done=first_done)
+        return self.rates(key, framework, n, run)
 
     def drain_app(self, framework: str) -> str:
-        """drain with the INCR through ``app.redis``; the ceiling: the same pool, no greenq."""
+        """drain with the INCR through ``app.redis``; the ceiling: the same body, no worker."""
         if framework == "ceiling":
-            return self.ceiling("ceiling_incr_pool", "incr_pool", "-", self.sizes["drain"])
+            return self.drain(framework, "drain_app", "incr_app")
         self.greenq_only("drain_app", "drain_app_cpu", why="no app.redis")
         return self.drain(framework, "drain_app", "incr_app")
 
@@ -408,6 +436,8 @@ class Bench:
         first = first if isinstance(first, str) else first.decode()  # Celery's key is bytes
         probe = self.r.connection_pool.make_connection()
         packed = probe.pack_command("EXISTS", *(first.replace(ids[0], i) for i in ids))  # packed once
+        # Any of the first 500 results (a batch starts together; which finishes first is not known)
+        some = probe.pack_command("EXISTS", *(first.replace(ids[0], i) for i in ids[:CONCURRENCY]))
 
         def all_results() -> bool:
             if self.backlog(framework):
@@ -415,14 +445,20 @@ class Bench:
             probe.send_packed_command(packed, check_health=False)
             return int(probe.read_response()) == n
 
+        def first_result() -> bool:
+            probe.send_packed_command(some, check_health=False)
+            return int(probe.read_response()) > 0
+
         try:
-            run = self.timed(framework, key, n, all_results, processes)
+            first_done = first_result if key == "http" else None
+            run = self.timed(framework, key, n, all_results, processes, first_done)
         finally:
             probe.disconnect()
         statuses = {app.AsyncResult(i).get(timeout=10) for i in ids[:: max(1, n // 5)]}
         assert statuses == {200}, f"{key} tasks returned {statuses}"
-        elapsed = run["elapsed"]
+        elapsed, from_spawn = run["elapsed"], run["from_spawn"]
         figures = {"s": elapsed, "rate": n / elapsed, "eff": ideal / elapsed, "rss": run["rss"]}
+        figures |= {"spawn_s": from_spawn, "rate_spawn": n / from_spawn}
         for name, value in figures.items():
             self.record(f"{key}_{name}", framework, value)
         return (
@@ -431,18 +467,22 @@ class Bench:
         )
 
     def http(self, framework: str) -> str:
+        if framework == "ceiling":
+            return self.ceiling("ceiling_http", "fetch", self.delay_url, self.sizes["http"])
         return self.http_run(framework, "http", "fetch", self.sizes["http"])
 
     def http_client(self, framework: str) -> str:
         """The http workload with the body on greenq.http (issue 9: <= 2.6 s, ideal 2.0 s)."""
         n = self.sizes["http"]
         if framework == "ceiling":
-            return self.ceiling("ceiling_ghttp", "ghttp", self.delay_url, n)
+            return self.ceiling("ceiling_ghttp", "fetch_fast", self.delay_url, n)
         self.greenq_only("http_client_s", "http_client_cpu", why="no greenq.http")
         return self.http_run(framework, "http_client", "fetch_fast", n)
 
     def http_session(self, framework: str) -> str:
-        """The http workload through ``greenq.http.requests_session()``; compared to raw requests."""
+        """The http workload through ``greenq.http.requests_session()``."""
+        if framework == "ceiling":
+            return self.ceiling("ceiling_session", "fetch_session", self.delay_url, self.sizes["http"])
         self.greenq_only("http_session_s", "http_session_cpu", why="no requests_session()")
         return self.http_run(framework, "http_session", "fetch_session", self.sizes["http"])
 
@@ -450,7 +490,7 @@ class Bench:
         """``--processes 2``, greenq.http body; the ceiling: two raw processes, half the GETs each."""
         n = self.sizes["http_procs"]
         if framework == "ceiling":
-            return self.ceiling("ceiling_ghttp2", "ghttp", self.delay_url, n, processes=2)
+            return self.ceiling("ceiling_ghttp2", "fetch_fast", self.delay_url, n, processes=2)
         self.greenq_only("http_procs_s", why="no gevent --processes")
         return self.http_run(framework, "http_procs", "fetch_fast", n, processes=2)
 
@@ -459,12 +499,15 @@ class Bench:
         for key in keys:
             self.notes[key, "celery"] = f"— ({why})"
 
-    def ceiling(self, key: str, kind: str, arg: str, n: int, processes: int = 1) -> str:
-        """``bench_tasks.py ceiling``: ``processes`` gevent children in parallel, ``n / processes``
-        calls each from 500 greenlets; the rate over their common span (first start to last end)."""
-        argv = [sys.executable, str(SCRIPTS / "bench_tasks.py"), "ceiling", kind, arg]
+    def ceiling(self, key: str, body: str, arg: str, n: int, processes: int = 1) -> str:
+        """``bench_tasks.py ceiling``: the task function ``body`` called ``n / processes`` times from
+        500 greenlets in each of ``processes`` gevent children run in parallel. Records the rate
+        over their common span from the first call (``key``), from the spawn (``key_spawn``), and
+        the ceiling's CPU per call in ms (``key_cpu``)."""
+        argv = [sys.executable, str(SCRIPTS / "bench_tasks.py"), "ceiling", body, arg]
+        spawned = time.monotonic()
         procs = [
-            spawn([*argv, str(n // processes), str(CONCURRENCY)], self.env(None), f"ceiling-{kind}")
+            spawn([*argv, str(n // processes), str(CONCURRENCY)], self.env(None), f"ceiling-{body}")
             for _ in range(processes)
         ]
         deadline = time.monotonic() + 60 + n / 9
@@ -474,20 +517,14 @@ class Bench:
             for proc in procs:
                 stop(proc)
         if any(codes):
-            raise RuntimeError(f"ceiling {kind} exited with {codes}: {tail(procs[0])}")
+            raise RuntimeError(f"ceiling {body} exited with {codes}: {tail(procs[0])}")
         results = [json.loads(tail(proc, 1)) for proc in procs]
-        span = max(r["ended"] for r in results) - min(r["started"] for r in results)
-        self.record(key, "ceiling", sum(r["n"] for r in results) / span)
-        return f"{key} {sum(r['n'] for r in results) / span:,.0f}/s"
-
-    def ceilings(self, _framework: str) -> str:
-        """The bodies without a queue, in a gevent-patched child (``bench_tasks.py ceiling``)."""
-        return ", ".join(
-            (
-                self.ceiling("ceiling_http", "http", self.delay_url, self.sizes["http"]),
-                self.ceiling("ceiling_incr", "incr", "-", self.sizes["drain"]),
-            )
-        )
+        done, ended = sum(r["n"] for r in results), max(r["ended"] for r in results)
+        rate, rate_spawn = done / (ended - min(r["started"] for r in results)), done / (ended - spawned)
+        self.record(key, "ceiling", rate)
+        self.record(f"{key}_spawn", "ceiling", rate_spawn)
+        self.record(f"{key}_cpu", "ceiling", sum(r["cpu_s"] for r in results) / done * 1000)
+        return f"{key} {rate:,.0f}/s from the first call, {rate_spawn:,.0f}/s from the spawn"
 
     def enqueue(self, framework: str) -> str:
         n = self.sizes["enqueue"]
@@ -643,18 +680,41 @@ def table(bench: Bench) -> tuple[str, list[tuple[str, float]]]:
     return "\n".join(rows), chart
 
 
+def share(bench: Bench, measured: str, framework: str, ceiling: str) -> float | None:
+    """``measured`` over ``ceiling``: the median of the per-repeat ratios when every repeat has
+    both (a worker run and the ceiling run next to it), else the ratio of the medians."""
+    rates, ceilings = bench.values.get((measured, framework)), bench.values.get((ceiling, "ceiling"))
+    if not rates or not ceilings:
+        return None
+    if len(rates) == len(ceilings):
+        return statistics.median(r / c for r, c in zip(rates, ceilings, strict=True))
+    return statistics.median(rates) / statistics.median(ceilings)
+
+
 def ceiling_rows(bench: Bench) -> list[str]:
-    """Each measured ceiling (in the greenq column), then the queue's throughput as a share of it."""
+    """Each measured ceiling (in the greenq column: from the first call / from the spawn), its CPU
+    per call, then the queue's throughput as a share of it in both windows."""
     rows = []
     for key, (label, shares) in CEILINGS.items():
-        if (ceiling := median(bench, key, "ceiling")) is None:
+        if median(bench, key, "ceiling") is None:
             continue
-        rows.append(f"| ceiling: {label} | /s | {cell(bench, key, 'ceiling', '/s')} | | | |")
+        figure = cell(bench, key, "ceiling", "/s")
+        if (key + "_spawn", "ceiling") in bench.values:
+            figure += f" / {cell(bench, key + '_spawn', 'ceiling', '/s')}"
+            label += ": from the first call / from the spawn"
+        rows.append(f"| ceiling: {label} | /s | {figure} | | | |")
+        if (cpu := median(bench, key + "_cpu", "ceiling")) is not None:
+            rows.append(f"| its CPU per call (no queue) | ms | {fmt(cpu, 'ms')} | | | |")
         for measured, name in shares:
-            if not any(rates := [median(bench, measured, framework) for framework in FRAMEWORKS]):
-                continue
-            fractions = " | ".join(f"{rate / ceiling:.0%}" if rate else "—" for rate in rates)
-            rows.append(f"| {name} | | {fractions} | | |")
+            cells = []
+            for framework in FRAMEWORKS:
+                first = share(bench, measured, framework, key)
+                spawn = share(bench, measured + "_spawn", framework, key + "_spawn")
+                text = f"{first:.0%}" if first is not None else "—"
+                cells.append(text + (f" / {spawn:.0%}" if spawn is not None else ""))
+            if any(c != "—" for c in cells):
+                windows = ": from the first task / from the spawn" if any(" / " in c for c in cells) else ""
+                rows.append(f"| {name}{windows} | | {' | '.join(cells)} | | |")
     return rows
 
 

@@ -6,11 +6,12 @@ and a Celery worker never imports greenq. The bench process builds both apps wit
 ``make_greenq_app`` and ``make_celery_app``. Every Redis and HTTP client is created lazily, after
 the worker has monkey-patched and after a prefork child has forked.
 
-``python bench_tasks.py ceiling KIND ARG N CONCURRENCY`` runs the no-queue ceilings: the
-same bodies (KIND in ``CEILING_KINDS``), called from CONCURRENCY greenlets of one gevent-patched
-process; it prints one JSON line ``{"n": N, "elapsed_s": ..., "started": ..., "ended": ...}``,
-the last two on the system-wide monotonic clock so the bench can time parallel ceiling processes
-over their common span.
+``python bench_tasks.py ceiling BODY ARG N CONCURRENCY`` runs a no-queue ceiling: the task
+function BODY itself (one of ``CEILING_BODIES``), called N times from CONCURRENCY greenlets of one
+gevent-patched process with the worker's GC setting; it prints one JSON line ``{"n": N,
+"elapsed_s": ..., "cpu_s": ..., "started": ..., "ended": ...}``, the last two on the system-wide
+monotonic clock so the bench can time parallel ceiling processes over their common span and
+from their spawn.
 """
 
 from __future__ import annotations
@@ -49,17 +50,6 @@ def http_session() -> Any:
         session.mount("http://", HTTPAdapter(pool_connections=4, pool_maxsize=1000))
         _clients["http"] = session
     return _clients["http"]
-
-
-def pooled_redis() -> Any:
-    """The client ``app.redis`` builds (``greenq.task_redis``: multiplexed under gevent, a pool of
-    50 for the rest; the default broker timeouts), made directly: the ceiling of the ``incr_app``
-    body without a queue."""
-    if "pooled" not in _clients:
-        from greenq.task_redis import task_client
-
-        _clients["pooled"] = task_client(os.environ["BENCH_REDIS_URL"], 50, 10.0, 5.0)
-    return _clients["pooled"]
 
 
 def greenq_session() -> Any:
@@ -137,11 +127,6 @@ def incr_app() -> int:
     """One INCR through ``app.redis``, the worker app's shared client, as docs/http-tasks.md
     tells users to write it (``app`` is this module's worker app, set below)."""
     return int(app.redis.incr(COUNTER))
-
-
-def incr_pooled() -> int:
-    """``incr_app`` without greenq: the ceiling's body."""
-    return int(pooled_redis().incr(COUNTER))
 
 
 def echo() -> int:
@@ -238,39 +223,56 @@ elif _framework == "celery":
 # ---- ceilings: the bodies without a queue --------------------------------------------
 
 
-# kind -> the body a ceiling calls with ARG (the URL, or "-")
-CEILING_KINDS: dict[str, Any] = {
-    "http": fetch,  # requests.Session, as the ``fetch`` body
-    "ghttp": fetch_fast,  # greenq.http, as the ``fetch_fast`` body
-    "incr": lambda _arg: incr(),  # redis-py ConnectionPool(600), as the ``incr`` body
-    "incr_pool": lambda _arg: incr_pooled(),  # BlockingConnectionPool(50), as ``app.redis``
+# The task functions a ceiling may call, each with ARG (the URL, or "-" for none)
+CEILING_BODIES: dict[str, Any] = {
+    "fetch": fetch,  # requests.Session: the http row
+    "fetch_fast": fetch_fast,  # greenq.http: http_client, http_procs
+    "fetch_session": fetch_session,  # greenq.http.requests_session(): http_session
+    "incr": lambda _arg: incr(),  # redis-py, a pool of up to 600 connections: drain
+    "incr_app": lambda _arg: incr_app(),  # app.redis of this module's greenq app: drain_app
 }
 
 
-def ceiling(kind: str, arg: str, n: int, concurrency: int) -> dict[str, float]:
-    """Call the body ``n`` times from ``concurrency`` greenlets; cold clients, as a worker has."""
+def tune_gc() -> None:
+    """What a worker does before its first task (``greenq.worker.main.tune_gc``, with the default
+    ``worker_gc_threshold``): the ceiling differs from the worker by the queue alone."""
+    import gc
+
+    from greenq.config import Settings
+
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(Settings().worker_gc_threshold, middle, oldest)
+
+
+def ceiling(body: str, arg: str, n: int, concurrency: int) -> dict[str, float]:
+    """Call ``body`` ``n`` times from ``concurrency`` greenlets; cold clients, as a worker has."""
     import gevent
 
-    if kind == "ghttp":  # sized as the worker sizes it before its first task
+    global app
+    if body == "incr_app":  # the body reads this module's worker app
+        app = make_greenq_app()
+    if body in ("fetch_fast", "fetch_session"):  # sized as the worker sizes it before its first task
         from greenq import http
 
         http.configure(concurrency)
-    body, calls = CEILING_KINDS[kind], iter(range(n))
+    tune_gc()
+    call, calls = CEILING_BODIES[body], iter(range(n))
 
     def loop() -> None:
         for _ in calls:
-            body(arg)
+            call(arg)
 
-    started, began = time.perf_counter(), time.monotonic()
+    started, began, cpu = time.perf_counter(), time.monotonic(), time.process_time()
     gevent.joinall([gevent.spawn(loop) for _ in range(concurrency)], raise_error=True)
-    elapsed = time.perf_counter() - started
-    return {"n": n, "elapsed_s": elapsed, "started": began, "ended": time.monotonic()}
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    return {"n": n, "elapsed_s": elapsed, "cpu_s": cpu, "started": began, "ended": time.monotonic()}
 
 
 if __name__ == "__main__":
     from gevent import monkey
 
     monkey.patch_all()
-    if len(sys.argv) != 6 or sys.argv[1] != "ceiling" or sys.argv[2] not in CEILING_KINDS:
-        sys.exit(f"usage: bench_tasks.py ceiling {'|'.join(CEILING_KINDS)} URL N CONCURRENCY")
+    if len(sys.argv) != 6 or sys.argv[1] != "ceiling" or sys.argv[2] not in CEILING_BODIES:
+        sys.exit(f"usage: bench_tasks.py ceiling {'|'.join(CEILING_BODIES)} URL|- N CONCURRENCY")
     print(json.dumps(ceiling(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))), flush=True)
