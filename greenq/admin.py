@@ -205,11 +205,11 @@ def peek(broker: RedisBroker, queue: str, count: int = 10) -> list[dict[str, Any
             last = _text(groups[GROUP]["last-delivered-id"]) if GROUP in groups else "0-0"
             start = f"({last}" if last != "0-0" else "-"
             for entry_id, fields in broker.client.xrange(key, min=start, count=count - len(found)):
-                found.append(_describe(entry_id, fields))
+                found.append(describe_entry(entry_id, fields))
     return found
 
 
-def _describe(entry_id: Any, fields: dict[bytes, bytes]) -> dict[str, Any]:
+def describe_entry(entry_id: Any, fields: dict[bytes, bytes]) -> dict[str, Any]:
     body = fields.get(b"m", b"")
     record: dict[str, Any] = {"entry": _text(entry_id), "deliveries": int(fields.get(b"d", b"1"))}
     try:
@@ -246,7 +246,7 @@ def dead_list(broker: RedisBroker, queue: str | None = None, count: int = 100) -
     with broker.guard():
         for name in _dead_queues(broker, queue):
             for entry_id, fields in broker.client.xrange(Keys.dead(name), count=count):
-                out.append({"queue": name, **_describe(entry_id, fields)})
+                out.append({"queue": name, **describe_entry(entry_id, fields)})
     return out
 
 

@@ -25,7 +25,7 @@ from greenq.limits import check_queue_rates
 
 ENV_PREFIX = "GREENQ_"
 # Environment variables that start with the prefix but are not settings.
-ENV_NON_SETTINGS = frozenset({"GREENQ_HOME", "GREENQ_CEILING_DIRECTORIES"})
+ENV_NON_SETTINGS = frozenset({"GREENQ_HOME", "GREENQ_CEILING_DIRECTORIES", "GREENQ_DASHBOARD_AUTH"})
 
 
 _KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")

@@ -86,7 +86,7 @@ def page(
             for entry_id, fields in batch:
                 found.scanned += 1
                 cursor = _text(entry_id)
-                letter = admin._describe(entry_id, fields)
+                letter = admin.describe_entry(entry_id, fields)
                 if flt.matches(letter):
                     letters.append(letter)
                     if len(letters) >= size:
@@ -126,7 +126,7 @@ def matching_ids(broker: RedisBroker, queue: str, flt: Filter) -> Iterator[list[
             batch = broker.client.xrange(key, min=start, max=end, count=BATCH)
         if not batch:
             return
-        ids = [_text(e) for e, fields in batch if flt.matches(admin._describe(e, fields))]
+        ids = [_text(e) for e, fields in batch if flt.matches(admin.describe_entry(e, fields))]
         if ids:
             yield ids
         start = f"({_text(batch[-1][0])}"

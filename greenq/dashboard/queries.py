@@ -231,7 +231,7 @@ def _message(client: Any, hint: tuple[str, str, str]) -> dict[str, Any] | None:
     for key in keys:
         found = client.xrange(key, min=entry, max=entry)
         if found:
-            return {"queue": queue, "where": kind, **admin._describe(found[0][0], found[0][1])}
+            return {"queue": queue, "where": kind, **admin.describe_entry(found[0][0], found[0][1])}
     return None
 
 

@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from greenq import signals
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
@@ -200,7 +198,10 @@ class Consumer(Lifecycle):
         self.ledger.admit(accepted)
         if self.send_events:
             for reserved in accepted:
-                self._event("received", reserved.message, deliveries=reserved.delivery.deliveries)
+                message = reserved.message
+                self._event(
+                    "received", message, deliveries=reserved.delivery.deliveries, created=message.created
+                )
 
     def _reject(self, channel: Channel, delivery: Delivery, rejection: Rejection) -> None:
         """Dead-letter a message that cannot run, and store FAILURE naming why for its task."""
@@ -437,13 +438,4 @@ class Consumer(Lifecycle):
 
     def _event(self, kind: str, message: Message, **fields: Any) -> None:
         """Queue a task event for the capped events stream (``worker_send_task_events``)."""
-        record = {
-            "event": kind,
-            "id": message.id,
-            "task": message.task,
-            "queue": message.queue,
-            "worker": self.consumer_id,
-            "time": time.time(),
-            **{k: v for k, v in fields.items() if v is not None},
-        }
-        self.flusher.event(orjson.dumps(record, default=str))
+        self.flusher.task_event(kind, message, **fields)

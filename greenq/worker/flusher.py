@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
@@ -118,6 +121,19 @@ class Flusher:
         with self._lock:
             self._events.append(record)
         self.wake.set()
+
+    def task_event(self, kind: str, message: Message, **fields: Any) -> None:
+        """A task event for the capped events stream (``worker_send_task_events``)."""
+        record = {
+            "event": kind,
+            "id": message.id,
+            "task": message.task,
+            "queue": message.queue,
+            "worker": self.consumer_id,
+            "time": time.time(),
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        self.event(orjson.dumps(record, default=str))
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         with self._lock:

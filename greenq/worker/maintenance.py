@@ -100,6 +100,7 @@ class Maintenance:
             "reconnects": stats.reconnects,
             "started_at": stats.started_at,
             "heartbeat_at": time.time(),
+            "rss_kib": _rss_kib(),
             "active": [
                 {"id": r.message.id, "task": r.message.task, "started": r.started}
                 for r in running[:ACTIVE_MAX]
@@ -203,3 +204,13 @@ def _cut(value: Any) -> str:
     """Arguments as JSON text, cut to ``ARGS_MAX_CHARS``."""
     text = orjson.dumps(value, default=repr).decode()
     return text if len(text) <= ARGS_MAX_CHARS else text[: ARGS_MAX_CHARS - 1] + "…"
+
+
+def _rss_kib() -> int | None:
+    """This process's resident memory in KiB (Linux ``/proc``; None elsewhere), for status and
+    the dashboard."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+    except (OSError, ValueError, IndexError):
+        return None
