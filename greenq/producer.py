@@ -53,6 +53,12 @@ def _unique(
     return f"{name}:{digest}", max(1, int(ttl_s * 1000))
 
 
+def _traced() -> bool:
+    """``tracing.active()``, reading the API's provider global directly: on every enqueue."""
+    api = tracing.API
+    return api._TRACER_PROVIDER is not None if api is not None else tracing.active()
+
+
 class ProducerApp(Protocol):
     """What the producer reads from its app (a ``GreenQ``): the effective settings and tasks."""
 
@@ -130,7 +136,7 @@ class Producer:
             unique=unique_key,
             unique_ttl_ms=unique_ttl_ms,
             workflow=workflow,
-            headers=tracing.publish(name, route_queue, message_id, headers) if tracing.active() else headers,
+            headers=tracing.publish(name, route_queue, message_id, headers) if _traced() else headers,
         )
         if signals.before_task_publish.receivers:
             message = signals.before_publish(message)
