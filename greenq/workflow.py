@@ -54,6 +54,7 @@ class Continuation:
     errbacks: list[dict[str, Any]] = field(default_factory=list)  # inherited link_error
     parent: str | None = None
     results_from: dict[str, Any] | None = None  # a chord body's ref; taken by the first task
+    headers: dict[str, Any] | None = None  # the parent's (its trace context), for the next step
 
 
 @dataclass(slots=True)
@@ -297,4 +298,6 @@ def build(
     expires = options.get("expires")
     if isinstance(expires, str):
         options["expires"] = datetime.fromisoformat(expires)
+    if cont.headers:
+        options["headers"] = cont.headers
     return app.build_message(node["task"], args, node.get("kwargs"), workflow=links_of or None, **options)

@@ -315,7 +315,9 @@ class Consumer(Lifecycle):
             self._event("revoked", message, reason=reason)
         self.log.info("task %s[%s] %s before it started; not running it", message.task, message.id, reason)
         self.maintenance.flow.finished(message.id)
-        outcome = revoked_outcome(message.id, message.task, reason, message.retries, self.consumer_id)
+        outcome = revoked_outcome(
+            message.id, message.task, reason, message.retries, self.consumer_id, reserved.task
+        )
         follow = self._follow_up(message, REVOKED, outcome.payload)
         result = (message.id, (follow.payload if follow else outcome.payload) or b"")
         if acked:

@@ -65,16 +65,20 @@ class Workflows:
         record: dict[str, Any] = orjson.loads(payload) if payload is not None else {}
         follow = FollowUp(payload)
         children: list[str] = []
+        headers = message.headers or None  # the trace context: what it starts joins its trace
         if state == SUCCESS:
             value = record.get("result")
             rest = links.get("c")
             if rest:
-                cont = Continuation(rest[1:], links.get("ch"), links.get("ie", []), message.id)
+                cont = Continuation(
+                    rest[1:], links.get("ch"), links.get("ie", []), message.id, headers=headers
+                )
                 children += self._start(follow, rest[0], (value,), cont, message)
             elif links.get("ch"):
                 follow.chord = _count(links["ch"], value, b"")
             for callback in links.get("l", ()):
-                children += self._start(follow, callback, (value,), Continuation(parent=message.id), message)
+                cont = Continuation(parent=message.id, headers=headers)
+                children += self._start(follow, callback, (value,), cont, message)
         elif state in (FAILURE, REVOKED):
             member = record.get("member")  # a chord body failed by its header: the member's error
             error = {
@@ -84,7 +88,7 @@ class Workflows:
             }
             failed_id = (member or {}).get("id", message.id)
             for errback in (*links.get("le", ()), *links.get("ie", ())):
-                cont = Continuation(parent=message.id)
+                cont = Continuation(parent=message.id, headers=headers)
                 children += self._start(follow, errback, (failed_id, error), cont, message)
             not_run = [i for step in links.get("c", ()) for i in task_ids(step)]
             if not_run:

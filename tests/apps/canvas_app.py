@@ -99,3 +99,9 @@ def progress(self, steps: int, gate: str) -> int:
     for done in range(1, steps + 1):
         self.update_state(state="PROGRESS", meta={"done": done, "total": steps})
     return steps
+
+
+@app.task(bind=True)
+def request_header(self, _parent: object = None) -> object:
+    """The run's ``request_id`` header (set by a ``before_task_publish`` receiver upstream)."""
+    return getattr(self.request, "request_id", None)

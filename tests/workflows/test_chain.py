@@ -88,3 +88,21 @@ def test_a_signature_tree_survives_json_and_unsupported_shapes_fail_at_build(cap
         group(group(add.s(1, 1)), add.s(2, 2))
     with pytest.raises(UnsupportedCanvas, match="empty chain"):
         chain()
+
+
+def test_each_next_step_keeps_the_first_steps_headers(capp, worker) -> None:
+    """Headers (the trace context, a request id) set when the chain was sent reach every step,
+    also those the worker starts."""
+    from greenq.signals import before_task_publish
+    from tests.apps.canvas_app import add, request_header
+
+    def tag(headers: dict, **_: object) -> None:
+        headers.setdefault("request_id", "req-42")
+
+    worker("-c", "4")
+    before_task_publish.connect(tag)
+    try:
+        result = chain(add.s(1, 1), request_header.s(), request_header.s())()
+    finally:
+        before_task_publish.disconnect(tag)
+    assert result.get(timeout=20) == "req-42" and result.parent.get(timeout=5) == "req-42"
