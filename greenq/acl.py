@@ -53,6 +53,7 @@ WORKER: tuple[str, ...] = (
     "exec",
 )
 WORKER += ("exists", "get", "srem", "hget", "hgetall", "hmget", "time")
+WORKER += ("smembers",)  # flow control: the parked-message sets (HGETALL reads the flow hashes)
 # status, inspect, ping, peek, purge, dead list/show/requeue/purge, queue forget, events, result,
 # revoke, send, schedule list (WATCH for queue forget; MGET of heartbeats; XINFO GROUPS for lag).
 OPERATOR: tuple[str, ...] = (
@@ -67,6 +68,8 @@ OPERATOR: tuple[str, ...] = (
     "get",
 )
 OPERATOR += ("srem", "hgetall", "time", "multi", "exec", "watch", "unwatch", "ping")
+# queue pause/resume/limit (HSET, HDEL of the flow hash); the dashboard's delayed page (ZRANGE).
+OPERATOR += ("hdel", "zrange")
 
 
 @dataclass(frozen=True)
