@@ -24,6 +24,7 @@ import redis.exceptions
 
 from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.redis import RedisBroker, wait_slices
+from greenq.broker.sentinel import connection_pool
 from greenq.exceptions import ConfigError
 from greenq.message import Message
 
@@ -46,7 +47,8 @@ class AsyncRedisBroker:
         # callers beyond that wait for a free one, up to the socket timeout, then BrokerUnavailable.
         # (An unbounded sync pool reports 2**31: cap it, as older redis-py preallocates the slots.)
         limit = min(getattr(broker.client.connection_pool, "max_connections", None) or 1000, 10_000)
-        pool = redis.asyncio.BlockingConnectionPool.from_url(
+        pool = connection_pool(
+            redis.asyncio.BlockingConnectionPool,
             broker.url,
             max_connections=limit,
             timeout=broker.socket_timeout_s,

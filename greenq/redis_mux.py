@@ -63,6 +63,7 @@ class Multiplexer:
         self._pid = os.getpid()
         self._lock = gevent.lock.Semaphore()
         self._conn: Any = None  # redis-py's connection: it did the handshake (AUTH, SELECT ...)
+        self._stale: Callable[[], bool] | None = None  # has its server stopped being the master?
         self._sock: Any = None
         self._out: list[bytes] = []  # packed commands the writer has not sent yet
         self._waiters: deque[Waiter] = deque()  # one per command queued or sent, in send order
@@ -80,6 +81,9 @@ class Multiplexer:
 
     def _send(self, packed: bytes) -> Any:
         if self._sock is None:
+            self._connect()
+        elif self._stale is not None and self._stale():  # a Sentinel failover (greenq.broker.sentinel)
+            self._fail(self._sock, RedisConnectionError("the master moved"))
             self._connect()
         waiter = Waiter(self.hub)
         self._waiters.append(waiter)
@@ -100,6 +104,7 @@ class Multiplexer:
             conn = self._make_connection()
             conn.connect()
             self._conn, self._sock = conn, conn._sock
+            self._stale = getattr(conn, "stale", None)
             reader = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error)
             self._loops = [
                 gevent.spawn(self._write_loop, self._sock),

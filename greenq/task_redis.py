@@ -27,6 +27,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from greenq.broker.sentinel import connection_pool
 from greenq.config import mask_url
 from greenq.limits import remaining_s
 
@@ -151,8 +152,12 @@ class TaskRedis(redis.Redis):
 
 def task_client(url: str, size: int, wait_s: float, connect_timeout_s: float) -> redis.Redis:
     """A redis-py client on a ``TaskConnectionPool`` of ``size`` connections."""
-    pool = TaskConnectionPool.from_url(
-        url, max_connections=size, timeout=wait_s, socket_connect_timeout=connect_timeout_s
+    pool = connection_pool(
+        TaskConnectionPool,
+        url,
+        max_connections=size,
+        timeout=wait_s,
+        socket_connect_timeout=connect_timeout_s,
     )
     client = TaskRedis(connection_pool=pool)
     if _gevent_patched():

@@ -29,7 +29,7 @@ OPTIONS = {
     "ssl_check_hostname": "true | false",
 }
 FILES = ("ssl_ca_certs", "ssl_ca_path", "ssl_certfile", "ssl_keyfile")
-SECRET_PARAMETERS = frozenset({"password", "ssl_password"})  # redis-py reads both from a URL query
+SECRET_PARAMETERS = frozenset({"password", "ssl_password", "sentinel_password"})  # read from a URL query
 _CERT_REQS = {
     "required": "required",
     "cert_required": "required",
@@ -109,9 +109,10 @@ def tls_url(url: str, options: Mapping[str, str] | None, source: str = "broker_u
     scheme ``rediss`` when there are any (as Celery turns TLS on for ``broker_use_ssl``), and a
     ``rediss://`` URL's own ``ssl_*`` parameters checked. A plain URL is returned as it is."""
     parts = urlsplit(url)
-    if options is None and parts.scheme != "rediss":
+    sentinel = parts.scheme.endswith("+sentinel")  # TLS to the master (greenq.broker.sentinel)
+    if options is None and parts.scheme not in ("rediss", "rediss+sentinel"):
         return url
-    if parts.scheme not in ("redis", "rediss"):
+    if parts.scheme not in ("redis", "rediss", "redis+sentinel", "rediss+sentinel"):
         raise ConfigError(
             f"setting {source!r}: TLS needs a redis:// or rediss:// broker_url, not {parts.scheme}://"
         )
@@ -119,7 +120,8 @@ def tls_url(url: str, options: Mapping[str, str] | None, source: str = "broker_u
     for key in [k for k in query if k in OPTIONS]:  # other ssl_* parameters: redis-py checks them
         query[key] = _option("setting 'broker_url'", key, query[key])
     query.update(options or {})
-    return urlunsplit(parts._replace(scheme="rediss", query=urlencode(query, safe="/")))
+    scheme = "rediss+sentinel" if sentinel else "rediss"
+    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(query, safe="/")))
 
 
 def mask_query(query: str) -> str:

@@ -20,6 +20,7 @@ import redis.exceptions
 from greenq.broker.channel import Channel
 from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.recovery import Upkeep
+from greenq.broker.sentinel import connection_pool
 from greenq.broker.stack import NETWORK_ERRORS, ConnectionStack, Link, field, script, text
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
@@ -64,7 +65,8 @@ class RedisBroker:
         # RESP2 everywhere: reply shapes must not change with the redis-py version's default.
         # A blocking pool: with more concurrent callers than connections (hundreds of greenlets
         # waiting in get()), callers wait for a free connection instead of failing.
-        pool = redis.BlockingConnectionPool.from_url(
+        pool = connection_pool(
+            redis.BlockingConnectionPool,
             url,
             max_connections=pool_limit,
             timeout=socket_timeout_s,

@@ -21,6 +21,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from greenq.broker.sentinel import connection_pool
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
 
@@ -172,14 +173,16 @@ class Link:
 
     def __init__(self, url: str, connect_timeout_s: float, socket_timeout_s: float) -> None:
         self.url = url
-        client = redis.Redis.from_url(
+        pool = connection_pool(  # a Sentinel URL's link raises when the master moves (see sentinel.py)
+            redis.ConnectionPool,
             url,
+            raise_on_move=True,
             socket_connect_timeout=connect_timeout_s,
             socket_timeout=socket_timeout_s,
             health_check_interval=0,
             protocol=2,
         )
-        self._conn = client.connection_pool.make_connection()
+        self._conn = pool.make_connection()
 
     def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
         """The commands in the wire protocol, for ``send`` (see ``pack``)."""

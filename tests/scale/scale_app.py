@@ -1,0 +1,42 @@
+"""Tasks for the scale tests: each counts its runs in COUNTER_URL, a plain Redis outside the
+broker under test, so a failover or a resharding cannot lose the evidence."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import redis
+
+from greenq import GreenQ
+
+app = GreenQ("scale")
+_counter: list[redis.Redis] = []
+
+
+def counter() -> redis.Redis:
+    if not _counter:
+        _counter.append(redis.Redis.from_url(os.environ["COUNTER_URL"], max_connections=600))
+    return _counter[0]
+
+
+@app.task(acks_late=True)
+def late(tag: str, sleep_s: float = 0.0) -> str:
+    """Late ack: counts runs per task id, and how many finished."""
+    task_id = late.request.id
+    counter().hincrby(f"runs:{tag}", task_id, 1)
+    time.sleep(sleep_s)
+    counter().hincrby(f"done:{tag}", task_id, 1)
+    return task_id
+
+
+@app.task
+def early(tag: str) -> str:
+    counter().hincrby(f"runs:{tag}", early.request.id, 1)
+    return early.request.id
+
+
+@app.task
+def touch(key: str) -> int:
+    """A task that uses ``app.redis`` (the broker's server): it must follow the broker's master."""
+    return int(app.redis.incr(key))

@@ -1,0 +1,95 @@
+"""Redis Sentinel (``redis+sentinel://``): producers, workers, app.redis and the operator
+commands follow a failover by themselves, and nothing is lost (docs/semantics.md, Sentinel)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+import redis
+
+from greenq import GreenQ
+from greenq.broker.sentinel import parse
+from greenq.config import mask_url
+from greenq.exceptions import ConfigError
+from tests.conftest import ROOT
+from tests.scale import scale_app
+from tests.scale.servers import SentinelGroup
+
+
+def test_the_url_names_sentinels_service_db_and_whose_password_is_whose() -> None:
+    spec = parse(
+        "redis+sentinel://app:pw@s1:26380,s2,[::1]:26381/mymaster/3"
+        "?sentinel_password=spw&sentinel_username=watch&socket_keepalive=true"
+    )
+    assert spec.sentinels == (("s1", 26380), ("s2", 26379), ("::1", 26381))
+    assert spec.service == "mymaster" and not spec.tls
+    assert spec.master["db"] == 3 and spec.master["password"] == "pw" and spec.master["username"] == "app"
+    assert spec.master["socket_keepalive"] is True
+    assert spec.sentinel["password"] == "spw" and spec.sentinel["username"] == "watch"
+    assert "sentinel_password" not in spec.master
+    tls = parse("rediss+sentinel://s1/mymaster?ssl_cert_reqs=none&sentinel_ssl=true")
+    assert tls.tls and tls.master["db"] == 0 and tls.sentinel["ssl"] is True
+    assert tls.sentinel["ssl_cert_reqs"] == "none"
+    shown = mask_url("redis+sentinel://:pw@s1:1,s2:2/m/0?sentinel_password=spw")
+    assert "pw" not in shown.replace("sentinel_password", "") and "s1:1,s2:2/m/0" in shown
+    for bad in (
+        "redis+sentinel://s1:26379",
+        "redis+sentinel:///m",
+        "redis+sentinel://s1:x/m",
+        "redis+sentinel://s1/m/x",
+    ):
+        with pytest.raises(ConfigError, match="Sentinel URL"):
+            parse(bad)
+    with pytest.raises(ConfigError, match=r"Celery's sentinel://.*redis\+sentinel://"):
+        GreenQ("x", broker="sentinel://s1:26379;sentinel://s2:26379").broker  # noqa: B018
+
+
+def test_failover_mid_drain_producer_worker_app_redis_and_status_follow(
+    sentinels: SentinelGroup, producer, start_worker, redis_url: str, r: redis.Redis
+) -> None:
+    app = producer(sentinels.url)
+    env = {"COUNTER_URL": redis_url}
+    worker = start_worker("-P", "gevent", "-c", "50", app="tests.scale.scale_app", url=sentinels.url, env=env)
+    loop = asyncio.new_event_loop()  # the asyncio producer, on one loop before and after
+    first = scale_app.late.map([("fo", 0.05)] * 2000)
+    first.append(loop.run_until_complete(scale_app.late.adelay("fo")))
+    first[300].get(timeout=60)  # mid-drain, late acks in flight
+    old = sentinels.master_port()
+    new = sentinels.failover()
+    assert new != old
+    second = scale_app.late.map([("fo", 0.0)] * 300)  # the producer enqueues on the new master
+    second.append(loop.run_until_complete(scale_app.late.adelay("fo")))
+    assert loop.run_until_complete(second[-1].aget(timeout=60)) == second[-1].id
+    loop.run_until_complete(app.aclose())
+    loop.close()
+    for result in first + second:
+        assert result.get(timeout=90) == result.id
+    done = {k.decode(): int(v) for k, v in r.hgetall("done:fo").items()}
+    runs = {k.decode(): int(v) for k, v in r.hgetall("runs:fo").items()}
+    assert set(done) == {result.id for result in first + second}, "nothing lost"
+    again = sum(count - 1 for count in runs.values())
+    assert worker.proc.poll() is None, worker.output
+    assert "master moved" in worker.output or "replica now" in worker.output
+    # app.redis in a task follows the master too: the key it writes is on the new master
+    assert scale_app.touch.delay("touched").get(timeout=30) >= 1
+    assert redis.Redis(port=new).exists("touched") == 1
+    assert redis.Redis(port=new).xlen("greenq:{q:default}:stream") == 0
+    status = subprocess.run(
+        [sys.executable, "-m", "greenq", "status", "--json"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")},
+            "GREENQ_BROKER_URL": sentinels.url,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert '"default"' in status.stdout
+    print(f"sentinel failover {old} -> {new}: 0 lost, {again} ran again")
+    assert app.conf.broker_url == sentinels.url
