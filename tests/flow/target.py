@@ -56,8 +56,10 @@ class Target:
             stats["failed"] = stats.get("failed", 0) + 1
             start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
             return [b"down"]
-        if self._over(host, stats, now):
+        over = self._over(host, stats, now)
+        if over:
             stats["refused"] += 1
+            stats[over] = stats.get(over, 0) + 1
             start_response("429 Too Many Requests", [("Content-Type", "text/plain")])
             return [b"over the limit"]
         stats["active"] += 1
@@ -70,17 +72,18 @@ class Target:
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"ok"]
 
-    def _over(self, host: str, stats: dict[str, Any], now: float) -> bool:
+    def _over(self, host: str, stats: dict[str, Any], now: float) -> str:
+        """Why this request goes over the host's limits (``refused_busy``, ``refused_rate``), or ""."""
         if self.limit_concurrency and stats["active"] >= self.limit_concurrency:
-            return True
+            return "refused_busy"
         if self.limit_rate:
             recent = self.recent[host]
             while recent and recent[0] <= now - 1.0:
                 recent.popleft()
             if len(recent) >= self.limit_rate:
-                return True
+                return "refused_rate"
             recent.append(now)
-        return False
+        return ""
 
     def _backoff(
         self, host: str, stats: dict[str, Any], seconds: float, now: float, start: Any

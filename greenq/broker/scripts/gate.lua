@@ -4,7 +4,8 @@
 --   rate (GCRA, no burst): the message gets the next free slot of every bucket it belongs to;
 --     a slot in the future sends it to the delayed set, due then, with its task id in `paid`,
 --     so that it passes without taking another slot when it comes back;
---   concurrency: a full lease set parks it in the lease's list, until release.lua frees a lease.
+--   concurrency: a full lease set parks it in the lease's list, until release.lua frees a lease
+--     (a slot it held is given up: it takes a new one when it comes back).
 -- KEYS[1..10]  the queue's band streams, highest priority first (greenq.broker.keys.Keys.bands)
 -- KEYS[11]     the queue's delayed set
 -- KEYS[12]     paid: task id -> the slot (ms) its deferred message holds
@@ -59,6 +60,9 @@ for m = 1, count do
         redis.call('RPUSH', KEYS[parked_at], task_id .. '|' .. band .. '|' .. deliveries .. '|' .. body)
         redis.call('SADD', parked_names, lease_name)
       end
+      -- A rate slot it held is lost: run whenever a lease frees, it would crowd the next slots
+      -- (a server counting requests per second sees the two close together).
+      if rates > 0 then redis.call('ZREM', paid, task_id) end
       verdict = 'p'
     end
   end
