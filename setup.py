@@ -47,6 +47,7 @@ setup(
             "pytest>=7.4",
             "pytest-timeout>=2.1",
             "pytest-xdist>=3.3",
+            "hypothesis>=6.100",  # tests/fuzz
             "psutil>=5.9",
             "ruff>=0.5",
             "mypy>=1.10",
