@@ -9,6 +9,7 @@ key-prefix rule), message (priority range), exceptions; no Redis.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -198,7 +199,7 @@ def delayed_command(message: Message, body: bytes, keys: type[Keys] = Keys) -> t
     return (
         "ZADD",
         keys.delayed(message.queue),
-        int((message.eta or 0) * 1000),
+        math.ceil((message.eta or 0) * 1000),
         delayed_member(message.priority, body),
     )
 
@@ -241,6 +242,6 @@ def unique_command(message: Message, body: bytes, clock: float, keys: type[Keys]
         message.id,
         max(1, message.unique_ttl_ms),
         body,
-        int((message.eta or 0) * 1000) if delayed else "",
+        math.ceil((message.eta or 0) * 1000) if delayed else "",
         delayed_member(message.priority, body) if delayed else b"",
     )
