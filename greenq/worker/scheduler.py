@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -135,7 +136,7 @@ class Scheduler:
             message, body = self._build(schedule, fire_ms)
             delayed = message.eta is not None and message.eta > now()
             target = Keys.delayed(message.queue) if delayed else Keys.stream(message.queue, message.priority)
-            score = str(int((message.eta or 0) * 1000)) if delayed else ""
+            score = str(math.ceil((message.eta or 0) * 1000)) if delayed else ""
             member = delayed_member(message.priority, body) if delayed else b""
             unique = [Keys.unique(message.queue, message.unique)] if message.unique is not None else []
             commands.append(
