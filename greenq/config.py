@@ -58,7 +58,8 @@ class Settings:
         ),
     )
     result_backend: str | None = field(
-        default=None, metadata=_doc("Redis URL for results; None: the broker.", secret=True)
+        default=None,
+        metadata=_doc("Must be unset or equal to broker_url: results live on the broker.", secret=True),
     )
     result_expires: float = field(default=86400.0, metadata=_doc("Seconds a result is kept."))
     result_extended: bool = field(
@@ -344,6 +345,14 @@ def build_settings(layers: Iterable[Layer]) -> tuple[Settings, dict[str, str]]:
         for name, value in mapping.items():
             values[name] = coerce(name, value, source)
             origin[name] = source
+    backend = values.get("result_backend")
+    if backend is not None and backend != values.get("broker_url"):
+        # NOTE: results live with the messages (a chord counts members in the round trip that
+        # writes their results): a separate result store would be silently unused, so refuse it.
+        raise ConfigError(
+            f"setting 'result_backend' (from {origin['result_backend']}) is {mask_url(backend)}: greenq keeps"
+            " results on the broker; leave it unset or equal to broker_url"
+        )
     tls.fold(values)  # broker_use_ssl into broker_url: every connection is made from it
     return Settings(**values), origin
 

@@ -156,3 +156,16 @@ def test_bad_config_on_the_command_line_is_one_line_not_a_traceback(tmp_path: Pa
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "did you mean 'worker_prefetch_multiplier'" in proc.stderr
+
+
+def test_a_result_backend_other_than_the_broker_is_refused_not_ignored() -> None:
+    """Results live on the broker (a chord counts members as their results are written): a
+    separate ``result_backend`` would be silently unused, so it is an error naming both."""
+    from greenq import GreenQ
+
+    app = GreenQ("x", broker="redis://:secret@127.0.0.1:1/0", result_backend="redis://:pw@127.0.0.1:2/0")
+    with pytest.raises(ConfigError, match=r"result_backend.*greenq keeps results on the broker") as caught:
+        app.conf  # noqa: B018
+    assert "pw" not in str(caught.value)
+    same = GreenQ("y", broker="redis://127.0.0.1:1/0", result_backend="redis://127.0.0.1:1/0")
+    assert same.conf.result_backend == same.conf.broker_url
