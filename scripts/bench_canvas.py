@@ -139,6 +139,7 @@ for repeat in range({args.repeats}):
     started = time.perf_counter()
     ResultSet([tasks.noop.delay() for _ in range({args.members})]).join_native(timeout=900)
     times["drain"].append(time.perf_counter() - started)
+    print("celery drain", round(times["drain"][-1], 2), file=sys.stderr, flush=True)
     started = time.perf_counter()
     body = chord(tasks.noop.s() for _ in range({args.members}))(tasks.total.s())
     assert body.get(timeout=900) == {args.members}
@@ -146,7 +147,8 @@ for repeat in range({args.repeats}):
     started = time.perf_counter()
     chain(tasks.noop.s(), *(tasks.noop.si() for _ in range({args.steps} - 1)))().get(timeout=900)
     times["chain"].append(time.perf_counter() - started)
-    print("repeat", repeat + 1, {{k: round(v[-1], 2) for k, v in times.items()}}, file=sys.stderr, flush=True)
+    done = {{k: round(v[-1], 2) for k, v in times.items()}}
+    print("celery repeat", repeat + 1, done, file=sys.stderr, flush=True)
 print(json.dumps(times))
 """
     import json
@@ -154,10 +156,8 @@ print(json.dumps(times))
     worker = Worker("celery", url, args.concurrency)
     try:
         env = {**os.environ, "BENCH_FRAMEWORK": "celery", "BENCH_REDIS_URL": url}
-        out = subprocess.run(
-            [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=3600
-        )
-        sys.stderr.write(out.stderr[-2000:])
+        argv = [sys.executable, "-c", code]
+        out = subprocess.run(argv, env=env, stdout=subprocess.PIPE, text=True, timeout=3600)
         if out.returncode != 0:
             raise SystemExit(f"celery run failed ({out.returncode})")
         times: dict[str, list[float]] = json.loads(out.stdout.strip().splitlines()[-1])
