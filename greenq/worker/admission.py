@@ -93,6 +93,8 @@ class Admission:
 
     def admit(self, delivery: Delivery) -> Reserved | Rejection:
         """Check one delivery: what runs comes back ``Reserved`` in its lane."""
+        if len(delivery.body) > self.conf.max_message_bytes:  # another client wrote it: not even decoded
+            return Rejection(f"message of {len(delivery.body):,} bytes is over max_message_bytes")
         if self.signing_keys and not verify(delivery.body, self.signing_keys):
             return Rejection("signature missing or invalid", _best_effort(delivery.body))
         try:
