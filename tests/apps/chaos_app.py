@@ -125,3 +125,9 @@ def tick(self: Any) -> None:
     """The periodic schedule's task (``CHAOS_TICK_S``): each fire time once."""
     record("start", self.request)
     record("end", self.request)
+
+
+@app.task
+def sized(size: int) -> str:
+    """Returns a string of ``size`` bytes (the result-size limit test)."""
+    return "x" * size
