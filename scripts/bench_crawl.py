@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import bench_crawl_tasks as tasks
+import psutil
 import redis
 
 from greenq.embedded import RedisServer, bundled_binary
@@ -55,6 +56,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a process and its children."""
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+    except psutil.Error:
+        return 0.0
 
 
 def target_stats(port: int) -> dict[str, dict[str, int]]:
@@ -120,6 +131,9 @@ def run(label: str, args: argparse.Namespace, url: str, log_dir: Path) -> dict[s
         elapsed = time.monotonic() - started
         done, ok = (int(client.get(key) or 0) for key in ("crawl:done", "crawl:status:200"))
         stats = target_stats(port)
+        worker_cpu = sum(tree_cpu(proc.pid) for proc in workers)
+        calls = {k: v["calls"] for k, v in client.info("commandstats").items()}
+        target_cpu = tree_cpu(target.pid)
     finally:
         for proc in workers:
             stop(proc)
@@ -138,6 +152,9 @@ def run(label: str, args: argparse.Namespace, url: str, log_dir: Path) -> dict[s
         "refused_busy": sum(h.get("refused_busy", 0) for h in stats.values()),
         "refused_rate": sum(h.get("refused_rate", 0) for h in stats.values()),
         "most_connections_per_host": max((h.get("most", 0) for h in stats.values()), default=0),
+        "worker_cpu_s": round(worker_cpu, 2),
+        "redis_calls": dict(sorted(calls.items(), key=lambda kv: -kv[1])[:12]),
+        "target_cpu_s": round(target_cpu, 2),
     }
 
 
