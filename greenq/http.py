@@ -326,6 +326,10 @@ class Client:
         except builtins.ConnectionError as exc:
             self.hosts.after(host, probe, None, None)
             raise ConnectionError(f"{method} {url}: {exc}") from exc
+        except BaseException:  # a bad URL, or the task ended meanwhile: the probe's turn is over
+            if probe:
+                self.hosts.after(host, probe, None, None)
+            raise
         response = Response(status, got, content, url)
         wait = retry_after_s(response.headers.get("retry-after")) if status in (429, 503) else None
         self.hosts.after(host, probe, status, wait)
