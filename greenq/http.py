@@ -65,19 +65,15 @@ class CircuitOpen(ConnectionError):
 
 
 def retry_after_s(value: str | None, clock: float | None = None) -> float | None:
-    """A ``Retry-After`` header (seconds, or an HTTP date) as seconds from now; None if absent
-    or unreadable."""
-    if not value:
-        return None
+    """A ``Retry-After`` (seconds, or an HTTP date) as seconds from now; None if absent or unreadable."""
     try:
-        return min(RETRY_AFTER_MAX_S, max(0.0, float(value)))
+        seconds = float(value or "")
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return min(RETRY_AFTER_MAX_S, max(0.0, when.timestamp() - (clock or time.time())))
+        try:
+            seconds = email.utils.parsedate_to_datetime(value or "").timestamp() - (clock or time.time())
+        except (TypeError, ValueError):
+            return None
+    return min(RETRY_AFTER_MAX_S, max(0.0, seconds))
 
 
 class _Host:
