@@ -85,6 +85,7 @@ class Checker:
         self.presumed = {f["pid"] for f in faults if f["kind"] in ("kill", "zombie") and f["pid"]}
         self.presumed |= self.lapsed
         self.long_stalls = [f for f in faults if f["kind"] == "stall" and f["detail"].get("for_s", 0) > lost]
+        self.blackouts = [f for f in faults if f["kind"] in ("stall", "pause", "fill", "redis_restart")]
         self.explained_ids: set[str] = set()  # tasks with a late-ack attempt run twice, explained
 
     def run(self) -> Verdict:
@@ -100,12 +101,15 @@ class Checker:
     # ---- runs ----------------------------------------------------------------------------
 
     def explained(self, runs: list[dict[str, Any]]) -> bool:
-        """A repeated late-ack attempt is explained if an earlier run's worker was presumed dead,
-        or a run began before a stall long enough to presume every worker dead."""
+        """A repeated late-ack attempt is explained if an earlier run's worker was presumed dead
+        (killed, stopped, or it logged its lapsed heartbeat), or that run overlapped a fault that
+        keeps every worker from its heartbeat (a stall, pause, fill or Redis restart: a worker
+        that has not finished a task yet does not log the lapse)."""
+        lost = self.d["lost_timeout_s"]
         for run in runs[:-1]:
             if consumer_pid(run["w"]) in self.presumed:
                 return True
-            if any(run["t"] <= f["t1"] for f in self.long_stalls if f["t0"] <= runs[-1]["t"]):
+            if any(f["t0"] - lost <= run["t"] <= f["t1"] + lost for f in self.blackouts):
                 return True
         return False
 
