@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from greenq import config, signals
 from greenq.config import Layer, Settings
+from greenq.config_object import settings_from_object
 from greenq.control import Control
 from greenq.exceptions import ConfigError
 from greenq.message import Message
@@ -103,7 +104,7 @@ class GreenQ(TaskRegistry):
             ConfigError: unknown setting (with a suggestion), wrong type, or unloadable source.
         """
         source, target = self._load_source(obj)
-        self._add_layer(self._layers, (source, config.settings_from_object(target, namespace)))
+        self._add_layer(self._layers, (source, settings_from_object(target, namespace)))
 
     @staticmethod
     def _load_source(obj: Any) -> tuple[str, Any]:

@@ -24,6 +24,7 @@ PRODUCER_SIDE = (
     "greenq.schedules",
     "greenq.cron",
     "greenq.config",
+    "greenq.config_object",
     "greenq.routing",
     "greenq.exceptions",
 )
