@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from greenq.broker import Delivery
 from greenq.broker.keys import EVENTS_MAX, GROUP, Keys, delayed_command
 from greenq.broker.stack import Link, script, text
+from greenq.broker.wake import BLOCK_ALL_MAX, QueueWatch
 from greenq.exceptions import BrokerError
 from greenq.limits import Check, LeaseWork, gate_args, release_args
 from greenq.message import PRIORITY_MAX, Message, now
@@ -27,9 +29,8 @@ class Channel:
     def __init__(self, link: Link, dead_letter_max: int) -> None:
         self.link = link
         self.dead_letter_max = dead_letter_max
-        # The band tails (newest ids) the last reserve saw when it left the bands empty: where
-        # the next XREAD BLOCK starts (small capacities, see ``_reserve_tails``).
-        self._tails: list[str] | None = None
+        # Which queues were left empty, at which tails: where XREAD BLOCK waits (wake.py).
+        self.watch = QueueWatch(link, Keys.bands)
         # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
         self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
 
@@ -56,40 +57,25 @@ class Channel:
         reserve more than ``count`` in all. Below one per band (a worker holding fewer messages
         than it has band streams), it waits with ``XREAD BLOCK`` on the band tails instead and
         reserves with ``fetch.lua`` when woken; ``fetch.lua`` returns the tails whenever it
-        leaves the bands empty, so a drained call goes straight to the XREAD as well.
+        leaves the bands empty, so a drained call goes straight to the XREAD as well. On several
+        queues, ``fetch.lua`` runs only on those that may hold messages, and past
+        ``BLOCK_ALL_MAX`` bands the worker always waits that way (``wake.QueueWatch``: a blocking
+        read on every band costs Redis more the more bands it names).
         """
-        keys = [key for queue in queues for key in Keys.bands(queue)]
-        per_band = count // len(keys)
-        if per_band < 1:
-            return self._reserve_tails(queues, keys, consumer, count, block_ms, drained)
+        bands = len(queues) * len(Keys.bands(queues[0]))
+        per_band = count // bands
+        fetch = partial(self._fetch_queue, consumer)
+        if per_band < 1 or bands > BLOCK_ALL_MAX:
+            return self.watch.reserve(queues, count, block_ms, drained, fetch)
         if drained and block_ms > 0:
             return self._reserve_blocking(queues, consumer, per_band, block_ms)
-        deliveries, _ = self._fetch_once(queues, consumer, count, want_tails=False)
+        if len(queues) > 1:
+            deliveries, _ = self.watch.reserve(queues, count, 0, False, fetch)
+        else:
+            deliveries, _ = self._fetch_queue(consumer, queues[0], count, want_tails=False)
         if deliveries or block_ms <= 0:
             return deliveries, len(deliveries) < count
         return self._reserve_blocking(queues, consumer, per_band, block_ms)
-
-    def _reserve_tails(
-        self, queues: Sequence[str], keys: list[str], consumer: str, count: int, block_ms: int, drained: bool
-    ) -> tuple[list[Delivery], bool]:
-        """``reserve`` for fewer than one message per band: fetch.lua, and XREAD BLOCK on the
-        tails it saw to wait for the next message."""
-        tails = self._tails if drained else None
-        self._tails = None
-        if tails is None or block_ms <= 0:
-            deliveries, tails = self._fetch_once(queues, consumer, count)
-            if deliveries or block_ms <= 0:
-                if len(deliveries) < count and len(tails) == len(keys):
-                    self._tails = tails
-                return deliveries, len(deliveries) < count
-        woken = self.link.pipeline([("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *keys, *tails)])[0]
-        if woken is None:  # timed out: nothing newer than the tails, which still hold
-            self._tails = tails
-            return [], True
-        deliveries, tails = self._fetch_once(queues, consumer, count)
-        if len(deliveries) < count and len(tails) == len(keys):
-            self._tails = tails
-        return deliveries, len(deliveries) < count
 
     def _reserve_blocking(
         self, queues: Sequence[str], consumer: str, per_band: int, block_ms: int
@@ -139,33 +125,26 @@ class Channel:
             if isinstance(reply, Exception) and not str(reply).startswith("BUSYGROUP"):
                 raise BrokerError(f"XGROUP CREATE failed: {reply}")
 
-    def _fetch_once(
-        self, queues: Sequence[str], consumer: str, count: int, want_tails: bool = True
-    ) -> tuple[list[Delivery], list[str]]:
-        deliveries: list[Delivery] = []
-        all_tails: list[str] = []
-        for queue in queues:
-            remaining = count - len(deliveries)
-            if remaining <= 0:
-                break
-            bands = Keys.bands(queue)
-            entries, tails = self.link.call(
-                "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, remaining, int(want_tails)
+    def _fetch_queue(
+        self, consumer: str, queue: str, count: int, want_tails: bool = True
+    ) -> tuple[list[Delivery], list[bytes] | None]:
+        """One EVAL of fetch.lua: (deliveries, the bands' tails if it left them empty, else None)."""
+        bands = Keys.bands(queue)
+        entries, tails = self.link.call(
+            "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, count, int(want_tails)
+        )
+        deliveries = [
+            Delivery(
+                stream=bands[int(entries[i]) - 1],
+                entry_id=text(entries[i + 1]),
+                body=entries[i + 2],
+                deliveries=int(entries[i + 3]),
+                queue=queue,
+                priority=PRIORITY_MAX - (int(entries[i]) - 1),
             )
-            all_tails.extend(text(t) for t in tails)
-            for i in range(0, len(entries), 4):
-                stream = bands[int(entries[i]) - 1]
-                deliveries.append(
-                    Delivery(
-                        stream=stream,
-                        entry_id=text(entries[i + 1]),
-                        body=entries[i + 2],
-                        deliveries=int(entries[i + 3]),
-                        queue=queue,
-                        priority=PRIORITY_MAX - (int(entries[i]) - 1),
-                    )
-                )
-        return deliveries, all_tails
+            for i in range(0, len(entries), 4)
+        ]
+        return deliveries, (list(tails) or None)
 
     # ---- flow control (docs/flow-control.md) ---------------------------------------------
 

@@ -1,0 +1,142 @@
+"""Waiting on many queues: which of a worker's queues may hold messages, and one blocking read on
+the tails of the others, so that a wake-up costs the same round trips for 1 or 1,000 queues.
+
+A worker holding fewer messages than it has band streams (docs/keyspace.md, "Why Streams")
+cannot wait with ``XREADGROUP BLOCK``: one message per band could exceed its capacity. It waits
+with ``XREAD BLOCK`` on the bands' tails (the newest ids ``fetch.lua`` saw when it left a queue
+empty) and reserves with ``fetch.lua`` when woken. ``QueueWatch`` remembers which queues were
+left empty, with their tails, so that after a wake-up it runs ``fetch.lua`` only on the queues
+whose streams woke it (one round trip, not one per queue), and a refill while busy first asks
+one non-blocking ``XREAD`` which of the empty queues got messages since. The ``XREAD`` command
+is packed from per-queue pieces kept between calls (only a woken queue's tails change), so
+packing does not grow with the number of queues either. Imports: broker.stack; never the worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from greenq.broker import Delivery
+from greenq.broker.stack import Link
+from greenq.exceptions import BrokerError
+
+# fetch(queue, remaining) -> (reserved deliveries, the queue's band tails if fetch.lua left it empty)
+Fetch = Callable[[str, int], tuple[list[Delivery], list[bytes] | None]]
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _command(words: Sequence[bytes], keys: bytes, ids: bytes, streams: int) -> list[bytes]:
+    head = b"*%d\r\n" % (len(words) + 2 * streams) + b"".join(_bulk(w) for w in words)
+    return [head + keys + ids]
+
+
+NONE = b"0-0"  # the tail fetch.lua reports for a band stream with no entry (or none at all)
+BLOCK_ALL_MAX = 100  # up to this many band streams, wait on them all (a few queues: cheap)
+
+
+class QueueWatch:
+    """One worker thread's view of which of its queues were left empty, and at which tails.
+
+    Past ``BLOCK_ALL_MAX`` band streams, the blocking read waits only on the default priority's
+    band and on the others that have had a message (tail past ``0-0``): most queues never use
+    most of their ten bands, and Redis's cost of a blocking read grows with its keys. The other
+    bands are asked without blocking by every refill and after every wait that timed out, so the
+    first message ever sent at a new priority of an idle worker's queue is picked up within one
+    ``block_ms`` (0.5 s) instead of at once.
+    """
+
+    def __init__(self, link: Link, bands: Callable[[str], Sequence[str]]) -> None:
+        self.link = link
+        self._bands = bands  # queue -> its band streams, in fetch.lua's order
+        self._queues: tuple[str, ...] = ()
+        self._empty: dict[str, list[bytes]] = {}  # queue -> its bands' tails when left empty
+        self._keys: dict[str, list[bytes]] = {}  # queue -> its band keys, packed one by one
+        self._owner: dict[bytes, str] = {}  # band stream -> queue
+        # queue -> (packed keys, packed tails, how many), of all its bands / of those used so far
+        self._all: dict[str, tuple[bytes, bytes, int]] = {}
+        self._used: dict[str, tuple[bytes, bytes, int]] = {}
+        self._timed_out = False  # the last wait timed out: ask the unused bands next time
+
+    def _use(self, queues: Sequence[str]) -> None:
+        if tuple(queues) == self._queues:
+            return
+        self._queues = tuple(queues)
+        self._empty = {q: t for q, t in self._empty.items() if q in queues}
+        for queue in queues:
+            if queue not in self._keys:
+                bands = [b.encode() for b in self._bands(queue)]
+                self._keys[queue] = [_bulk(b) for b in bands]
+                self._owner.update((b, queue) for b in bands)
+
+    def _left_empty(self, queue: str, tails: list[bytes]) -> None:
+        self._empty[queue] = tails
+        keys = self._keys[queue]
+        self._all[queue] = (b"".join(keys), b"".join(_bulk(t) for t in tails), len(tails))
+        last = len(tails) - 1  # priority 0, the default: fetch.lua reads the bands highest first
+        used = [i for i, tail in enumerate(tails) if tail != NONE or i == last]
+        self._used[queue] = (
+            b"".join(keys[i] for i in used),
+            b"".join(_bulk(tails[i]) for i in used),
+            len(used),
+        )
+
+    def reserve(
+        self, queues: Sequence[str], count: int, block_ms: int, drained: bool, fetch: Fetch
+    ) -> tuple[list[Delivery], bool]:
+        """Reserve up to ``count`` messages of ``queues`` (in their order); with ``block_ms``,
+        wait that long for one if there are none. ``drained`` (the caller's last call saw every
+        queue empty) goes straight to the wait. Returns (deliveries, every queue left empty)."""
+        self._use(queues)
+        if not drained or block_ms <= 0 or len(self._empty) < len(queues) or self._timed_out:
+            self._timed_out = False
+            deliveries = self._pass(queues, count, fetch, probe=True)
+            if deliveries or block_ms <= 0:
+                return deliveries, len(deliveries) < count
+        words = (b"XREAD", b"COUNT", b"1", b"BLOCK", b"%d" % max(1, block_ms), b"STREAMS")
+        every = sum(self._all[q][2] for q in queues)
+        used = sum(self._used[q][2] for q in queues)
+        pieces = self._used if every > BLOCK_ALL_MAX and used else self._all
+        if not self._woken(queues, words, pieces):
+            # The tails still hold; bands left out of the wait are asked (once) next time.
+            self._timed_out = pieces is self._used
+            return [], True
+        deliveries = self._pass(queues, count, fetch, probe=False)
+        return deliveries, len(deliveries) < count
+
+    def _woken(self, queues: Sequence[str], words: Sequence[bytes], pieces: dict[str, Any]) -> bool:
+        """Send ``XREAD`` on the tails (``pieces``) of the empty ``queues``; those with newer
+        entries are no longer empty. True if any woke."""
+        chosen = [pieces[q] for q in queues if q in self._empty]
+        keys = b"".join(p[0] for p in chosen)
+        ids = b"".join(p[1] for p in chosen)
+        reply: Any = self.link.send(_command(words, keys, ids, sum(p[2] for p in chosen)), 1)[0]
+        if isinstance(reply, Exception):
+            raise BrokerError(f"XREAD failed: {reply}")
+        for stream, _ in reply or ():
+            self._empty.pop(self._owner[stream], None)
+        return bool(reply)
+
+    def _pass(self, queues: Sequence[str], count: int, fetch: Fetch, probe: bool) -> list[Delivery]:
+        """``fetch.lua`` on each queue not known to be empty, in order, until ``count``. With
+        ``probe``, one non-blocking XREAD first finds the empty queues that got messages since
+        (asked only when more than one queue is empty: for one, fetch.lua costs the same)."""
+        if probe and sum(1 for q in queues if q in self._empty) > 1:
+            self._woken(queues, (b"XREAD", b"COUNT", b"1", b"STREAMS"), self._all)
+        elif probe:
+            self._empty.clear()
+        deliveries: list[Delivery] = []
+        for queue in queues:
+            remaining = count - len(deliveries)
+            if remaining <= 0:
+                break
+            if queue in self._empty:
+                continue
+            got, tails = fetch(queue, remaining)
+            deliveries.extend(got)
+            if tails is not None:
+                self._left_empty(queue, tails)
+        return deliveries
