@@ -155,14 +155,20 @@ class AsyncRedisBroker:
         """``RedisBroker.wait_result``, awaited: XREAD BLOCK on the task's result stream, woken
         by the worker's write (no polling), in slices shorter than the socket timeout. Each
         waiting call holds one connection of the pool while it blocks."""
+        entries = await self.wait_entries(task_id, timeout_s, after)
+        return entries[-1] if entries else None
+
+    async def wait_entries(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> list[tuple[str, bytes]]:
+        """``RedisBroker.wait_entries``, awaited: every record newer than ``after``, oldest first."""
         key = Keys.result(task_id)
         with self.broker.guard():
             for block_ms in wait_slices(timeout_s, self.broker.socket_timeout_s):
-                reply: Any = await self.client.xread({key: after}, count=1, block=block_ms)
+                reply: Any = await self.client.xread({key: after}, count=1000, block=block_ms)
                 if reply:
-                    entry_id, fields = reply[0][1][-1]
-                    return _text(entry_id), fields[b"r"]
-        return None
+                    return [(_text(entry_id), fields[b"r"]) for entry_id, fields in reply[0][1]]
+        return []
 
     async def aclose(self) -> None:
         """Close this loop's connections."""

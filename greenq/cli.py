@@ -363,7 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = subs.add_parser("revoke", help="revoke tasks that have not started")
     _add_app_flags(revoke)
     revoke.add_argument("ids", nargs="+")
-    revoke.add_argument("--terminate", action="store_true", help="also kill it if it runs in a prefork child")
+    revoke.add_argument(
+        "--terminate", action="store_true", help="also stop it if it is running (greenlet or prefork child)"
+    )
     revoke.set_defaults(handler=cmd_revoke)
 
     embedded = subs.add_parser("embedded", help="the embedded redis-server (nearest .greenq/ upwards)")

@@ -40,9 +40,10 @@ class Control:
         """Revoke tasks that have not started: every worker (also one started later) skips them
         and records REVOKED. The revocation lives in Redis for ``result_expires``.
 
-        With ``terminate=True`` a task already running in a prefork child (a ``--pool prefork``
-        worker, or a ``cpu=True`` task in a hybrid worker) is killed within about 0.1 s and its
-        state is REVOKED. Greenlets are not interrupted.
+        With ``terminate=True`` a task already running is stopped too and its state is REVOKED:
+        in a prefork child (a ``--pool prefork`` worker, or a ``cpu=True`` task in a hybrid
+        worker) the child is killed within about 0.1 s; a greenlet gets ``GreenletExit`` within
+        about 0.5 s, so its ``finally:`` blocks run. The solo pool cannot stop a running task.
         """
         ids = [task_id] if isinstance(task_id, str) else list(task_id)
         self.app.broker.revoke(ids, self.app.conf.result_expires, terminate)

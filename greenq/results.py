@@ -57,6 +57,10 @@ class ResultStore(Protocol):
 
     def store_progress(self, task_id: str, payload: bytes) -> bool: ...
 
+    def wait_entries(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> list[tuple[str, bytes]]: ...
+
 
 class AsyncResultStore(Protocol):
     """The asyncio transport's wait (``greenq.aio.AsyncRedisBroker``)."""
@@ -64,6 +68,10 @@ class AsyncResultStore(Protocol):
     async def wait_result(
         self, task_id: str, timeout_s: float | None, after: str = "0-0"
     ) -> tuple[str, bytes] | None: ...
+
+    async def wait_entries(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> list[tuple[str, bytes]]: ...
 
 
 class ResultApp(Protocol):
@@ -160,30 +168,32 @@ class AsyncResult:
         """
         after = "0-0"
         while True:
-            found = self.app.broker.wait_result(self.id, timeout, after=after)
-            if found is None:
+            entries = self.app.broker.wait_entries(self.id, timeout, after=after)
+            if not entries:
                 raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
-            after, payload = found
-            record = decode_result(payload)
-            yield record
-            if record["state"] in READY_STATES:
-                self._record = record
-                return
+            for _, payload in entries:
+                record = decode_result(payload)
+                yield record
+                if record["state"] in READY_STATES:
+                    self._record = record
+                    return
+            after = entries[-1][0]
 
     async def aiter_updates(self, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
         """``iter_updates`` for asyncio code, awaited on ``redis.asyncio``."""
         after = "0-0"
         broker = self.app.async_broker
         while True:
-            found = await broker.wait_result(self.id, timeout, after=after)
-            if found is None:
+            entries = await broker.wait_entries(self.id, timeout, after=after)
+            if not entries:
                 raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
-            after, payload = found
-            record = decode_result(payload)
-            yield record
-            if record["state"] in READY_STATES:
-                self._record = record
-                return
+            for _, payload in entries:
+                record = decode_result(payload)
+                yield record
+                if record["state"] in READY_STATES:
+                    self._record = record
+                    return
+            after = entries[-1][0]
 
     @property
     def state(self) -> str:

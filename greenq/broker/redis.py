@@ -27,7 +27,8 @@ from greenq.exceptions import BrokerError, BrokerUnavailable
 from greenq.message import Message, now
 
 ENQUEUE_CHUNK = 5000
-PROGRESS_KEPT = 1000  # about how many progress records a result stream keeps for slow readers
+PROGRESS_KEPT = 1000  # about how many state records a result stream keeps (store_results.lua)
+RESULT_READ = 1000  # the most records one read of a result stream returns
 
 
 def wait_slices(timeout_s: float | None, socket_timeout_s: float) -> Iterator[int]:
@@ -136,13 +137,20 @@ class RedisBroker:
         shorter than the socket timeout so a dead server is still noticed. Returns
         (entry id, payload) or None on timeout.
         """
+        entries = self.wait_entries(task_id, timeout_s, after)
+        return entries[-1] if entries else None
+
+    def wait_entries(
+        self, task_id: str, timeout_s: float | None, after: str = "0-0"
+    ) -> list[tuple[str, bytes]]:
+        """``wait_result``, but every record newer than ``after`` (progress updates, then the final
+        one), oldest first, up to ``RESULT_READ`` per call; [] on timeout."""
         key = Keys.result(task_id)
         for block_ms in wait_slices(timeout_s, self.socket_timeout_s):
-            reply = self.conns.call("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", key, after)
+            reply = self.conns.call("XREAD", "COUNT", RESULT_READ, "BLOCK", block_ms, "STREAMS", key, after)
             if reply:
-                entry_id, fields = reply[0][1][-1]
-                return text(entry_id), field(fields, b"r")
-        return None
+                return [(text(entry_id), field(fields, b"r")) for entry_id, fields in reply[0][1]]
+        return []
 
     def forget(self, task_id: str) -> None:
         with self.guard():

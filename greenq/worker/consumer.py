@@ -293,6 +293,9 @@ class Consumer(Lifecycle):
                 len(lost),
             )
             self.ledger.release(len(lost))
+            for reserved in early:  # a concurrency lease it took is not this worker's to keep
+                if id(reserved) in lost:
+                    self.maintenance.flow.leases.pop(reserved.message.id, None)
         return lost
 
     def _drop_expired(self, batch: list[Reserved]) -> list[Reserved]:

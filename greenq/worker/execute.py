@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from greenq import signals, tracing
 from greenq.exceptions import Retry, TaskRevoked
+from greenq.limits import deadline_of, reset_deadline, set_deadline
 from greenq.message import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
 from greenq.pools.base import Job, Outcome
 from greenq.signals import TASK_RUN, ExceptionInfo
@@ -289,6 +290,18 @@ def lost_outcome(app: GreenQ, job: Job, exc: BaseException) -> Outcome:
     return _failure(task, job, exc, bool(setting(task, app.conf, "ignore_result")), request.get("worker"))
 
 
+def execute_with_deadline(app: GreenQ, job: Job) -> Outcome:
+    """``execute`` in a prefork or hybrid child, with the task's deadline set (``greenq.limits``:
+    the default timeout of its ``greenq.http`` and ``app.redis`` calls); the gevent pool sets it
+    per greenlet itself."""
+    expires = job.request.get("expires")
+    token = set_deadline(deadline_of(job.started, job.time_limit, job.soft_time_limit, expires))
+    try:
+        return execute(app, job)
+    finally:
+        reset_deadline(token)
+
+
 class ChildApp:
     """Picklable recipe for a prefork child's runner: import the app, apply the same settings.
 
@@ -321,4 +334,4 @@ class ChildApp:
             app.override(self.overrides)
         if signals.worker_process_init.receivers:
             signals.worker_process_init.send(sender=None)
-        return functools.partial(execute, app)
+        return functools.partial(execute_with_deadline, app)

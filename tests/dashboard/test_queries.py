@@ -134,7 +134,10 @@ def mounted(stack: Stack) -> Iterator[str]:
     server.server_close()
 
 
-def test_mounted_under_a_url_prefix(mounted: str, page: Any) -> None:
+def test_mounted_under_a_url_prefix(mounted: str, page: Any, stack: Stack) -> None:
+    from tests.dashboard import dash_app
+
+    dash_app.parked.delay("mounted")  # the queue the test opens exists, whatever ran before
     page.goto(mounted + "/")
     until(page, "document.getElementById('live-state').textContent.startsWith('live')")
     assert page.locator("header .brand").get_attribute("href") == "/ops/greenq/"

@@ -62,11 +62,13 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert http.retry_after_s("999999") == http.RETRY_AFTER_MAX_S
 
 
+@pytest.mark.parametrize("pool", ["gevent", "prefork"])
 def test_the_tasks_remaining_time_is_the_default_timeout(
-    start_worker: Any, flow: Any, http_target: Any
+    start_worker: Any, flow: Any, http_target: Any, pool: str
 ) -> None:
     target = http_target("--hosts", "1")
-    start_worker("-c", "10", "-Q", "polite", app=FLOW_APP, env={"FLOW_TARGET_PORT": str(target.port)})
+    env = {"FLOW_TARGET_PORT": str(target.port)}
+    start_worker("--pool", pool, "-c", "4", "-Q", "polite", app=FLOW_APP, env=env)
     slow = flow.bounded.apply_async((flow.target(1, "hold/20000"),), expires=2)
     blocked = flow.bounded_redis.apply_async(expires=2)
     assert slow.get(timeout=15) == "deadline"  # not 30 s (the client's default), nor 20 s
