@@ -169,6 +169,7 @@ class GreenQ(TaskRegistry):
                 socket_timeout_s=conf.broker_socket_timeout,
                 dead_letter_max=conf.dead_letter_max,
                 pool_limit=conf.broker_pool_limit,
+                queue_shards=conf.queue_shards,
             )
         return self._broker
 

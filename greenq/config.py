@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from greenq import tls
+from greenq import shards, tls
 from greenq.exceptions import ConfigError
 from greenq.limits import check_queue_rates
 
@@ -192,6 +192,9 @@ class Settings:
     queue_rate_limits: dict[str, str] | None = field(
         default=None, metadata=_doc("Queue -> rate ('50/s', '10/m', '5/h') held by all workers together.")
     )
+    queue_shards: dict[str, int] | None = field(
+        default=None, metadata=_doc("Queue -> N: one hot queue over N streams NAME#0.. (docs/scaling.md).")
+    )
     beat_schedule: dict[str, Any] | None = field(
         default=None,
         metadata=_doc(
@@ -291,8 +294,9 @@ def coerce(name: str, value: Any, source: str) -> Any:
         return _parse_routes(name, value, source) if name == "task_routes" else value
     if kind.startswith("dict"):
         value = _parse_routes(name, value, source)  # JSON from the environment
+        checks = {"queue_rate_limits": check_queue_rates, "queue_shards": shards.check}
         if isinstance(value, Mapping):
-            return check_queue_rates(value, source) if name == "queue_rate_limits" else dict(value)
+            return checks[name](value, source) if name in checks else dict(value)
         raise ConfigError(f"setting {name!r} (from {source}) got {_shown(name, value)}; expected a dict")
     if kind == "list[str]":
         if isinstance(value, str):
@@ -354,6 +358,7 @@ def build_settings(layers: Iterable[Layer]) -> tuple[Settings, dict[str, str]]:
             " results on the broker; leave it unset or equal to broker_url"
         )
     tls.fold(values)  # broker_use_ssl into broker_url: every connection is made from it
+    shards.check_limits(values.get("queue_shards"), values.get("queue_rate_limits"))
     return Settings(**values), origin
 
 

@@ -26,17 +26,20 @@ def _broker(args: argparse.Namespace) -> Any:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from greenq import shards
     from greenq.cli_render import broker_text, render_status
     from greenq.config import mask_url
 
     app, broker = _broker(args)
     if args.json:
-        data = {"broker": mask_url(app.conf.broker_url), **_status(app, broker), "schedules": _schedules(app)}
+        status = _status(app, broker, args.shards)
+        data = {"broker": mask_url(app.conf.broker_url), **status, "schedules": _schedules(app)}
         print(json.dumps(data, indent=2, default=str))
         return 0
     rounds = 0
     while True:
-        data = {"broker": broker_text(app), **_status(app, broker), "schedules": _schedules(app)}
+        data = {"broker": broker_text(app), **_status(app, broker, args.shards), "schedules": _schedules(app)}
+        data["queues"] = shards.flatten(data["queues"])  # NAME (N shards), then its shards with --shards
         screen = render_status(data)
         if args.watch:
             sys.stdout.write("\x1b[H\x1b[2J" + time.strftime("%H:%M:%S  greenq status --watch\n\n"))
@@ -47,12 +50,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         time.sleep(args.interval)
 
 
-def _status(app: Any, broker: Any) -> dict[str, Any]:
+def _status(app: Any, broker: Any, detail: bool = False) -> dict[str, Any]:
     """``admin.status`` with each queue's rate limit from the app's settings where no runtime
-    limit (``greenq queue limit``) is set."""
-    from greenq import admin
+    limit (``greenq queue limit``) is set, and a sharded queue's shards summed into one row
+    (kept in ``per_shard`` with ``detail``)."""
+    from greenq import admin, shards
 
     data = admin.status(broker)
+    data["queues"] = shards.merge(data["queues"], detail)
     configured = app.conf.queue_rate_limits or {}
     for queue in data["queues"]:
         if queue.get("rate_limit") is None and queue["name"] in configured:
@@ -154,10 +159,13 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 
 def cmd_purge(args: argparse.Namespace) -> int:
-    from greenq import admin
+    from greenq import admin, shards
 
-    _, broker = _broker(args)
-    ready = admin.queue_stats(broker, args.queue).ready if args.queue in admin.known_queues(broker) else 0
+    app, broker = _broker(args)
+    known = admin.known_queues(broker)
+    expanded = shards.expand([args.queue], app.conf.queue_shards or {})  # a queue and its shards
+    names = [q for q in expanded if q in known] or [args.queue]  # none known: purge says so
+    ready = sum(admin.queue_stats(broker, q).ready for q in names if q in known)
     if not args.yes:
         if not sys.stdin.isatty():
             print("greenq: error: refusing to purge without --yes (no terminal to confirm)", file=sys.stderr)
@@ -166,7 +174,7 @@ def cmd_purge(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in {"y", "yes"}:
             print("aborted")
             return 1
-    removed = admin.purge(broker, args.queue, _progress("purged"))
+    removed = sum(admin.purge(broker, q, _progress("purged")) for q in names)  # a queue and its shards
     sys.stderr.write("\n" if removed else "")
     print(f"purged {removed:,} messages from {args.queue}")
     return 0
@@ -281,7 +289,9 @@ def cmd_queue(args: argparse.Namespace) -> int:
     from greenq import admin
     from greenq.exceptions import ConfigError
 
-    _, broker = _broker(args)
+    app, broker = _broker(args)
+    if args.action == "limit" and args.name in (app.conf.queue_shards or {}):
+        raise ConfigError(f"queue {args.name!r} is sharded: it has no queue rate limit (docs/scaling.md)")
     if args.action == "forget":
         admin.forget_queue(broker, args.name)
         print(f"forgot queue {args.name}")
@@ -304,6 +314,7 @@ def add_commands(subs: Any, add_app_flags: Callable[[argparse.ArgumentParser], N
     status = subs.add_parser("status", help="queues and workers at a glance")
     add_app_flags(status)
     status.add_argument("--json", action="store_true")
+    status.add_argument("--shards", action="store_true", help="a row per shard of sharded queues")
     status.add_argument("--watch", action="store_true", help="refresh in place like top")
     status.add_argument("--interval", type=float, default=2.0)
     status.add_argument("--count", type=int, help="with --watch: stop after this many screens")

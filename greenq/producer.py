@@ -24,6 +24,7 @@ import orjson
 from greenq import signals, tracing
 from greenq.message import Message, encode, new_id, now
 from greenq.routing import is_static, route_task
+from greenq.shards import Picker
 from greenq.task import Task, TaskOptions, check_priority, to_epoch
 
 if TYPE_CHECKING:
@@ -77,6 +78,7 @@ class Producer:
         # (task, call's queue, task's queue) -> (queue, route priority); valid for _routes_conf
         self._routes: dict[tuple[str, str | None, str | None], tuple[str, int | None]] = {}
         self._routes_conf: Settings | None = None
+        self._shards = Picker()  # round robin over a sharded queue's shards (greenq.shards)
 
     def build(
         self,
@@ -93,11 +95,14 @@ class Producer:
         unique: bool = False,
         workflow: dict[str, Any] | None = None,
         headers: dict[str, Any] | None = None,
+        shard_key: str | None = None,
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call (``GreenQ.build_message`` documents it).
         ``workflow``: the message's links to a chain, chord or callbacks (``greenq.workflow``).
         ``headers``: the parent's headers, for a workflow's next step: it joins the parent's trace
-        (``traceparent``) and keeps what ``before_task_publish`` receivers added."""
+        (``traceparent``) and keeps what ``before_task_publish`` receivers added. ``shard_key``:
+        on a sharded queue (``queue_shards``), the same key goes to the same shard; a unique
+        call's shard follows its unique key, any other call's goes round robin."""
         app = self._app
         conf = app.conf
         args = tuple(args) if args else ()
@@ -122,6 +127,9 @@ class Producer:
         unique_key, unique_ttl_ms = None, 0
         if unique or (opts is not None and opts.unique_for is not None):
             unique_key, unique_ttl_ms = _unique(name, args, kwargs, task_id if unique else None, opts, conf)
+        if conf.queue_shards and route_queue in conf.queue_shards:
+            count = conf.queue_shards[route_queue]
+            route_queue = self._shards.pick(route_queue, count, shard_key or unique_key)
         message_id = task_id or new_id()
         message = Message(
             id=message_id,

@@ -258,6 +258,7 @@ class Task:
         on_commit: bool | str = False,
         link: Any = None,
         link_error: Any = None,
+        shard_key: str | None = None,
     ) -> AsyncResult:
         """Enqueue one call.
 
@@ -273,6 +274,8 @@ class Task:
                 when it finishes, or after the task's ``unique_for`` or the ``task_unique_ttl``
                 setting, in seconds). A task with ``unique_for`` is always unique, keyed by its
                 name and arguments. See docs/semantics.md, "Unique enqueue".
+            shard_key: on a sharded queue (``queue_shards``), calls with one key go to one shard
+                (in order); without one, a unique call's key decides, else round robin.
             link / link_error: a signature (or list) run with the result when the task succeeds,
                 or with ``(task_id, error)`` once when it fails for good (docs/workflows.md).
             on_commit: True: send when the Django transaction of the default database commits
@@ -292,7 +295,9 @@ class Task:
             if on_commit or unique:
                 raise ValueError(f"{self.name}: link/link_error cannot be combined with on_commit or unique")
             options = {"queue": queue, "priority": priority, "countdown": countdown, "eta": eta}
-            options.update(expires=expires, task_id=task_id, link=link, link_error=link_error)
+            options.update(
+                expires=expires, task_id=task_id, link=link, link_error=link_error, shard_key=shard_key
+            )
             given = {k: v for k, v in options.items() if v is not None}
             result: AsyncResult = self.signature(args, kwargs, **given).apply_async()
             return result
@@ -308,6 +313,7 @@ class Task:
             task_id=task_id,
             unique=unique,
             on_commit=on_commit,
+            **({"shard_key": shard_key} if shard_key is not None else {}),
         )
 
     def map(self, arg_tuples: Iterable[Sequence[Any]], **options: Any) -> list[AsyncResult]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
+from greenq import shards
 from greenq.broker import Delivery
 from greenq.broker.keys import EVENTS_MAX, GROUP, Keys, delayed_command
 from greenq.broker.stack import Link, script, text
@@ -26,9 +27,11 @@ from greenq.message import PRIORITY_MAX, Message, now
 class Channel:
     """A worker thread's message operations on its own ``Link`` (not shared between threads)."""
 
-    def __init__(self, link: Link, dead_letter_max: int) -> None:
+    def __init__(self, link: Link, dead_letter_max: int, shards: Mapping[str, int] | None = None) -> None:
         self.link = link
         self.dead_letter_max = dead_letter_max
+        self.shards = shards or {}  # queue_shards: a queue is read with its shards (greenq.shards)
+        self._turn = 0  # which shard a fetch starts at
         # Which queues were left empty, at which tails: where XREAD BLOCK waits (wake.py).
         self.watch = QueueWatch(link, Keys.bands)
         # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
@@ -62,15 +65,20 @@ class Channel:
         ``BLOCK_ALL_MAX`` bands the worker always waits that way (``wake.QueueWatch``: a blocking
         read on every band costs Redis more the more bands it names).
         """
+        order = queues
+        if self.shards:  # each fetch starts at the next shard (the blocking read names them all)
+            queues = shards.expand(queues, self.shards)
+            self._turn += 1
+            order = shards.rotate(queues, self._turn)
         bands = len(queues) * len(Keys.bands(queues[0]))
         per_band = count // bands
         fetch = partial(self._fetch_queue, consumer)
         if per_band < 1 or bands > BLOCK_ALL_MAX:
-            return self.watch.reserve(queues, count, block_ms, drained, fetch)
+            return self.watch.reserve(order, count, block_ms, drained, fetch)
         if drained and block_ms > 0:
             return self._reserve_blocking(queues, consumer, per_band, block_ms)
         if len(queues) > 1:
-            deliveries, _ = self.watch.reserve(queues, count, 0, False, fetch)
+            deliveries, _ = self.watch.reserve(order, count, 0, False, fetch)
         else:
             deliveries, _ = self._fetch_queue(consumer, queues[0], count, want_tails=False)
         if deliveries or block_ms <= 0:
@@ -302,7 +310,7 @@ class Channel:
         Used after a connection error: a fetch whose reply was lost leaves entries in this live
         consumer's pending list that it never saw; they are found here and requeued.
         """
-        streams = [key for queue in queues for key in Keys.bands(queue)]
+        streams = [key for queue in shards.expand(queues, self.shards) for key in Keys.bands(queue)]
         exists = self.link.pipeline([("EXISTS", key) for key in streams])
         live = [key for key, found in zip(streams, exists, strict=True) if found == 1]
         replies = self.link.pipeline([("XPENDING", key, GROUP, "-", "+", 100_000, consumer) for key in live])

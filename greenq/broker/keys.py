@@ -22,7 +22,7 @@ from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
 GROUP = "greenq"  # the one consumer group of every band stream
 EVENTS_MAX = 100_000  # the events stream is capped at about this many entries
 RECOVERED_TTL_MS = 600_000  # how long a recovery marker (see ``Keys.recovered``) is kept
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}(#[0-9]{1,4})?$")  # NAME#i: a shard (greenq.shards)
 _STREAM_KEY = re.compile(r"^[^:{}]+:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
 
 

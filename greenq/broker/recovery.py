@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from greenq import shards
 from greenq.broker.keys import GROUP, RECOVERED_TTL_MS, Keys, parse_stream_key
 from greenq.broker.stack import Link, script, text
 from greenq.exceptions import BrokerError
@@ -27,9 +28,10 @@ HELD_TTL_FACTOR = 4  # a worker's unique-held hash outlives its heartbeat key th
 class Upkeep:
     """Liveness operations on the maintenance thread's own ``Link``."""
 
-    def __init__(self, link: Link, dead_letter_max: int) -> None:
+    def __init__(self, link: Link, dead_letter_max: int, shards: Mapping[str, int] | None = None) -> None:
         self.link = link
         self.dead_letter_max = dead_letter_max
+        self.shards = shards or {}  # queue_shards: each queue's shards are looked after too
         self._probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # move_due's packed ZRANGEs
         self._exists_probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # recovery's EXISTS
         self._consumers_probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # and its XINFOs
@@ -92,7 +94,7 @@ class Upkeep:
         """
         requeued, dead = 0, []
         released: set[str] = set()
-        for key, name in self._dead_consumers(queues, own_consumer):
+        for key, name in self._dead_consumers(shards.expand(queues, self.shards), own_consumer):
             if name not in released:  # before its entries: a failure here leaves it to retry
                 self.release_held(name)
                 released.add(name)
@@ -180,7 +182,7 @@ class Upkeep:
         member (one pipeline of ``ZRANGE``, packed once) and runs ``schedule.lua`` only where
         one is due: an idle worker on 100 queues costs Redis 100 cheap reads per tick, not 100
         scripts (docs/keyspace.md, "Many queues")."""
-        due, soonest = self._due(queues)
+        due, soonest = self._due(shards.expand(queues, self.shards))
         if not due:
             return soonest
         commands = []

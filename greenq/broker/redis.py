@@ -10,7 +10,7 @@ Imports: redis, broker.*, config, exceptions, message; must not import the worke
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -58,8 +58,10 @@ class RedisBroker:
         socket_timeout_s: float = 10.0,
         dead_letter_max: int = 10000,
         pool_limit: int = 1000,
+        queue_shards: Mapping[str, int] | None = None,
     ) -> None:
         self.url = url
+        self.queue_shards = dict(queue_shards or {})  # workers read each queue's shards too
         self.connect_timeout_s = connect_timeout_s
         self.socket_timeout_s = socket_timeout_s
         self.dead_letter_max = dead_letter_max
@@ -186,8 +188,8 @@ class RedisBroker:
 
     def channel(self, block_s: float = 0.0) -> Channel:
         """Message operations (reserve, start, flush ...) on a new dedicated connection."""
-        return Channel(self.link(block_s), self.dead_letter_max)
+        return Channel(self.link(block_s), self.dead_letter_max, self.queue_shards)
 
     def upkeep(self, link: Link | None = None) -> Upkeep:
         """Liveness operations (heartbeat, recovery, due mover) on ``link`` or a new connection."""
-        return Upkeep(link or self.link(), self.dead_letter_max)
+        return Upkeep(link or self.link(), self.dead_letter_max, self.queue_shards)

@@ -72,6 +72,7 @@ class Scheduler:
             countdown=options.get("countdown"),
             expires=_expires(options.get("expires"), fire_ms),
             task_id=fire_task_id(schedule.name, fire_ms),
+            shard_key=f"schedule:{schedule.name}",  # a sharded queue: one shard per schedule
         )
         if schedule.overlap:
             return message, body

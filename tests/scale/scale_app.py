@@ -40,3 +40,14 @@ def early(tag: str) -> str:
 def touch(key: str) -> int:
     """A task that uses ``app.redis`` (the broker's server): it must follow the broker's master."""
     return int(app.redis.incr(key))
+
+
+@app.task(bind=True)
+def where(self, tag: str, fail_first: bool = False) -> str:
+    """Records the order of runs and the shard each ran from (``request.queue``); with
+    ``fail_first`` it retries once, to show a retry stays in its shard."""
+    queue = self.request.queue or ""
+    counter().rpush(f"order:{tag}", queue)
+    if fail_first and self.request.retries == 0:
+        raise self.retry(countdown=0.05)
+    return queue
