@@ -32,7 +32,15 @@ WORKER_FLAGS: Mapping[str, str] = {
     "events": "worker_send_task_events",
 }
 
-BROKER_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+BROKER_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 
 
 def load_app(spec: str | None) -> Any:
@@ -86,7 +94,8 @@ def check_broker_url(url: str) -> str:
     if not sep or scheme not in BROKER_SCHEMES or not rest:
         raise ConfigError(
             f"malformed broker URL {mask_url(url)!r}: expected redis://[user:password@]host[:port][/db], "
-            "rediss://... (TLS), unix:///path/to/socket or redis+sentinel://host:port[,host:port]/SERVICE[/db]"
+            "rediss://... (TLS), unix:///path/to/socket, redis+sentinel://host:port[,host:port]/SERVICE[/db]"
+            " or redis+cluster://host:port[,host:port]"
         )
     return url
 

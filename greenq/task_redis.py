@@ -27,6 +27,8 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from greenq.broker.cluster import client as cluster_client
+from greenq.broker.cluster import is_cluster
 from greenq.broker.sentinel import connection_pool
 from greenq.config import mask_url
 from greenq.limits import remaining_s
@@ -151,7 +153,10 @@ class TaskRedis(redis.Redis):
 
 
 def task_client(url: str, size: int, wait_s: float, connect_timeout_s: float) -> redis.Redis:
-    """A redis-py client on a ``TaskConnectionPool`` of ``size`` connections."""
+    """A redis-py client on a ``TaskConnectionPool`` of ``size`` connections (on a Redis
+    Cluster, redis-py's ``RedisCluster``, up to ``size`` connections per node)."""
+    if is_cluster(url):
+        return cluster_client(url, max_connections=size, socket_connect_timeout=connect_timeout_s)
     pool = connection_pool(
         TaskConnectionPool,
         url,

@@ -73,7 +73,7 @@ class Channel:
         bands = len(queues) * len(Keys.bands(queues[0]))
         per_band = count // bands
         fetch = partial(self._fetch_queue, consumer)
-        if per_band < 1 or bands > BLOCK_ALL_MAX:
+        if per_band < 1 or bands > BLOCK_ALL_MAX or (self.link.cluster and len(queues) > 1):
             return self.watch.reserve(order, count, block_ms, drained, fetch)
         if drained and block_ms > 0:
             return self._reserve_blocking(queues, consumer, per_band, block_ms)

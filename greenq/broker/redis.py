@@ -17,11 +17,13 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from greenq.broker import cluster
 from greenq.broker.channel import Channel
+from greenq.broker.cluster import ClusterStack, is_cluster
 from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.recovery import Upkeep
 from greenq.broker.sentinel import connection_pool
-from greenq.broker.stack import NETWORK_ERRORS, ConnectionStack, Link, field, script, text
+from greenq.broker.stack import NETWORK_ERRORS, ConnectionStack, Link, exchange, field, pack, script, text
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
 from greenq.message import Message, now
@@ -65,6 +67,12 @@ class RedisBroker:
         self.connect_timeout_s = connect_timeout_s
         self.socket_timeout_s = socket_timeout_s
         self.dead_letter_max = dead_letter_max
+        self._known_queues: set[str] = set()
+        timeouts = {"socket_connect_timeout": connect_timeout_s, "socket_timeout": socket_timeout_s}
+        if is_cluster(url):  # each command to its slot's master (cluster.py)
+            self.client: Any = cluster.client(url, protocol=2, **timeouts)
+            self.conns: Any = ClusterStack(url, exchange, pack, pool_limit, socket_timeout_s, **timeouts)
+            return
         # RESP2 everywhere: reply shapes must not change with the redis-py version's default.
         # A blocking pool: with more concurrent callers than connections (hundreds of greenlets
         # waiting in get()), callers wait for a free connection instead of failing.
@@ -78,10 +86,9 @@ class RedisBroker:
             protocol=2,
         )
         # Admin and tools: the full redis-py API (typed Any: its replies are unions with Awaitable).
-        self.client: Any = redis.Redis(connection_pool=pool)
+        self.client = redis.Redis(connection_pool=pool)
         # Enqueue and result reads: the hot producer path, on raw connections (see stack.py).
         self.conns = ConnectionStack(url, pool.make_connection, pool_limit, socket_timeout_s)
-        self._known_queues: set[str] = set()
 
     def __repr__(self) -> str:
         return f"RedisBroker({mask_url(self.url)!r})"

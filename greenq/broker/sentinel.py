@@ -313,6 +313,11 @@ def connection_pool(pool_class: Any, url: str, raise_on_move: bool = False, **kw
             "broker_url: Celery's sentinel://HOST;sentinel://HOST form is not greenq's; use"
             " redis+sentinel://HOST:PORT,HOST:PORT/SERVICE/DB (docs/scaling.md)"
         )
+    if url.partition("://")[0].endswith("+cluster"):  # sync callers branch before (cluster.py)
+        raise ConfigError(
+            "Redis Cluster: the asyncio producer cannot use redis+cluster:// yet; enqueue from a"
+            " thread (the sync producer) or point it at one node (docs/scaling.md)"
+        )
     if not is_sentinel(url):
         return pool_class.from_url(url, **kwargs)
     found = resolver(url)

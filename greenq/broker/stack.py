@@ -21,6 +21,7 @@ from typing import Any
 import redis
 import redis.exceptions
 
+from greenq.broker.cluster import ClusterRouter, Unsent, is_cluster
 from greenq.broker.sentinel import connection_pool
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
@@ -171,8 +172,15 @@ class Link:
     the next call.
     """
 
+    cluster = False  # a Redis Cluster link routes each command to its slot's master (cluster.py)
+
     def __init__(self, url: str, connect_timeout_s: float, socket_timeout_s: float) -> None:
         self.url = url
+        if is_cluster(url):
+            self.cluster = True
+            timeouts = {"socket_connect_timeout": connect_timeout_s, "socket_timeout": socket_timeout_s}
+            self._router = ClusterRouter(url, exchange, pack, health_check_interval=0, **timeouts)
+            return
         pool = connection_pool(  # a Sentinel URL's link raises when the master moves (see sentinel.py)
             redis.ConnectionPool,
             url,
@@ -186,7 +194,7 @@ class Link:
 
     def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
         """The commands in the wire protocol, for ``send`` (see ``pack``)."""
-        return pack(self._conn, commands)
+        return Unsent(commands) if self.cluster else pack(self._conn, commands)
 
     def pipeline(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """Send all commands in one write and read every reply; error replies are returned in place."""
@@ -194,6 +202,8 @@ class Link:
 
     def send(self, packed: list[bytes], count: int) -> list[Any]:
         """Send commands packed by ``pack`` and read their ``count`` replies (see ``exchange``)."""
+        if self.cluster:
+            return self._router.execute(packed.commands)  # type: ignore[attr-defined]
         return exchange(self._conn, packed, count, self.url)
 
     def call(self, *args: Any) -> Any:
@@ -204,7 +214,10 @@ class Link:
         return reply
 
     def transaction(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
-        """Run commands in MULTI/EXEC: all of them or none, in one round trip."""
+        """Run commands in MULTI/EXEC: all of them or none, in one round trip (on a cluster, one
+        MULTI per slot, acks last: see cluster.py)."""
+        if self.cluster:
+            return self._router.transaction(commands)
         replies = self.pipeline([("MULTI",), *commands, ("EXEC",)])
         result = replies[-1]
         if isinstance(result, Exception) or result is None:
@@ -214,4 +227,7 @@ class Link:
         return list(result)
 
     def close(self) -> None:
-        self._conn.disconnect()
+        if self.cluster:
+            self._router.close()
+        else:
+            self._conn.disconnect()

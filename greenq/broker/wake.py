@@ -36,6 +36,7 @@ def _command(words: Sequence[bytes], keys: bytes, ids: bytes, streams: int) -> l
 
 NONE = b"0-0"  # the tail fetch.lua reports for a band stream with no entry (or none at all)
 BLOCK_ALL_MAX = 100  # up to this many band streams, wait on them all (a few queues: cheap)
+CLUSTER_POLL_MS = 50  # on Redis Cluster, how long a wait on several queues blocks on one of them
 
 
 class QueueWatch:
@@ -60,6 +61,7 @@ class QueueWatch:
         self._all: dict[str, tuple[bytes, bytes, int]] = {}
         self._used: dict[str, tuple[bytes, bytes, int]] = {}
         self._timed_out = False  # the last wait timed out: ask the unused bands next time
+        self._turn = 0  # on a cluster, which queue a wait on several blocks on
 
     def _use(self, queues: Sequence[str]) -> None:
         if tuple(queues) == self._queues:
@@ -110,6 +112,8 @@ class QueueWatch:
     def _woken(self, queues: Sequence[str], words: Sequence[bytes], pieces: dict[str, Any]) -> bool:
         """Send ``XREAD`` on the tails (``pieces``) of the empty ``queues``; those with newer
         entries are no longer empty. True if any woke."""
+        if self.link.cluster:
+            return self._woken_cluster([q for q in queues if q in self._empty], words)
         chosen = [pieces[q] for q in queues if q in self._empty]
         keys = b"".join(p[0] for p in chosen)
         ids = b"".join(p[1] for p in chosen)
@@ -119,6 +123,33 @@ class QueueWatch:
         for stream, _ in reply or ():
             self._empty.pop(self._owner[stream], None)
         return bool(reply)
+
+    def _woken_cluster(self, queues: list[str], words: Sequence[bytes]) -> bool:
+        """On Redis Cluster a command names one slot: one XREAD per queue. A wait on several
+        queues looks at them all without blocking, then blocks on one of them in turn for at
+        most ``CLUSTER_POLL_MS``: another queue's message waits up to that long."""
+        block = int(words[4]) if b"BLOCK" in words else 0
+        if len(queues) > 1 or not block:
+            reads = [("XREAD", "COUNT", 1, "STREAMS", *self._bands(q), *self._empty[q]) for q in queues]
+            woke = self._mark(queues, self.link.pipeline(reads))
+            if woke or not block:
+                return woke
+            self._turn += 1
+            queues = [queues[self._turn % len(queues)]]
+            block = min(block, CLUSTER_POLL_MS)
+        q = queues[0]
+        read = ("XREAD", "COUNT", 1, "BLOCK", block, "STREAMS", *self._bands(q), *self._empty[q])
+        return self._mark(queues, self.link.pipeline([read]))
+
+    def _mark(self, queues: list[str], replies: list[Any]) -> bool:
+        woke = False
+        for queue, reply in zip(queues, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise BrokerError(f"XREAD failed: {reply}")
+            if reply:
+                self._empty.pop(queue, None)
+                woke = True
+        return woke
 
     def _pass(self, queues: Sequence[str], count: int, fetch: Fetch, probe: bool) -> list[Delivery]:
         """``fetch.lua`` on each queue not known to be empty, in order, until ``count``. With

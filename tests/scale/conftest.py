@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.scale import scale_app
-from tests.scale.servers import SentinelGroup
+from tests.scale.servers import Cluster, SentinelGroup
 
 
 @pytest.fixture
@@ -34,3 +34,19 @@ def producer(monkeypatch: pytest.MonkeyPatch, redis_url: str):
     yield point
     scale_app.app.close()
     scale_app.app._settings = None
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    """Three masters, no replicas."""
+    found = Cluster(3).start()
+    yield found
+    found.stop()
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[Cluster]:
+    """Three masters, each with a replica."""
+    found = Cluster(3, replicas=1).start()
+    yield found
+    found.stop()

@@ -51,3 +51,17 @@ def where(self, tag: str, fail_first: bool = False) -> str:
     if fail_first and self.request.retries == 0:
         raise self.retry(countdown=0.05)
     return queue
+
+
+@app.task
+def stamp(tag: str) -> float:
+    """Records when it ran (ETA tests)."""
+    ran = time.time()
+    counter().hset(f"ran:{tag}", stamp.request.id, repr(ran))
+    return ran
+
+
+@app.task
+def collect(values: list[object]) -> int:
+    """A chord body: how many member results it got."""
+    return len(values)

@@ -8,6 +8,8 @@ is awaited on its log (no sleeping) and stopped by PID.
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import tempfile
 import threading
@@ -27,6 +29,20 @@ def binary() -> str:
     found = bundled_binary() or system_binary()
     assert found, "no redis-server binary"
     return found
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10,000) is free too (so at most 55,535)."""
+    for _ in range(200):
+        port = random.randint(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def until(check: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
@@ -147,3 +163,101 @@ class SentinelGroup:
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
+
+
+class Cluster:
+    """``masters`` Redis Cluster masters sharing the 16,384 slots evenly, each with ``replicas``
+    replicas, joined by hand (``CLUSTER ADDSLOTS``, ``MEET``, ``REPLICATE``)."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+        self.folder = tempfile.mkdtemp(prefix="greenq-cluster-")
+        self.master_ports = [cluster_port() for _ in range(masters)]
+        self.replica_ports = [cluster_port() for _ in range(masters * replicas)]
+        self.replicas = replicas
+        self.processes: dict[int, Process] = {}
+
+    def _node(self, port: int) -> Process:
+        folder = Path(self.folder) / str(port)
+        folder.mkdir(exist_ok=True)
+        return data_node(
+            port,
+            str(folder),
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            f"nodes-{port}.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-require-full-coverage",
+            "no",
+        )
+
+    def start(self) -> Cluster:
+        ports = self.master_ports + self.replica_ports
+        for port in ports:
+            self.processes[port] = self._node(port)
+        per = 16384 // len(self.master_ports)
+        for index, port in enumerate(self.master_ports):
+            last = 16383 if index == len(self.master_ports) - 1 else (index + 1) * per - 1
+            redis.Redis(port=port).execute_command("CLUSTER", "ADDSLOTS", *range(index * per, last + 1))
+        first = redis.Redis(port=ports[0])
+        for port in ports[1:]:
+            first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
+        until(lambda: all(self._knows_all(p) for p in ports), what="the nodes to meet")
+        for index, port in enumerate(self.replica_ports):
+            master = self.master_ports[index // self.replicas]
+            node_id = redis.Redis(port=master).execute_command("CLUSTER", "MYID")
+            redis.Redis(port=port).execute_command("CLUSTER", "REPLICATE", node_id)
+        until(lambda: all(self._ok(p) for p in ports), what="cluster_state:ok everywhere")
+        if self.replica_ports:
+            until(self._replicas_synced, what="the replicas to sync")
+        return self
+
+    def _knows_all(self, port: int) -> bool:
+        nodes = redis.Redis(port=port).execute_command("CLUSTER", "NODES")
+        text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
+        return len([line for line in text.splitlines() if line.strip()]) == len(self.processes)
+
+    def _ok(self, port: int) -> bool:
+        info = redis.Redis(port=port).execute_command("CLUSTER", "INFO")
+        text = info.decode() if isinstance(info, bytes) else str(info)
+        return "cluster_state:ok" in text
+
+    def _replicas_synced(self) -> bool:
+        return all(
+            redis.Redis(port=p).info("replication").get("master_link_status") == "up"
+            for p in self.replica_ports
+        )
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.master_ports)
+
+    def client(self) -> redis.RedisCluster:
+        return redis.RedisCluster(host="127.0.0.1", port=self.master_ports[0])
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.stop()
+
+    def master_of(self, key: str) -> int:
+        """The port of the master that owns ``key``'s slot now."""
+        node = self.client().get_node_from_key(key)
+        return int(node.port)
+
+    def kill(self, port: int) -> None:
+        self.processes[port].kill()
+
+    def wait_replicated(self) -> None:
+        """Until every replica has all its master has written so far."""
+        for port in self.master_ports:
+            if self.processes[port].proc.poll() is not None:
+                continue
+            offset = int(redis.Redis(port=port).info("replication")["master_repl_offset"])
+
+            def caught_up(master: int = port, target: int = offset) -> bool:
+                info = redis.Redis(port=master).info("replication")
+                replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+                return bool(replicas) and all(int(v["offset"]) >= target for v in replicas)
+
+            until(caught_up, what=f"the replica of {port} to catch up")
