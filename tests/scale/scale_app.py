@@ -65,3 +65,21 @@ def stamp(tag: str) -> float:
 def collect(values: list[object]) -> int:
     """A chord body: how many member results it got."""
     return len(values)
+
+
+# Bodies that do nothing, for scripts/scale_bench.py: what is left is the queue's own cost.
+@app.task(ignore_result=True)
+def bare(payload: str = "") -> None:
+    """Early ack, no result."""
+
+
+@app.task
+def bare_result(payload: str = "") -> int:
+    """Early ack, a result."""
+    return 1
+
+
+@app.task(acks_late=True)
+def bare_late(payload: str = "") -> int:
+    """Late ack, a result."""
+    return 1
