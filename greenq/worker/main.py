@@ -104,6 +104,7 @@ def tune_gc(threshold: int) -> None:
     generation to be walked again. Most garbage here has no cycles and is freed by reference
     counting anyway.
     """
+    gc.enable()  # the command line may run a worker's imports with it off (nothing to collect)
     if threshold <= 0:
         return
     gc.freeze()  # NOTE: no gc.collect() first: it costs start-up time for a few dead objects

@@ -13,6 +13,7 @@ group name so ``greenq status`` shows them together. Imports: stdlib only.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -43,6 +44,7 @@ def strip_processes(argv: list[str]) -> list[str]:
 
 def run_group(worker_argv: list[str], processes: int, group: str) -> int:
     """Run ``processes`` workers with ``worker_argv`` until signalled; returns the exit code."""
+    gc.enable()  # the command line may run a worker's imports with it off
     children: dict[int, subprocess.Popen[bytes]] = {}
     signals = {"count": 0}
 
