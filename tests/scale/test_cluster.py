@@ -47,12 +47,14 @@ def test_ten_thousand_tasks_over_six_queues_and_a_sharded_one_with_eta_and_recov
     victim.wait(10)
     start_worker(*args, app="tests.scale.scale_app", url=cluster.url, env=env)
     assert [result.get(timeout=120) for result in late + early] == [x.id for x in late + early]
-    assert all(result.get(timeout=60) >= due for result in eta)  # not before its time
+    assert all(result.get(timeout=60) >= due - 0.002 for result in eta)  # not before its time (ms)
     runs_early, done_late = _counts(r, "runs:early"), _counts(r, "done:late")
     assert len(early) == 9800 and set(runs_early) == {x.id for x in early}
     assert set(done_late) == {x.id for x in late}  # nothing lost with the killed worker
     nodes = cluster.client()
-    assert all(nodes.xlen(Keys.stream(q)) == 0 for q in [*QUEUES, *(f"hot#{i}" for i in range(4))])
+    # A late ack follows its result in a MULTI of its own (acks last): the streams empty just after.
+    streams = [Keys.stream(q) for q in [*QUEUES, *(f"hot#{i}" for i in range(4))]]
+    until(lambda: all(nodes.xlen(stream) == 0 for stream in streams), what="the last acks")
     assert {nodes.keyslot(Keys.stream(f"hot#{i}")) for i in range(4)} != {nodes.keyslot(Keys.stream("hot"))}
     clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
     status = subprocess.run(
