@@ -94,3 +94,37 @@ def test_failover_mid_drain_producer_worker_app_redis_and_status_follow(
     assert '"default"' in status.stdout
     print(f"sentinel failover {old} -> {new}: 0 lost, {again} ran again")
     assert app.conf.broker_url == sentinels.url
+
+
+def test_a_demoted_master_refusing_a_write_or_a_script_is_a_connection_error_to_resolve_again(
+    tmp_path,
+) -> None:
+    """The master a connection reached turns replica under it (READONLY): the write raises
+    ConnectionError (the caller's reconnect path), the connection is dropped and the resolver
+    asks the sentinels again on the next connect; a replica named as master is refused (ROLE)."""
+    from greenq.broker.sentinel import Resolver, SentinelConnection
+    from greenq.embedded import free_port
+    from tests.scale.servers import data_node
+
+    first, second = free_port(), free_port()
+    nodes = [data_node(first, str(tmp_path)), data_node(second, str(tmp_path))]
+    try:
+        resolver = Resolver(parse("redis+sentinel://127.0.0.1:1/m"))
+        resolver.address, resolver.checked = ("127.0.0.1", first), float("inf")  # as if just asked
+        conns = [SentinelConnection(resolver=resolver, protocol=2) for _ in range(2)]
+        for conn in conns:
+            conn.send_command("SET", "k", "1")
+            assert conn.read_response() == b"OK"
+        redis.Redis(port=first).replicaof("127.0.0.1", second)
+        commands = (("SET", "k", "2"), ("EVAL", "return redis.call('SET', 'k', '3')", 0))  # 6.2 wraps it
+        for conn, command in zip(conns, commands, strict=True):
+            conn.send_command(*command)
+            with pytest.raises(redis.ConnectionError, match="replica now"):
+                conn.read_response()
+            assert conn._sock is None and resolver.checked == 0.0
+            resolver.checked = float("inf")
+        with pytest.raises(redis.ConnectionError, match="is a slave"):
+            conns[0].connect()  # the sentinels (stale here) still name it: ROLE says otherwise
+    finally:
+        for node in nodes:
+            node.stop()
