@@ -51,7 +51,7 @@ class QueueStats:
 
 def known_queues(broker: RedisBroker) -> list[str]:
     with broker.guard():
-        return sorted(_text(q) for q in broker.client.smembers(Keys.QUEUES))
+        return sorted(_text(q) for q in broker.client.smembers(broker.keys.QUEUES))
 
 
 def queue_stats(
@@ -66,16 +66,16 @@ def queue_stats(
     check_queue_name(queue)
     if live_workers is None:
         live_workers = workers(broker)
-    bands = Keys.bands(queue)
+    bands = broker.keys.bands(queue)
     client = broker.client
     with broker.guard():
         pipe = client.pipeline(transaction=False)
         for key in bands:
             pipe.xlen(key)
-        pipe.zcard(Keys.delayed(queue))
-        pipe.xlen(Keys.dead(queue))
-        pipe.get(Keys.dead_dropped(queue))
-        pipe.hgetall(Keys.flow(queue))
+        pipe.zcard(broker.keys.delayed(queue))
+        pipe.xlen(broker.keys.dead(queue))
+        pipe.get(broker.keys.dead_dropped(queue))
+        pipe.hgetall(broker.keys.flow(queue))
         replies = pipe.execute()
         lengths, delayed, dead, dropped = (
             replies[: len(bands)],
@@ -113,12 +113,12 @@ def workers(broker: RedisBroker) -> list[dict[str, Any]]:
     """Live workers' heartbeat records, with ``heartbeat_age_s``; names whose heartbeat expired
     are dropped from the registry as they are found."""
     with broker.guard():
-        names = sorted(_text(n) for n in broker.client.smembers(Keys.WORKERS))
-        records = broker.client.mget([Keys.worker(n) for n in names]) if names else []
+        names = sorted(_text(n) for n in broker.client.smembers(broker.keys.WORKERS))
+        records = broker.client.mget([broker.keys.worker(n) for n in names]) if names else []
         found = []
         for name, raw in zip(names, records, strict=True):
             if raw is None:
-                broker.client.srem(Keys.WORKERS, name)
+                broker.client.srem(broker.keys.WORKERS, name)
                 continue
             record = orjson.loads(raw)
             record["heartbeat_age_s"] = max(0.0, time.time() - float(record.get("heartbeat_at", 0)))
@@ -135,7 +135,7 @@ def active_arguments(
     wanted = {consumer: ids for consumer, ids in consumers.items() if ids}
     with broker.guard():
         for consumer, ids in wanted.items():
-            broker.client.set(Keys.ask(consumer), orjson.dumps(ids), ex=30)
+            broker.client.set(broker.keys.ask(consumer), orjson.dumps(ids), ex=30)
     found: dict[str, dict[str, str]] = {}
     deadline = time.monotonic() + timeout_s
     while wanted and time.monotonic() < deadline:
@@ -148,7 +148,7 @@ def active_arguments(
             time.sleep(0.2)
     with broker.guard():
         for consumer in consumers:
-            broker.client.delete(Keys.ask(consumer))
+            broker.client.delete(broker.keys.ask(consumer))
     return found
 
 
@@ -173,7 +173,7 @@ def purge(broker: RedisBroker, queue: str, progress: Progress | None = None) -> 
     removed = 0
     total = max(0, queue_stats(broker, queue).ready)
     with broker.guard():
-        for key in Keys.bands(queue):
+        for key in broker.keys.bands(queue):
             groups = (
                 {_text(g["name"]): g for g in broker.client.xinfo_groups(key)}
                 if broker.client.exists(key)
@@ -198,7 +198,7 @@ def peek(broker: RedisBroker, queue: str, count: int = 10) -> list[dict[str, Any
     _require_queue(broker, queue)
     found: list[dict[str, Any]] = []
     with broker.guard():
-        for key in Keys.bands(queue):
+        for key in broker.keys.bands(queue):
             if len(found) >= count or not broker.client.exists(key):
                 continue
             groups = {_text(g["name"]): g for g in broker.client.xinfo_groups(key)}
@@ -245,7 +245,7 @@ def dead_list(broker: RedisBroker, queue: str | None = None, count: int = 100) -
     out = []
     with broker.guard():
         for name in _dead_queues(broker, queue):
-            for entry_id, fields in broker.client.xrange(Keys.dead(name), count=count):
+            for entry_id, fields in broker.client.xrange(broker.keys.dead(name), count=count):
                 out.append({"queue": name, **describe_entry(entry_id, fields)})
     return out
 
@@ -256,12 +256,14 @@ def _dead_entries(
     for name in _dead_queues(broker, queue):
         if ids:
             for entry_id in ids:
-                for found_id, fields in broker.client.xrange(Keys.dead(name), min=entry_id, max=entry_id):
+                for found_id, fields in broker.client.xrange(
+                    broker.keys.dead(name), min=entry_id, max=entry_id
+                ):
                     yield name, found_id, fields
         else:
             start = "-"
             while True:
-                entries = broker.client.xrange(Keys.dead(name), min=start, count=BATCH)
+                entries = broker.client.xrange(broker.keys.dead(name), min=start, count=BATCH)
                 if not entries:
                     break
                 for found_id, fields in entries:
@@ -294,8 +296,8 @@ def dead_requeue(
                 refused.append(f"{_text(entry_id)}: not a valid message; not requeued")
                 continue
             pipe = broker.client.pipeline(transaction=True)
-            pipe.xadd(Keys.stream(name, priority), {"m": body})
-            pipe.xdel(Keys.dead(name), entry_id)
+            pipe.xadd(broker.keys.stream(name, priority), {"m": body})
+            pipe.xdel(broker.keys.dead(name), entry_id)
             pipe.execute()
             moved += 1
             if progress:
@@ -307,8 +309,8 @@ def dead_purge(broker: RedisBroker, queue: str | None = None) -> int:
     removed = 0
     with broker.guard():
         for name in _dead_queues(broker, queue):
-            removed += int(broker.client.xlen(Keys.dead(name)))
-            broker.client.delete(Keys.dead(name))
+            removed += int(broker.client.xlen(broker.keys.dead(name)))
+            broker.client.delete(broker.keys.dead(name))
     return removed
 
 
@@ -322,7 +324,7 @@ def control_queue(broker: RedisBroker, queue: str, action: str, rate: str | None
     from greenq.limits import parse_rate
 
     _require_queue(broker, queue)
-    key, now, client = Keys.flow(queue), time.time(), broker.client
+    key, now, client = broker.keys.flow(queue), time.time(), broker.client
     with broker.guard():
         if action in ("pause", "resume"):
             client.hset(key, "paused", now) if action == "pause" else client.hdel(key, "paused")
@@ -337,22 +339,22 @@ def control_queue(broker: RedisBroker, queue: str, action: str, rate: str | None
             client.hset(key, "rate", parsed.text if parsed else "0")
             done = f"{queue}: rate limit {parsed.text if parsed else 'none'}, over all workers together"
         event = {"event": f"queue-{action}", "queue": queue, "rate": rate, "time": now}
-        client.xadd(Keys.EVENTS, {"e": orjson.dumps(event)}, maxlen=EVENTS_MAX, approximate=True)
+        client.xadd(broker.keys.EVENTS, {"e": orjson.dumps(event)}, maxlen=EVENTS_MAX, approximate=True)
     return done
 
 
 # ---- forgetting a queue, revocations -------------------------------------------------------
 
 
-def queue_keys(queue: str) -> list[str]:
+def queue_keys(keys: type[Keys], queue: str) -> list[str]:
     """Every key that belongs to one queue (band streams with their group, delayed, dead...)."""
     return [
-        *Keys.bands(queue),
-        Keys.delayed(queue),
-        Keys.flow(queue),
-        Keys.dead(queue),
-        Keys.dead_dropped(queue),
-        Keys.recovered(queue),
+        *keys.bands(queue),
+        keys.delayed(queue),
+        keys.flow(queue),
+        keys.dead(queue),
+        keys.dead_dropped(queue),
+        keys.recovered(queue),
     ]
 
 
@@ -364,8 +366,8 @@ def drop_queue(broker: RedisBroker, queue: str) -> None:
     check_queue_name(queue)
     with broker.guard():
         pipe = broker.client.pipeline(transaction=False)
-        pipe.delete(*queue_keys(queue))
-        pipe.srem(Keys.QUEUES, queue)
+        pipe.delete(*queue_keys(broker.keys, queue))
+        pipe.srem(broker.keys.QUEUES, queue)
         pipe.execute()
 
 
@@ -387,13 +389,13 @@ def forget_queue(broker: RedisBroker, queue: str) -> None:
     ]
     if readers:
         raise ConfigError(f"queue {queue!r} is read by {len(readers)} live worker(s): {', '.join(readers)}")
-    keys = queue_keys(queue)
+    keys = queue_keys(broker.keys, queue)
     with broker.guard(), broker.client.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(*keys)
-            counts = [pipe.xlen(k) for k in Keys.bands(queue)] + [
-                pipe.zcard(Keys.delayed(queue)),
-                pipe.xlen(Keys.dead(queue)),
+            counts = [pipe.xlen(k) for k in broker.keys.bands(queue)] + [
+                pipe.zcard(broker.keys.delayed(queue)),
+                pipe.xlen(broker.keys.dead(queue)),
             ]
             if any(counts):
                 stats = queue_stats(broker, queue, [])
@@ -407,7 +409,7 @@ def forget_queue(broker: RedisBroker, queue: str) -> None:
         except redis.WatchError:
             raise ConfigError(f"queue {queue!r} changed while being forgotten; nothing removed") from None
     with broker.guard():
-        broker.client.srem(Keys.QUEUES, queue)
+        broker.client.srem(broker.keys.QUEUES, queue)
 
 
 def revoke_report(app: Any, task_ids: list[str], terminate: bool) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
-from greenq.broker.keys import Keys, enqueue_commands
+from greenq.broker.keys import enqueue_commands
 from greenq.broker.redis import RedisBroker, wait_slices
 from greenq.broker.sentinel import connection_pool
 from greenq.exceptions import ConfigError
@@ -131,7 +131,7 @@ class AsyncRedisBroker:
             for start in range(0, len(items), PIPELINE_MESSAGES):
                 chunk = items[start : start + PIPELINE_MESSAGES]
                 queues = {message.queue for message, _ in chunk}
-                commands = enqueue_commands(chunk, queues - self._known_queues)
+                commands = enqueue_commands(chunk, queues - self._known_queues, self.broker.keys)
                 try:
                     await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
                     errors = []
@@ -162,7 +162,7 @@ class AsyncRedisBroker:
         self, task_id: str, timeout_s: float | None, after: str = "0-0"
     ) -> list[tuple[str, bytes]]:
         """``RedisBroker.wait_entries``, awaited: every record newer than ``after``, oldest first."""
-        key = Keys.result(task_id)
+        key = self.broker.keys.result(task_id)
         with self.broker.guard():
             for block_ms in wait_slices(timeout_s, self.broker.socket_timeout_s):
                 reply: Any = await self.client.xread({key: after}, count=1000, block=block_ms)

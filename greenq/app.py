@@ -170,6 +170,7 @@ class GreenQ(TaskRegistry):
                 dead_letter_max=conf.dead_letter_max,
                 pool_limit=conf.broker_pool_limit,
                 queue_shards=conf.queue_shards,
+                key_prefix=conf.key_prefix,
             )
         return self._broker
 

@@ -53,7 +53,9 @@ def apply_node(
     prepend = args if kind(frozen) is not None else ()
     if kwargs and kind(frozen) is not None:
         raise TypeError(f"{kind(frozen)}: keyword arguments go to its signatures, not to apply_async")
-    built = plan(app, frozen, prepend, Continuation(errbacks=errbacks), result_ttl_ms=ttl_ms)
+    built = plan(
+        app, frozen, prepend, Continuation(errbacks=errbacks), result_ttl_ms=ttl_ms, keys=app.broker.keys
+    )
     app.broker.enqueue(built.items, first=built.first)
     return result_of(app, frozen)
 
@@ -86,7 +88,11 @@ def send_group(app: GreenQ, group_id: str, items: Sequence[Any]) -> list[str]:
         return []
     ttl_ms = max(1, int(app.conf.result_expires * 1000))
     if not any(message.unique is not None for message, _ in items):
-        return list(app.broker.enqueue(items, first=member_list(group_id, [m.id for m, _ in items], ttl_ms)))
+        return list(
+            app.broker.enqueue(
+                items, first=member_list(group_id, [m.id for m, _ in items], ttl_ms, app.broker.keys)
+            )
+        )
     ids = list(app.broker.enqueue(items))
-    app.broker.conns.execute(member_list(group_id, ids, ttl_ms))
+    app.broker.conns.execute(member_list(group_id, ids, ttl_ms, app.broker.keys))
     return ids

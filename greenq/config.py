@@ -312,11 +312,7 @@ def coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(
             f"setting {name!r} (from {source}) got {_shown(name, value)}; expected {kind}"
         ) from None
-    if name == "key_prefix" and check_key_prefix(value) != "greenq":
-        # NOTE: Keys.with_prefix builds every name, but the broker does not take its keyspace
-        # from the app yet (issue 24): until it does, another prefix is refused, not ignored.
-        raise ConfigError(f"setting 'key_prefix' (from {source}): only 'greenq' is supported so far")
-    return value
+    return check_key_prefix(value) if name == "key_prefix" else value
 
 
 def _parse_routes(name: str, value: Any, source: str) -> Any:

@@ -44,30 +44,27 @@ class GroupResult:
     @classmethod
     def restore(cls, group_id: str, app: GreenQ) -> GroupResult | None:
         """The group's result from its stored member list; None if unknown or expired."""
-        from greenq.broker.keys import Keys
-
-        ids = app.broker.conns.call("LRANGE", Keys.group(group_id), 0, -1)
+        ids = app.broker.conns.call("LRANGE", app.broker.keys.group(group_id), 0, -1)
         if not ids:
             return None
         return cls(group_id, [AsyncResult(i.decode(), app=app) for i in ids], app=app)
 
     def forget(self) -> None:
         """Delete the member list and every member's result now."""
-        from greenq.broker.keys import Keys
-
         if self.app is not None:
+            keys = self.app.broker.keys
             self.app.broker.conns.execute(
-                [("DEL", Keys.group(self.id)), *(("DEL", Keys.result(r.id)) for r in self.results)]
+                [("DEL", keys.group(self.id)), *(("DEL", keys.result(r.id)) for r in self.results)]
             )
 
     def _records(self) -> list[dict[str, Any] | None]:
         """Each member's latest state record (None: PENDING), in one pipelined round trip."""
-        from greenq.broker.keys import Keys
         from greenq.broker.stack import field
 
         if not self.results or self.app is None:
             return []
-        commands = [("XREVRANGE", Keys.result(r.id), "+", "-", "COUNT", 1) for r in self.results]
+        keys = self.app.broker.keys
+        commands = [("XREVRANGE", keys.result(r.id), "+", "-", "COUNT", 1) for r in self.results]
         replies = self.app.broker.conns.execute(commands)
         return [decode_result(field(entries[0][1], b"r")) if entries else None for entries in replies]
 

@@ -219,11 +219,10 @@ def cmd_dead(args: argparse.Namespace) -> int:
 def _events_note(broker: Any) -> str | None:
     """Why ``greenq events`` may wait for ever: nothing has ever sent an event here."""
     from greenq import admin
-    from greenq.broker.keys import Keys
 
     off = [w.get("name") for w in admin.workers(broker) if w.get("send_task_events") is False]
     with broker.guard():
-        empty = not broker.client.exists(Keys.EVENTS)
+        empty = not broker.client.exists(broker.keys.EVENTS)
     if not off and not empty:
         return None
     who = (
@@ -239,8 +238,6 @@ def _events_note(broker: Any) -> str | None:
 
 def cmd_events(args: argparse.Namespace) -> int:
     """Tail the task events stream live (workers need worker_send_task_events)."""
-    from greenq.broker.keys import Keys
-
     _, broker = _broker(args)
     note = _events_note(broker)
     if note:
@@ -248,7 +245,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     shown, last = 0, "0-0" if args.from_start else "$"
     with broker.guard():
         while args.count is None or shown < args.count:
-            reply = broker.client.xread({Keys.EVENTS: last}, count=100, block=1000)
+            reply = broker.client.xread({broker.keys.EVENTS: last}, count=100, block=1000)
             for entry_id, fields in reply[0][1] if reply else []:
                 last = entry_id
                 event = json.loads(fields[b"e"])

@@ -179,12 +179,13 @@ def plan(
     prepend: Sequence[Any] = (),
     cont: Continuation | None = None,
     result_ttl_ms: int = 86_400_000,
+    keys: type[Keys] = Keys,
 ) -> Plan:
     """The messages and commands that start a frozen ``node``; ``prepend``: arguments that go
     before a mutable first step's own (a parent's result). Raises as ``apply_async`` does
     (arguments, encoding) and ``UnsupportedCanvas``; nothing is sent."""
     out = Plan()
-    _Planner(app, result_ttl_ms, out).plan(node, tuple(prepend), cont or Continuation())
+    _Planner(app, result_ttl_ms, out, keys).plan(node, tuple(prepend), cont or Continuation())
     return out
 
 
@@ -193,6 +194,7 @@ class _Planner:
     app: PlanningApp
     ttl_ms: int
     out: Plan
+    keys: type[Keys] = Keys  # the app's keyspace (its key_prefix)
 
     def plan(self, node: Mapping[str, Any], prepend: tuple[Any, ...], cont: Continuation) -> None:
         kind_ = kind(node)
@@ -213,7 +215,7 @@ class _Planner:
             for member in members:
                 self.plan(member, prepend, Continuation(errbacks=cont.errbacks, parent=cont.parent))
             self.out.first += member_list(
-                str(node["options"]["task_id"]), [result_id(m) for m in members], self.ttl_ms
+                str(node["options"]["task_id"]), [result_id(m) for m in members], self.ttl_ms, self.keys
             )
 
     def chord(
@@ -232,15 +234,15 @@ class _Planner:
         delay_ms, body = _body_delay(body)
         sub = Plan()
         ref = {"id": chord_id, "n": len(members)}
-        _Planner(self.app, self.ttl_ms, sub).plan(body, ([],), replace(cont, results_from=ref))
+        _Planner(self.app, self.ttl_ms, sub, self.keys).plan(body, ([],), replace(cont, results_from=ref))
         (message, encoded) = sub.items[0]
-        key = Keys.chord(message.queue, chord_id)
+        key = self.keys.chord(message.queue, chord_id)
         self.out.first += [
-            ("SADD", Keys.QUEUES, message.queue),
+            ("SADD", self.keys.QUEUES, message.queue),
             ("DEL", key),
             ("HSET", key, "n", len(members), "body", encoded, "delay", delay_ms, "p", message.priority),
             ("PEXPIRE", key, self.ttl_ms),
-            *member_list(chord_id, [result_id(m) for m in members], self.ttl_ms),
+            *member_list(chord_id, [result_id(m) for m in members], self.ttl_ms, self.keys),
         ]
         membership = {"id": chord_id, "q": message.queue, "p": message.priority}
         for index, member in enumerate(members):
@@ -266,9 +268,11 @@ def _body_delay(body: Mapping[str, Any]) -> tuple[int, Mapping[str, Any]]:
     return max(0, int(delay_s * 1000)), replaced
 
 
-def member_list(group_id: str, ids: Sequence[str], ttl_ms: int) -> list[tuple[Any, ...]]:
+def member_list(
+    group_id: str, ids: Sequence[str], ttl_ms: int, keys: type[Keys] = Keys
+) -> list[tuple[Any, ...]]:
     """A group's member result ids (``GroupResult.restore``), with the result TTL."""
-    key = Keys.group(group_id)
+    key = keys.group(group_id)
     return [("DEL", key), ("RPUSH", key, *ids), ("PEXPIRE", key, max(1, ttl_ms))]
 
 

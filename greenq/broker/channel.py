@@ -27,13 +27,20 @@ from greenq.message import PRIORITY_MAX, Message, now
 class Channel:
     """A worker thread's message operations on its own ``Link`` (not shared between threads)."""
 
-    def __init__(self, link: Link, dead_letter_max: int, shards: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        link: Link,
+        dead_letter_max: int,
+        shards: Mapping[str, int] | None = None,
+        keys: type[Keys] = Keys,
+    ) -> None:
         self.link = link
         self.dead_letter_max = dead_letter_max
+        self.keys = keys  # the app's keyspace (its key_prefix)
         self.shards = shards or {}  # queue_shards: a queue is read with its shards (greenq.shards)
         self._turn = 0  # which shard a fetch starts at
         # Which queues were left empty, at which tails: where XREAD BLOCK waits (wake.py).
-        self.watch = QueueWatch(link, Keys.bands)
+        self.watch = QueueWatch(link, self.keys.bands)
         # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
         self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
 
@@ -70,7 +77,7 @@ class Channel:
             queues = shards.expand(queues, self.shards)
             self._turn += 1
             order = shards.rotate(queues, self._turn)
-        bands = len(queues) * len(Keys.bands(queues[0]))
+        bands = len(queues) * len(self.keys.bands(queues[0]))
         per_band = count // bands
         fetch = partial(self._fetch_queue, consumer)
         if per_band < 1 or bands > BLOCK_ALL_MAX or (self.link.cluster and len(queues) > 1):
@@ -93,10 +100,10 @@ class Channel:
         key = (tuple(queues), consumer, per_band, block_ms)
         cached = self._blocking_read
         if cached[0] != key:
-            keys = [k for queue in queues for k in Keys.bands(queue)]
+            keys = [k for queue in queues for k in self.keys.bands(queue)]
             command = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", per_band, "BLOCK", max(1, block_ms))
             packed = self.link.pack([(*command, "STREAMS", *keys, *[">"] * len(keys))])
-            bands = {k: (q, PRIORITY_MAX - i) for q in queues for i, k in enumerate(Keys.bands(q))}
+            bands = {k: (q, PRIORITY_MAX - i) for q in queues for i, k in enumerate(self.keys.bands(q))}
             cached = self._blocking_read = (key, packed, bands)
         _, packed, bands = cached
         reply = self.link.send(packed, 1)[0]
@@ -137,7 +144,7 @@ class Channel:
         self, consumer: str, queue: str, count: int, want_tails: bool = True
     ) -> tuple[list[Delivery], list[bytes] | None]:
         """One EVAL of fetch.lua: (deliveries, the bands' tails if it left them empty, else None)."""
-        bands = Keys.bands(queue)
+        bands = self.keys.bands(queue)
         entries, tails = self.link.call(
             "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, count, int(want_tails)
         )
@@ -160,7 +167,7 @@ class Channel:
         """Pass reserved messages of one queue through their limits (``gate.lua``), one round
         trip. One letter per (delivery, task id, check): ``a`` admitted; ``d`` deferred and ``p``
         parked have left the stream and are no longer this consumer's."""
-        args = gate_args(Keys, GROUP, queue, items, lease_ttl_ms)
+        args = gate_args(self.keys, GROUP, queue, items, lease_ttl_ms)
         return text(self.link.call("EVAL", script("gate"), *args))
 
     def flow_upkeep(
@@ -173,10 +180,10 @@ class Channel:
         """One round trip: the runtime controls of the ``controls`` queues, the lease names with
         parked messages of the ``sweeps`` queues, and one ``release.lua`` per queue of ``leases``
         (queue -> lease name -> what to release and extend)."""
-        commands: list[tuple[Any, ...]] = [("HGETALL", Keys.flow(q)) for q in controls]
-        commands += [("SMEMBERS", Keys.parked_names(q)) for q in sweeps]
+        commands: list[tuple[Any, ...]] = [("HGETALL", self.keys.flow(q)) for q in controls]
+        commands += [("SMEMBERS", self.keys.parked_names(q)) for q in sweeps]
         commands += [
-            ("EVAL", script("release"), *release_args(Keys, q, work, lease_ttl_ms))
+            ("EVAL", script("release"), *release_args(self.keys, q, work, lease_ttl_ms))
             for q, work in leases.items()
         ]
         replies = self.link.pipeline(commands) if commands else []
@@ -203,8 +210,8 @@ class Channel:
         """
         keys = [
             *(d.stream for d in early),
-            *(Keys.recovered(d.queue) for d in early),
-            *(Keys.revoked(task_id) for task_id in task_ids),
+            *(self.keys.recovered(d.queue) for d in early),
+            *(self.keys.revoked(task_id) for task_id in task_ids),
         ]
         if not keys:
             return [], []
@@ -245,14 +252,18 @@ class Channel:
         Late acks ride with their results and retries, so a task is never acked without its
         result, and a retried task is neither lost nor duplicated.
         """
-        commands: list[tuple[Any, ...]] = [delayed_command(message, body) for message, body in delayed]
+        commands: list[tuple[Any, ...]] = [
+            delayed_command(message, body, self.keys) for message, body in delayed
+        ]
         if results:
-            commands.append(store_results_command(results, result_ttl_ms))
+            commands.append(store_results_command(results, result_ttl_ms, self.keys))
         commands.extend(follow_ups)
         if chords:
             commands.extend(_chord_commands(chords, result_ttl_ms))
         commands.extend(_ack_commands(acks))
-        commands.extend(("XADD", Keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events)
+        commands.extend(
+            ("XADD", self.keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events
+        )
         commands.extend(
             self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
         )
@@ -287,8 +298,8 @@ class Channel:
                 script("nack"),
                 3,
                 stream,
-                Keys.dead(items[0].queue),
-                Keys.dead_dropped(items[0].queue),
+                self.keys.dead(items[0].queue),
+                self.keys.dead_dropped(items[0].queue),
                 GROUP,
                 max_deliveries,
                 self.dead_letter_max,
@@ -310,7 +321,7 @@ class Channel:
         Used after a connection error: a fetch whose reply was lost leaves entries in this live
         consumer's pending list that it never saw; they are found here and requeued.
         """
-        streams = [key for queue in shards.expand(queues, self.shards) for key in Keys.bands(queue)]
+        streams = [key for queue in shards.expand(queues, self.shards) for key in self.keys.bands(queue)]
         exists = self.link.pipeline([("EXISTS", key) for key in streams])
         live = [key for key, found in zip(streams, exists, strict=True) if found == 1]
         replies = self.link.pipeline([("XPENDING", key, GROUP, "-", "+", 100_000, consumer) for key in live])
@@ -327,8 +338,8 @@ class Channel:
             "EVAL",
             script("dead"),
             2,
-            Keys.dead(delivery.queue),
-            Keys.dead_dropped(delivery.queue),
+            self.keys.dead(delivery.queue),
+            self.keys.dead_dropped(delivery.queue),
             self.dead_letter_max,
             "m",
             delivery.body,
@@ -351,13 +362,15 @@ class Channel:
         commands = [self._dead_letter_command(delivery, reason, consumer), *_ack_commands([delivery])]
         if result is not None:
             task_id, payload, ttl_ms = result
-            commands.append(store_results_command([(task_id, payload)], ttl_ms))
+            commands.append(store_results_command([(task_id, payload)], ttl_ms, self.keys))
         self.link.transaction(commands)
 
 
-def store_results_command(results: Sequence[tuple[str, bytes]], ttl_ms: int) -> tuple[Any, ...]:
+def store_results_command(
+    results: Sequence[tuple[str, bytes]], ttl_ms: int, keyspace: type[Keys] = Keys
+) -> tuple[Any, ...]:
     """One EVAL of store_results.lua: each (task id, record) to its result stream, with the TTL."""
-    keys = [Keys.result(task_id) for task_id, _ in results]
+    keys = [keyspace.result(task_id) for task_id, _ in results]
     return ("EVAL", script("store_results"), len(keys), *keys, ttl_ms, *(payload for _, payload in results))
 
 

@@ -28,9 +28,16 @@ HELD_TTL_FACTOR = 4  # a worker's unique-held hash outlives its heartbeat key th
 class Upkeep:
     """Liveness operations on the maintenance thread's own ``Link``."""
 
-    def __init__(self, link: Link, dead_letter_max: int, shards: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        link: Link,
+        dead_letter_max: int,
+        shards: Mapping[str, int] | None = None,
+        keys: type[Keys] = Keys,
+    ) -> None:
         self.link = link
         self.dead_letter_max = dead_letter_max
+        self.keys = keys  # the app's keyspace (its key_prefix)
         self.shards = shards or {}  # queue_shards: each queue's shards are looked after too
         self._probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # move_due's packed ZRANGEs
         self._exists_probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # recovery's EXISTS
@@ -55,17 +62,17 @@ class Upkeep:
         this worker dies; None: nothing to write (no extra command); empty: delete the hash.
         """
         commands: list[tuple[Any, ...]] = [
-            ("SET", Keys.worker(consumer), info, "PX", ttl_ms, "GET"),
-            ("SADD", Keys.WORKERS, consumer),
-            ("SADD", Keys.QUEUES, *queues),
-            ("GET", Keys.ask(consumer)),
+            ("SET", self.keys.worker(consumer), info, "PX", ttl_ms, "GET"),
+            ("SADD", self.keys.WORKERS, consumer),
+            ("SADD", self.keys.QUEUES, *queues),
+            ("GET", self.keys.ask(consumer)),
         ]
         if held is not None:
-            commands.append(("DEL", Keys.unique_held(consumer)))
+            commands.append(("DEL", self.keys.unique_held(consumer)))
             if held:
                 pairs = [part for key, task_id in held.items() for part in (key, task_id)]
-                commands.append(("HSET", Keys.unique_held(consumer), *pairs))
-                commands.append(("PEXPIRE", Keys.unique_held(consumer), ttl_ms * HELD_TTL_FACTOR))
+                commands.append(("HSET", self.keys.unique_held(consumer), *pairs))
+                commands.append(("PEXPIRE", self.keys.unique_held(consumer), ttl_ms * HELD_TTL_FACTOR))
         replies = self.link.pipeline(commands)
         asked: list[str] = []
         if isinstance(replies[3], bytes):
@@ -78,9 +85,9 @@ class Upkeep:
         """A clean exit: drop the heartbeat so status stops listing the worker."""
         self.link.pipeline(
             [
-                ("DEL", Keys.worker(consumer)),
-                ("SREM", Keys.WORKERS, consumer),
-                ("DEL", Keys.unique_held(consumer)),
+                ("DEL", self.keys.worker(consumer)),
+                ("SREM", self.keys.WORKERS, consumer),
+                ("DEL", self.keys.unique_held(consumer)),
             ]
         )
 
@@ -106,10 +113,10 @@ class Upkeep:
                     script("recover"),
                     5,
                     key,
-                    Keys.dead(queue),
-                    Keys.worker(name),
-                    Keys.dead_dropped(queue),
-                    Keys.recovered(queue),
+                    self.keys.dead(queue),
+                    self.keys.worker(name),
+                    self.keys.dead_dropped(queue),
+                    self.keys.recovered(queue),
                     GROUP,
                     name,
                     max_deliveries,
@@ -120,14 +127,14 @@ class Upkeep:
                 )
                 requeued += int(moved)
                 dead.extend(lettered)
-            self.link.call("SREM", Keys.WORKERS, name)
+            self.link.call("SREM", self.keys.WORKERS, name)
         return requeued, dead
 
     def release_held(self, consumer: str) -> int:
         """Free the unique keys a dead consumer's early-ack tasks held (its ``unique_held``
         hash), each only if that task still holds it, unless its heartbeat is back. Returns how
         many were freed (-1: the heartbeat is back)."""
-        listed = self.link.call("HGETALL", Keys.unique_held(consumer))
+        listed = self.link.call("HGETALL", self.keys.unique_held(consumer))
         if not listed:
             return 0
         keys, task_ids = [text(k) for k in listed[::2]], list(listed[1::2])
@@ -136,8 +143,8 @@ class Upkeep:
                 "EVAL",
                 script("release_held"),
                 2 + len(keys),
-                Keys.worker(consumer),
-                Keys.unique_held(consumer),
+                self.keys.worker(consumer),
+                self.keys.unique_held(consumer),
                 *keys,
                 *task_ids,
             )
@@ -146,7 +153,7 @@ class Upkeep:
     def _dead_consumers(self, queues: Sequence[str], own_consumer: str) -> list[tuple[str, str]]:
         """(band stream, consumer) for every other consumer of these queues with no heartbeat."""
         # Runs every second on every band: both pipelines are packed once per list of streams.
-        streams = tuple(key for queue in queues for key in Keys.bands(queue))
+        streams = tuple(key for queue in queues for key in self.keys.bands(queue))
         if streams != self._exists_probe[0]:
             self._exists_probe = (streams, self.link.pack([("EXISTS", key) for key in streams]))
         exists = self.link.send(self._exists_probe[1], len(streams))
@@ -172,7 +179,7 @@ class Upkeep:
                     candidates.append((key, name))
         if not candidates:
             return []
-        beats = self.link.pipeline([("EXISTS", Keys.worker(name)) for _, name in candidates])
+        beats = self.link.pipeline([("EXISTS", self.keys.worker(name)) for _, name in candidates])
         return [candidate for candidate, beat in zip(candidates, beats, strict=True) if beat != 1]
 
     def move_due(self, queues: Sequence[str]) -> float | None:
@@ -187,8 +194,10 @@ class Upkeep:
             return soonest
         commands = []
         for queue in due:
-            bands = Keys.bands_ascending(queue)
-            commands.append(("EVAL", script("schedule"), 1 + len(bands), Keys.delayed(queue), *bands, 1000))
+            bands = self.keys.bands_ascending(queue)
+            commands.append(
+                ("EVAL", script("schedule"), 1 + len(bands), self.keys.delayed(queue), *bands, 1000)
+            )
         for reply in self.link.pipeline(commands):
             if isinstance(reply, Exception):
                 raise BrokerError(f"schedule failed: {reply}")
@@ -203,7 +212,7 @@ class Upkeep:
     def _due(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
         """The queues with a due delayed message, and seconds until the soonest of the others."""
         if tuple(queues) != self._probe[0]:
-            probe = [("TIME",), *(("ZRANGE", Keys.delayed(q), 0, 0, "WITHSCORES") for q in queues)]
+            probe = [("TIME",), *(("ZRANGE", self.keys.delayed(q), 0, 0, "WITHSCORES") for q in queues)]
             self._probe = (tuple(queues), self.link.pack(probe))
         replies = self.link.send(self._probe[1], len(queues) + 1)
         if isinstance(replies[0], Exception):
@@ -223,5 +232,5 @@ class Upkeep:
 
     def to_terminate(self, task_ids: Sequence[str]) -> list[str]:
         """Which of these running tasks were revoked with ``terminate=True``."""
-        replies = self.link.pipeline([("GET", Keys.revoked(task_id)) for task_id in task_ids])
+        replies = self.link.pipeline([("GET", self.keys.revoked(task_id)) for task_id in task_ids])
         return [task_id for task_id, value in zip(task_ids, replies, strict=True) if value == b"terminate"]

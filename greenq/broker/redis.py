@@ -61,9 +61,11 @@ class RedisBroker:
         dead_letter_max: int = 10000,
         pool_limit: int = 1000,
         queue_shards: Mapping[str, int] | None = None,
+        key_prefix: str = "greenq",
     ) -> None:
         self.url = url
         self.queue_shards = dict(queue_shards or {})  # workers read each queue's shards too
+        self.keys = Keys.with_prefix(key_prefix)  # every key name this app's broker uses
         self.connect_timeout_s = connect_timeout_s
         self.socket_timeout_s = socket_timeout_s
         self.dead_letter_max = dead_letter_max
@@ -120,7 +122,7 @@ class RedisBroker:
         for start in range(0, len(items), ENQUEUE_CHUNK):
             chunk = items[start : start + ENQUEUE_CHUNK]
             new_queues = {message.queue for message, _ in chunk} - self._known_queues
-            commands = [*(first if start == 0 else ()), *enqueue_commands(chunk, new_queues)]
+            commands = [*(first if start == 0 else ()), *enqueue_commands(chunk, new_queues, self.keys)]
             replies = self.conns.execute(commands)
             failed = next((r for r in replies if isinstance(r, redis.exceptions.ResponseError)), None)
             if failed is not None:
@@ -134,7 +136,7 @@ class RedisBroker:
 
     def read_result(self, task_id: str) -> bytes | None:
         """The latest state payload of a task, or None (PENDING or expired)."""
-        entries = self.conns.call("XREVRANGE", Keys.result(task_id), "+", "-", "COUNT", 1)
+        entries = self.conns.call("XREVRANGE", self.keys.result(task_id), "+", "-", "COUNT", 1)
         return field(entries[0][1], b"r") if entries else None
 
     def wait_result(
@@ -154,7 +156,7 @@ class RedisBroker:
     ) -> list[tuple[str, bytes]]:
         """``wait_result``, but every record newer than ``after`` (progress updates, then the final
         one), oldest first, up to ``RESULT_READ`` per call; [] on timeout."""
-        key = Keys.result(task_id)
+        key = self.keys.result(task_id)
         for block_ms in wait_slices(timeout_s, self.socket_timeout_s):
             reply = self.conns.call("XREAD", "COUNT", RESULT_READ, "BLOCK", block_ms, "STREAMS", key, after)
             if reply:
@@ -163,12 +165,12 @@ class RedisBroker:
 
     def forget(self, task_id: str) -> None:
         with self.guard():
-            self.client.delete(Keys.result(task_id))
+            self.client.delete(self.keys.result(task_id))
 
     def store_progress(self, task_id: str, payload: bytes, ttl_ms: int = 86_400_000) -> bool:
         """Write a custom state record (``update_state``) unless the task already has a final
         one (``progress.lua``); True if written."""
-        key = Keys.result(task_id)
+        key = self.keys.result(task_id)
         return bool(
             self.conns.call("EVAL", script("progress"), 1, key, max(1, ttl_ms), payload, PROGRESS_KEPT)
         )
@@ -179,7 +181,7 @@ class RedisBroker:
         with self.guard():
             pipe = self.client.pipeline(transaction=False)
             for task_id in task_ids:
-                pipe.set(Keys.revoked(task_id), "terminate" if terminate else "1", px=int(ttl_s * 1000))
+                pipe.set(self.keys.revoked(task_id), "terminate" if terminate else "1", px=int(ttl_s * 1000))
             pipe.execute()
 
     def ping(self) -> None:
@@ -195,8 +197,8 @@ class RedisBroker:
 
     def channel(self, block_s: float = 0.0) -> Channel:
         """Message operations (reserve, start, flush ...) on a new dedicated connection."""
-        return Channel(self.link(block_s), self.dead_letter_max, self.queue_shards)
+        return Channel(self.link(block_s), self.dead_letter_max, self.queue_shards, self.keys)
 
     def upkeep(self, link: Link | None = None) -> Upkeep:
         """Liveness operations (heartbeat, recovery, due mover) on ``link`` or a new connection."""
-        return Upkeep(link or self.link(), self.dead_letter_max, self.queue_shards)
+        return Upkeep(link or self.link(), self.dead_letter_max, self.queue_shards, self.keys)

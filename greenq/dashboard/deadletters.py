@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from greenq import admin
-from greenq.broker.keys import Keys
 
 if TYPE_CHECKING:
     from greenq.broker.redis import RedisBroker
@@ -68,7 +67,7 @@ def page(
 ) -> Page:
     """One page of ``queue``'s dead letters, oldest first, after the entry ``after`` (or, going
     back, the page ending before ``before``)."""
-    key = Keys.dead(queue)
+    key = broker.keys.dead(queue)
     client = broker.client
     with broker.guard():
         found = Page(queue, int(client.xlen(key)))
@@ -115,7 +114,7 @@ def matching_ids(broker: RedisBroker, queue: str, flt: Filter) -> Iterator[list[
 
     Only those there when it starts: a requeued task that fails again is dead-lettered anew
     behind the cursor and must not be met again (a bulk requeue would never end)."""
-    key = Keys.dead(queue)
+    key = broker.keys.dead(queue)
     with broker.guard():
         newest = broker.client.xrevrange(key, count=1)
     if not newest:
@@ -156,7 +155,7 @@ def delete(broker: RedisBroker, queue: str, ids: list[str], flt: Filter | None) 
     removed = 0
     for batch in batches:
         with broker.guard():
-            removed += int(broker.client.xdel(Keys.dead(queue), *batch))
+            removed += int(broker.client.xdel(broker.keys.dead(queue), *batch))
     return removed
 
 
@@ -170,5 +169,5 @@ def counts(broker: RedisBroker, queues: list[str]) -> dict[str, int]:
     with broker.guard():
         pipe = broker.client.pipeline(transaction=False)
         for name in queues:
-            pipe.xlen(Keys.dead(name))
+            pipe.xlen(broker.keys.dead(name))
         return {name: int(n) for name, n in zip(queues, pipe.execute(), strict=True)}

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from greenq.broker.keys import Keys
 from greenq.dashboard import queries
 from greenq.exceptions import GreenqError
 
@@ -123,7 +122,9 @@ class Feed:
             try:
                 wait_ms = max(1, int((next_tick - time.time()) * 1000))
                 with self.broker.guard():
-                    reply = self.broker.client.xread({Keys.EVENTS: last_id}, count=1000, block=wait_ms)
+                    reply = self.broker.client.xread(
+                        {self.broker.keys.EVENTS: last_id}, count=1000, block=wait_ms
+                    )
                 for entry_id, fields in reply[0][1] if reply else ():
                     last_id = entry_id
                     try:

@@ -69,17 +69,19 @@ def overview(broker: RedisBroker, route: Any = None, only: str | None = None) ->
     with broker.guard():
         pipe = client.pipeline(transaction=False)
         for name in names:
-            for key in Keys.bands(name):
+            for key in broker.keys.bands(name):
                 pipe.xlen(key)
-            pipe.zcard(Keys.delayed(name))
-            pipe.xlen(Keys.dead(name))
+            pipe.zcard(broker.keys.delayed(name))
+            pipe.xlen(broker.keys.dead(name))
         replies = pipe.execute()
-        width = len(Keys.bands("x")) + 2
+        width = len(broker.keys.bands("x")) + 2
         busy: list[tuple[str, str, int]] = []  # (queue, band key, length)
         for index, name in enumerate(names):
             chunk = replies[index * width : (index + 1) * width]
             rows[name].delayed, rows[name].dead = int(chunk[-2]), int(chunk[-1])
-            busy += [(name, key, int(n)) for key, n in zip(Keys.bands(name), chunk[:-2], strict=True) if n]
+            busy += [
+                (name, key, int(n)) for key, n in zip(broker.keys.bands(name), chunk[:-2], strict=True) if n
+            ]
         groups = _groups(client, [key for _, key, _ in busy])
         seeks = []
         for (name, key, length), group in zip(busy, groups, strict=True):
@@ -193,12 +195,12 @@ def task(broker: RedisBroker, task_id: str, hint: tuple[str, str, str] | None = 
     client = broker.client
     with broker.guard():
         pipe = client.pipeline(transaction=False)
-        pipe.xrange(Keys.result(task_id), count=100)
-        pipe.xrevrange(Keys.EVENTS, count=EVENTS_LOOKBACK)
-        pipe.get(Keys.revoked(task_id))
-        pipe.lrange(Keys.group(task_id), 0, 199)
+        pipe.xrange(broker.keys.result(task_id), count=100)
+        pipe.xrevrange(broker.keys.EVENTS, count=EVENTS_LOOKBACK)
+        pipe.get(broker.keys.revoked(task_id))
+        pipe.lrange(broker.keys.group(task_id), 0, 199)
         results, events, revoked, members = pipe.execute()
-        message = _message(client, hint) if hint else None
+        message = _message(client, broker.keys, hint) if hint else None
     records = [orjson.loads(fields[b"r"]) for _, fields in results if b"r" in fields]
     needle = task_id.encode()
     timeline = [
@@ -224,10 +226,10 @@ def task(broker: RedisBroker, task_id: str, hint: tuple[str, str, str] | None = 
     }
 
 
-def _message(client: Any, hint: tuple[str, str, str]) -> dict[str, Any] | None:
+def _message(client: Any, keyspace: type[Keys], hint: tuple[str, str, str]) -> dict[str, Any] | None:
     """The message at a dead-letter or band-stream entry (one seek by id)."""
     kind, queue, entry = hint
-    keys = [Keys.dead(queue)] if kind == "dead" else list(Keys.bands(queue))
+    keys = [keyspace.dead(queue)] if kind == "dead" else list(keyspace.bands(queue))
     for key in keys:
         found = client.xrange(key, min=entry, max=entry)
         if found:
@@ -246,7 +248,7 @@ def delayed(broker: RedisBroker, queues: list[str], limit: int = DELAYED_SHOWN) 
     with broker.guard():
         pipe = broker.client.pipeline(transaction=False)
         for name in queues:
-            pipe.zrange(Keys.delayed(name), 0, limit - 1, withscores=True)
+            pipe.zrange(broker.keys.delayed(name), 0, limit - 1, withscores=True)
         replies = pipe.execute()
     found = []
     for name, members in zip(queues, replies, strict=True):
@@ -268,5 +270,5 @@ def delayed_counts(broker: RedisBroker, queues: list[str]) -> dict[str, int]:
     with broker.guard():
         pipe = broker.client.pipeline(transaction=False)
         for name in queues:
-            pipe.zcard(Keys.delayed(name))
+            pipe.zcard(broker.keys.delayed(name))
         return {name: int(n) for name, n in zip(queues, pipe.execute(), strict=True)}

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from greenq import admin
-from greenq.broker.keys import Keys, check_queue_name
+from greenq.broker.keys import check_queue_name
 from greenq.dashboard import deadletters, live, pages, queries, task_pages
 from greenq.dashboard.web import Request, Response, html_response, json_response, redirect
 from greenq.exceptions import ConfigError
@@ -34,7 +34,7 @@ class Views:
     def overview(self, request: Request, ctx: Context) -> Response:
         counts = self._counts()
         with self.broker.guard():
-            events_seen = bool(self.broker.client.exists(Keys.EVENTS))
+            events_seen = bool(self.broker.client.exists(self.broker.keys.EVENTS))
         return html_response(pages.overview(ctx, counts, self.feed.recent(), events_seen))
 
     def overview_json(self, request: Request, ctx: Context) -> Response:

@@ -83,7 +83,7 @@ class Consumer(Lifecycle):
         self.log = logging.LoggerAdapter(logger, {"worker": self.consumer_id})
         self.log_tasks = conf.worker_log_tasks and task_logger.isEnabledFor(logging.INFO)
         self.result_ttl_ms = int(conf.result_expires * 1000)
-        self.workflows = Workflows(app, self.result_ttl_ms, self.consumer_id)
+        self.workflows = Workflows(app, self.result_ttl_ms, self.consumer_id, self.broker.keys)
         self.result_extended = conf.result_extended
         self.ledger = Ledger(self.lanes, self.capacity)
         keys = [k for k in [conf.message_signing_key, *(conf.message_signing_old_keys or [])] if k]
@@ -96,6 +96,7 @@ class Consumer(Lifecycle):
             result_ttl_ms=self.result_ttl_ms,
             max_deliveries=conf.max_deliveries,
             dead_results=self.dead_letter_results,
+            keys=self.broker.keys,
         )
         self.maintenance = Maintenance(
             self.broker.upkeep(),

@@ -77,7 +77,9 @@ class Flusher:
         result_ttl_ms: int,
         max_deliveries: int,
         dead_results: DeadResults,
+        keys: type[Keys] = Keys,
     ) -> None:
+        self.keys = keys  # the app's keyspace (its key_prefix)
         self.ledger = ledger
         self.stats = stats
         self.log = log
@@ -144,7 +146,7 @@ class Flusher:
         """A unique task finished for good (not RETRY): free its key, if it still holds it, in
         the next round (after or with its result)."""
         with self._lock:
-            self._unique.append((Keys.unique(message.queue, message.unique or ""), message.id))
+            self._unique.append((self.keys.unique(message.queue, message.unique or ""), message.id))
         self.wake.set()
 
     def take(self, work: FlushWork) -> None:

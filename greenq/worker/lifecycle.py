@@ -184,7 +184,7 @@ class Lifecycle:
                 )
                 work.results.append((message.id, record))
         link = Link(self.broker.url, ABANDON_TIMEOUT_S, ABANDON_TIMEOUT_S)
-        channel = Channel(link, self.broker.dead_letter_max)
+        channel = Channel(link, self.broker.dead_letter_max, self.broker.queue_shards, self.broker.keys)
         try:
             channel.flush(work.acks, work.results, self.result_ttl_ms, work.delayed, work.events, work.dead)
         except (BrokerUnavailable, BrokerError) as exc:

@@ -26,7 +26,6 @@ import orjson
 
 from greenq import signals
 from greenq.broker.channel import Channel
-from greenq.broker.keys import Keys
 from greenq.broker.recovery import Upkeep
 from greenq.exceptions import BrokerError, BrokerUnavailable
 from greenq.worker.admission import Flow
@@ -71,7 +70,7 @@ class Maintenance:
         self.extra_info = extra_info
         self.on_dead_lettered = on_dead_lettered
         self.flow = flow  # flow control's leases and queue controls (docs/flow-control.md)
-        self.flow_channel = Channel(upkeep.link, 0)
+        self.flow_channel = Channel(upkeep.link, 0, keys=upkeep.keys)
         self._next_greenlet_check = 0.0
         self._asked: list[str] = []  # task ids whose arguments an operator asked for
         self._held_listed = False  # the unique-held hash in Redis lists something
@@ -142,7 +141,7 @@ class Maintenance:
         """Unique key -> task id of the early-ack unique tasks running now: if this worker dies,
         nothing else would free their keys (a late-ack one is recovered and runs again)."""
         return {
-            Keys.unique(r.message.queue, r.message.unique): r.message.id
+            self.upkeep.keys.unique(r.message.queue, r.message.unique): r.message.id
             for r in list(self.ledger.running.values())
             if r.message.unique is not None and not r.acks_late
         }

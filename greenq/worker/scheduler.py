@@ -53,7 +53,8 @@ class Scheduler:
         self.who = who
         self.send_events = app.conf.worker_send_task_events
         self.log = logging.LoggerAdapter(logger, {"worker": who})
-        self.keys = [Keys.schedule(self._queue(s), s.name) for s in self.schedules]
+        self.keyspace = app.broker.keys
+        self.keys = [self.keyspace.schedule(self._queue(s), s.name) for s in self.schedules]
         self._last: list[int | None] | None = None  # per schedule, the last fire claimed (ms); read once
         self._next: list[datetime.datetime] = []  # per schedule, when to look at it again
 
@@ -136,10 +137,11 @@ class Scheduler:
         for index, schedule, fire_ms in due:
             message, body = self._build(schedule, fire_ms)
             delayed = message.eta is not None and message.eta > now()
-            target = Keys.delayed(message.queue) if delayed else Keys.stream(message.queue, message.priority)
+            keys = self.keyspace
+            target = keys.delayed(message.queue) if delayed else keys.stream(message.queue, message.priority)
             score = str(math.ceil((message.eta or 0) * 1000)) if delayed else ""
             member = delayed_member(message.priority, body) if delayed else b""
-            unique = [Keys.unique(message.queue, message.unique)] if message.unique is not None else []
+            unique = [keys.unique(message.queue, message.unique)] if message.unique is not None else []
             commands.append(
                 (
                     "EVAL",
@@ -181,7 +183,7 @@ class Scheduler:
                     fire_task_id(schedule.name, fire_ms),
                 )
         if fired and self.send_events:
-            link.pipeline([_event(schedule, fire_ms, self.who) for schedule, fire_ms in fired])
+            link.pipeline([_event(schedule, fire_ms, self.who, self.keyspace) for schedule, fire_ms in fired])
 
 
 def _expires(value: Any, fire_ms: int) -> Any:
@@ -191,7 +193,7 @@ def _expires(value: Any, fire_ms: int) -> Any:
     return value
 
 
-def _event(schedule: Schedule, fire_ms: int, who: str) -> tuple[Any, ...]:
+def _event(schedule: Schedule, fire_ms: int, who: str, keys: type[Keys]) -> tuple[Any, ...]:
     record = {
         "event": "scheduled",
         "schedule": schedule.name,
@@ -201,4 +203,4 @@ def _event(schedule: Schedule, fire_ms: int, who: str) -> tuple[Any, ...]:
         "worker": who,
         "time": time.time(),
     }
-    return ("XADD", Keys.EVENTS, "MAXLEN", "~", 100_000, "*", "e", orjson.dumps(record))
+    return ("XADD", keys.EVENTS, "MAXLEN", "~", 100_000, "*", "e", orjson.dumps(record))

@@ -53,8 +53,11 @@ class FollowUp:
 class Workflows:
     """Plans follow-ups for one worker's app."""
 
-    def __init__(self, app: PlanningApp, result_ttl_ms: int, consumer_id: str) -> None:
+    def __init__(
+        self, app: PlanningApp, result_ttl_ms: int, consumer_id: str, keys: type[Keys] = Keys
+    ) -> None:
         self.app = app
+        self.keys = keys  # the app's keyspace (its key_prefix)
         self.ttl_ms = result_ttl_ms
         self.consumer_id = consumer_id
 
@@ -75,7 +78,7 @@ class Workflows:
                 )
                 children += self._start(follow, rest[0], (value,), cont, message)
             elif links.get("ch"):
-                follow.chord = _count(links["ch"], value, b"")
+                follow.chord = _count(links["ch"], value, b"", self.keys)
             for callback in links.get("l", ()):
                 cont = Continuation(parent=message.id, headers=headers)
                 children += self._start(follow, callback, (value,), cont, message)
@@ -97,7 +100,7 @@ class Workflows:
                 follow.commands.append(self._records(not_run, error["exc_type"] or state, text, message.id))
             if links.get("ch"):
                 failure = {"id": message.id, **error}
-                follow.chord = _count(links["ch"], None, orjson.dumps(failure))
+                follow.chord = _count(links["ch"], None, orjson.dumps(failure), self.keys)
         if payload is not None and (children or links.get("p")):
             record.update(parent=links.get("p"), children=children)
             follow.payload = orjson.dumps(record)
@@ -114,14 +117,14 @@ class Workflows:
         """Plan one follow-up into ``follow``; the ids of the messages it enqueues. One that cannot
         be built (its arguments do not fit, a bad option) gets a FAILURE record instead."""
         try:
-            planned = plan(self.app, node, prepend, cont, self.ttl_ms)
+            planned = plan(self.app, node, prepend, cont, self.ttl_ms, self.keys)
         except Exception as exc:
             log.error("workflow step after %s[%s] could not be started: %s", parent.task, parent.id, exc)
             text = f"could not be started after {parent.task}[{parent.id}]: {exc}"
             follow.commands.append(self._records([result_id(node)], type(exc).__name__, text, parent.id))
             return []
         queues = {m.queue for m, _ in planned.items}
-        follow.commands += [*planned.first, *enqueue_commands(planned.items, queues)]
+        follow.commands += [*planned.first, *enqueue_commands(planned.items, queues, self.keys)]
         return [m.id for m, _ in planned.items]
 
     def _records(self, ids: Sequence[str], exc_type: str, text: str, parent: str) -> tuple[Any, ...]:
@@ -140,7 +143,7 @@ class Workflows:
             )
             for task_id in ids
         ]
-        return store_results_command(records, self.ttl_ms)
+        return store_results_command(records, self.ttl_ms, self.keys)
 
     def prepare_body(self, link: Link, reserved: Any) -> Outcome | None:
         """A chord body about to start gets its header's results as its first argument (one
@@ -161,7 +164,7 @@ class Workflows:
         for message in messages:
             ref = (message.workflow or {})["cr"]
             fields = ["n", "f", *(f"r{i}" for i in range(int(ref["n"])))]
-            commands.append(("HMGET", Keys.chord(message.queue, ref["id"]), *fields))
+            commands.append(("HMGET", self.keys.chord(message.queue, ref["id"]), *fields))
         inputs: list[tuple[list[Any] | None, str | None]] = []
         for reply in link.pipeline(commands):
             if reply[0] is None:
@@ -198,12 +201,12 @@ def body_args(message: Message, results: list[Any]) -> list[Any]:
     return [results, *list(message.args)[1:]]
 
 
-def _count(membership: dict[str, Any], value: Any, failure: bytes) -> ChordCount:
+def _count(membership: dict[str, Any], value: Any, failure: bytes, keys: type[Keys]) -> ChordCount:
     queue, priority = membership["q"], int(membership.get("p") or 0)
     return ChordCount(
-        key=Keys.chord(queue, membership["id"]),
-        stream=Keys.stream(queue, priority),
-        delayed=Keys.delayed(queue),
+        key=keys.chord(queue, membership["id"]),
+        stream=keys.stream(queue, priority),
+        delayed=keys.delayed(queue),
         index=int(membership["i"]),
         value=orjson.dumps(value),
         failure=failure,

@@ -4,13 +4,17 @@ patterns ``greenq acl --prefix`` prints make Redis itself keep one app out of an
 from __future__ import annotations
 
 import inspect
+import json
+from typing import Any
 
 import pytest
 import redis
 
 from greenq import GreenQ
+from greenq.acl import ROLES
 from greenq.broker.keys import Keys
 from greenq.broker.stack import Link
+from greenq.cli import main
 from greenq.embedded import RedisServer
 from greenq.exceptions import BrokerError, ConfigError
 from tests.security.conftest import apply_rule, user_url
@@ -66,3 +70,35 @@ def test_the_acl_patterns_of_one_prefix_keep_redis_from_serving_another(acl_serv
             link.call(*command)
     producer.close()
     worker.close()
+
+
+def test_two_apps_with_their_own_prefix_share_one_redis_and_never_meet(
+    acl_server: RedisServer, start_worker: Any, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    admin = redis.Redis.from_url(acl_server.url)
+    users = {p: {r: user_url(acl_server, apply_rule(admin, r, p)) for r in ROLES} for p in ("tena", "tenb")}
+    workers = {
+        p: start_worker(
+            "-c", "2", app="tests.security.secapp", url=users[p]["worker"], env={"GREENQ_KEY_PREFIX": p}
+        )
+        for p in users
+    }
+    apps = {p: GreenQ(p, broker=users[p]["producer"], key_prefix=p) for p in users}
+    sent = {p: [app.send_task("tests.security.secapp.tenant") for _ in range(10)] for p, app in apps.items()}
+    for prefix, results in sent.items():  # the same queue name, each app's tasks ran by its own worker
+        assert {result.get(timeout=20) for result in results} == {prefix}
+    assert apps["tenb"].AsyncResult(sent["tena"][0].id).state == "PENDING"  # B does not see A's results
+    # A's producer user, configured with B's prefix: Redis itself refuses.
+    intruder = GreenQ("intruder", broker=users["tena"]["producer"], key_prefix="tenb")
+    with pytest.raises(BrokerError, match="permission denied by the Redis ACL"):
+        intruder.AsyncResult(sent["tenb"][0].id).get(timeout=1)
+    for prefix, worker in workers.items():  # each operator's status shows its app only
+        monkeypatch.setenv("GREENQ_BROKER_URL", users[prefix]["operator"])
+        monkeypatch.setenv("GREENQ_KEY_PREFIX", prefix)
+        assert main(["status", "--json"]) == 0
+        status = json.loads(capsys.readouterr().out)
+        assert [w["pid"] for w in status["workers"]] == [worker.pid]
+        assert [q["name"] for q in status["queues"]] == ["default"]
+    assert admin.keys("greenq:*") == [] and admin.keys("tena:*") and admin.keys("tenb:*")
+    for app in [*apps.values(), intruder]:
+        app.close()
