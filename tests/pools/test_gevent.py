@@ -94,3 +94,36 @@ def test_one_long_c_call_that_blocks_the_hub_is_logged_with_its_name(evidence, s
     while [w.get("hub_blocks") for w in admin.workers(evidence.app.broker)] != [1]:  # the heartbeat
         assert time.monotonic() < deadline, admin.workers(evidence.app.broker)
         time.sleep(0.05)
+
+
+def test_the_first_fill_lets_the_hub_run_between_slices() -> None:
+    """A first batch of hundreds is handed out in slices: tasks already started get their turn
+    (the hub reads sockets, finishes them) before the last ones start, instead of every task
+    running to its first blocking call first. Each task here works ~0.2 ms, then yields."""
+    concurrency = 200
+    events: list[str] = []
+    all_done = gevent.event.Event()
+
+    def runner(job: Job) -> Outcome:
+        events.append("start")
+        until = time.perf_counter() + 0.0002
+        while time.perf_counter() < until:  # the work before its first blocking call
+            pass
+        gevent.sleep(0)
+        events.append("done")
+        return Outcome("SUCCESS")
+
+    def on_done(job: Job, outcome: Outcome) -> None:
+        if events.count("done") == concurrency:
+            all_done.set()
+
+    pool = GeventPool(runner, concurrency)
+    pool.start()
+    gevent.sleep(0)  # every worker waits for work
+    for key in range(concurrency):
+        pool.submit(Job(key, "t", [], {}), on_done)
+    assert all_done.wait(30)
+    first_done = events.index("done")
+    last_start = len(events) - 1 - events[::-1].index("start")
+    assert first_done < last_start, "every task started before any finished"
+    pool.kill()
