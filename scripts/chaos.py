@@ -19,6 +19,7 @@ import json
 import os
 import random
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -149,6 +150,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     fleet = [(kind.rstrip("*"), kind.endswith("*")) for kind in args.fleet.split(",")]
     print(f"chaos run: seed {seed}, {duration:g} s, run dir {run_dir}", flush=True)
+
+    # SIGTERM (a CI timeout) unwinds through the finally below, which stops everything started;
+    # a second one must not interrupt that.
+    def terminated(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        sys.exit(f"chaos run (seed {seed}) terminated")
+
+    signal.signal(signal.SIGTERM, terminated)
     cluster = Cluster(run_dir, fleet, args.lost_timeout)
     env = cluster.env({"CHAOS_TICK_S": "2"})
     samples: dict[str, list[tuple[float, int]]] = {w.name: [] for w in cluster.workers if w.anchor}

@@ -92,9 +92,11 @@ class Upkeep:
         )
 
     def recover(
-        self, queues: Sequence[str], own_consumer: str, max_deliveries: int
+        self, queues: Sequence[str], own_consumer: str, max_deliveries: int, min_idle_ms: int = 0
     ) -> tuple[int, list[bytes]]:
-        """Requeue (or dead-letter) the unacked messages of consumers whose heartbeat is gone.
+        """Requeue (or dead-letter) the unacked messages of consumers whose heartbeat is gone,
+        those delivered at least ``min_idle_ms`` ago (a consumer that fetched a message since was
+        alive then: see ``recover.lua``).
 
         Returns (how many were requeued, the bodies of those dead-lettered). Safe to run from
         many workers at once: the Lua script re-checks the heartbeat and acks each entry it moves.
@@ -124,6 +126,7 @@ class Upkeep:
                     int(now() * 1000),
                     RECOVER_BATCH,
                     RECOVERED_TTL_MS,
+                    min_idle_ms,
                 )
                 requeued += int(moved)
                 dead.extend(lettered)

@@ -172,7 +172,9 @@ class Maintenance:
             self.flow.sleep(stopping, 0.1 if soonest is None else min(0.1, soonest), self.flow_channel)
 
     def recover(self) -> None:
-        requeued, dead = self.upkeep.recover(self.queues, self.consumer_id, self.max_deliveries)
+        requeued, dead = self.upkeep.recover(
+            self.queues, self.consumer_id, self.max_deliveries, int(self.lost_timeout_s * 1000)
+        )
         if requeued or dead:
             self.stats.recovered += requeued
             self.stats.dead_lettered += len(dead)

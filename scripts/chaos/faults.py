@@ -55,7 +55,7 @@ class Injector:
         self._main: threading.Thread | None = None
 
     def start(self) -> None:
-        self._main = threading.Thread(target=self._loop)
+        self._main = threading.Thread(target=self._loop, daemon=True)
         self._main.start()
 
     def finish(self) -> None:
@@ -76,7 +76,7 @@ class Injector:
             fault = Fault(kind, time.time())
             # Draw the fault's randomness here, in order, so a seed gives the same faults.
             params = {"u": self.rng.random(), "v": self.rng.random()}
-            thread = threading.Thread(target=self._run, args=(fault, params))
+            thread = threading.Thread(target=self._run, args=(fault, params), daemon=True)
             thread.start()
             self._threads.append(thread)
 

@@ -68,7 +68,8 @@ class Load:
 
     def start(self) -> None:
         for i in range(self.threads):
-            thread = threading.Thread(target=self._produce, args=(random.Random(self.seed * 1000 + i),))
+            rng = random.Random(self.seed * 1000 + i)
+            thread = threading.Thread(target=self._produce, args=(rng,), daemon=True)
             thread.start()
             self._running.append(thread)
         listener = threading.Thread(target=self._listen, daemon=True)

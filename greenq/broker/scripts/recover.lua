@@ -12,15 +12,26 @@
 -- ARGV[5]     time now, epoch ms, recorded on dead letters
 -- ARGV[6]     batch size: most entries handled in this call
 -- ARGV[7]     how long a recovery marker is kept, ms
--- Returns {requeued, {body of each dead-lettered message}, left} (the caller writes their
--- FAILURE results); the consumer is deleted once it has none left.
+-- ARGV[8]     min idle, ms (absent: 0): an entry delivered more recently is left alone for now.
+--             Its consumer fetched it then, so it was alive; after a stall or a pause every
+--             heartbeat lapses at once, and without this each worker recovered what the others
+--             had just fetched, again and again, up to max_deliveries in a second.
+-- Returns {requeued, {body of each dead-lettered message}, left: entries still to recover now}
+-- (the caller writes their FAILURE results); the consumer is deleted once it has none left.
 -- Several workers may run this at once: each entry is acked inside the script, so only
 -- one of them moves it.
 local stream, dead, heartbeat, markers = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local group, consumer = ARGV[1], ARGV[2]
 local max_deliveries, cap = tonumber(ARGV[3]), ARGV[4]
 if redis.call('EXISTS', heartbeat) == 1 then return {0, {}, -1} end
-local pending = redis.call('XPENDING', stream, group, '-', '+', tonumber(ARGV[6]), consumer)
+local min_idle = tonumber(ARGV[8] or '0')
+local function pending_of(count)
+  if min_idle > 0 then
+    return redis.call('XPENDING', stream, group, 'IDLE', min_idle, '-', '+', count, consumer)
+  end
+  return redis.call('XPENDING', stream, group, '-', '+', count, consumer)
+end
+local pending = pending_of(tonumber(ARGV[6]))
 if #pending > 0 then
   redis.call('ZREMRANGEBYSCORE', markers, '-inf', tonumber(ARGV[5]) - tonumber(ARGV[7]))
 end
@@ -54,6 +65,8 @@ if #dead_lettered > 0 then
   local dropped = redis.call('XTRIM', dead, 'MAXLEN', tonumber(cap))
   if dropped > 0 then redis.call('INCRBY', KEYS[4], dropped) end
 end
-local left = #redis.call('XPENDING', stream, group, '-', '+', 1, consumer)
-if left == 0 then redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer) end
+local left = #pending_of(1)
+if #redis.call('XPENDING', stream, group, '-', '+', 1, consumer) == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', stream, group, consumer)
+end
 return {requeued, dead_lettered, left}
