@@ -137,7 +137,15 @@ def read_results(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
 def read_dead(cluster: Cluster) -> tuple[list[dict[str, Any]], int]:
     client = cluster.client()
     entries = client.xrange(Keys.dead("default"))
-    dead = [{"m": f[b"m"], "reason": f[b"reason"].decode(errors="replace")} for _, f in entries]
+    dead = [
+        {
+            "m": f[b"m"],
+            "reason": f[b"reason"].decode(errors="replace"),
+            "worker": f.get(b"worker", b"").decode(errors="replace"),
+            "time": int(f.get(b"time", 0)) / 1000,
+        }
+        for _, f in entries
+    ]
     dropped = int(client.get(Keys.dead_dropped("default")) or 0)
     client.close()
     return dead, dropped
@@ -244,6 +252,7 @@ def render(figures: dict[str, Any], violations: list[str]) -> str:
         ("runs after the final result (explained)", str(figures["runs_after_final_explained"])),
         ("ETA runs early (worst)", f"{figures['eta_early_max_ms']} ms"),
         ("dead letters (dropped)", f"{figures['dead_letters']} ({figures['dead_dropped']})"),
+        ("dead letters written twice (explained)", str(figures["dead_twice_explained"])),
         ("stuck workers", str(figures["stuck_workers"])),
         ("lapsed heartbeats logged", str(figures["lapsed_heartbeats"])),
         ("peak RSS / growth of long-lived workers", f"{peak} MiB / {growth} MiB/h"),
