@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -25,6 +26,7 @@ from greenq.limits import check_queue_rates
 
 ENV_PREFIX = "GREENQ_"
 # Environment variables that start with the prefix but are not settings.
+SIGNED_SETTINGS = frozenset({"worker_cpu_nice"})  # the only numbers that may be negative
 ENV_NON_SETTINGS = frozenset({"GREENQ_HOME", "GREENQ_CEILING_DIRECTORIES", "GREENQ_DASHBOARD_AUTH"})
 
 
@@ -179,6 +181,10 @@ class Settings:
         default=5, metadata=_doc("Deliveries (counting worker deaths) before a message is dead-lettered.")
     )
     max_message_bytes: int = field(default=1024 * 1024, metadata=_doc("Largest encoded message accepted."))
+    result_max_bytes: int = field(
+        default=16 * 1024 * 1024,
+        metadata=_doc("Largest encoded result stored; a task returning more fails (ResultTooLarge)."),
+    )
     message_signing_key: str | None = field(
         default=None,
         metadata=_doc(
@@ -312,7 +318,16 @@ def coerce(name: str, value: Any, source: str) -> Any:
         raise ConfigError(
             f"setting {name!r} (from {source}) got {_shown(name, value)}; expected {kind}"
         ) from None
+    _check_range(name, value, source)
     return check_key_prefix(value) if name == "key_prefix" else value
+
+
+def _check_range(name: str, value: Any, source: str) -> None:
+    """NaN, infinity and negative sizes or times would start a worker that dies later or never
+    writes its heartbeat: refused here, naming the setting."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if number and (not math.isfinite(value) or (value < 0 and name not in SIGNED_SETTINGS)):
+        raise ConfigError(f"setting {name!r} (from {source}) got {value!r}; expected a finite number >= 0")
 
 
 def _parse_routes(name: str, value: Any, source: str) -> Any:

@@ -27,6 +27,10 @@ class MessageTooLarge(EncodeError):
     """An encoded message is bigger than ``max_message_bytes``."""
 
 
+class ResultTooLarge(EncodeError):
+    """A task's encoded result is bigger than ``result_max_bytes``: it fails instead."""
+
+
 class DecodeError(GreenqError):
     """Bytes from Redis are not a valid greenq message (bad JSON, envelope or signature)."""
 

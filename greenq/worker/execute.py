@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from greenq import signals, tracing
-from greenq.exceptions import Retry, TaskRevoked
+from greenq.exceptions import ResultTooLarge, Retry, TaskRevoked
 from greenq.limits import deadline_of, reset_deadline, set_deadline
 from greenq.message import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
 from greenq.pools.base import Job, Outcome
@@ -117,7 +117,7 @@ def execute(app: GreenQ, job: Job) -> Outcome:
         except (Exception, SystemExit) as exc:
             outcome = _failure(task, job, exc, ignore, worker)
         else:
-            outcome = _success(task, job, value, ignore, worker)
+            outcome = _success(task, job, value, ignore, worker, app.conf.result_max_bytes)
     finally:
         reset_request(token)
     outcome.runtime_s = time.perf_counter() - started
@@ -155,7 +155,7 @@ def _execute_hooked(app: GreenQ, task: Task, job: Job) -> Outcome:
             error = exc
             outcome = _failure(task, job, exc, ignore, worker)
         else:
-            outcome = _success(task, job, value, ignore, worker)
+            outcome = _success(task, job, value, ignore, worker, app.conf.result_max_bytes)
             if outcome.state == FAILURE:  # the result was not JSON
                 error = TypeError(outcome.error)
         value = _after_run(task, job, outcome, value, error)
@@ -223,7 +223,7 @@ def _guard(task: Task, handler: str, *args: Any) -> None:
         logger.exception("task %s[%s]: %s raised (ignored)", task.name, task.request.id, handler)
 
 
-def _success(task: Task, job: Job, value: object, ignore: bool, worker: str | None) -> Outcome:
+def _success(task: Task, job: Job, value: object, ignore: bool, worker: str | None, limit: int) -> Outcome:
     if ignore:
         return Outcome(SUCCESS)
     try:
@@ -238,6 +238,12 @@ def _success(task: Task, job: Job, value: object, ignore: bool, worker: str | No
     except TypeError:
         error = TypeError(f"result of type {type(value).__name__} is not JSON serialisable")
         return _failure(task, job, error, False, worker)
+    if len(payload) > limit:  # never written: it would sit in the worker, the flush and Redis
+        too_big = ResultTooLarge(
+            f"result is {len(payload):,} bytes, over result_max_bytes={limit:,}; "
+            "store it elsewhere and return a reference (a key, a URL)"
+        )
+        return _failure(task, job, too_big, False, worker)
     return Outcome(SUCCESS, payload)
 
 

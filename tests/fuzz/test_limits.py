@@ -47,3 +47,24 @@ def test_a_hundred_thousand_dead_letters_keep_the_stream_at_its_cap(r: redis.Red
     assert int(r.get(Keys.dead_dropped("default"))) == total - cap
     newest = r.xrevrange(Keys.dead("default"), count=1)[0][1]
     assert newest[b"m"] == b"poison %d" % (total - 1) and newest[b"reason"].startswith(b"malformed")
+
+
+def test_a_100_mb_result_is_a_clear_failure_and_never_reaches_redis(
+    redis_url: str, r: redis.Redis, start_worker
+) -> None:
+    from greenq import GreenQ, TaskError
+
+    start_worker("-c", "2", app="tests.apps.chaos_app")
+    producer = GreenQ("limits", broker=redis_url)
+    try:
+        result = producer.send_task("tests.apps.chaos_app.sized", (100_000_000,))
+        try:
+            result.get(timeout=120)
+        except TaskError as exc:
+            assert exc.exc_type == "ResultTooLarge" and "result_max_bytes" in str(exc), exc
+        else:
+            raise AssertionError("a 100 MB result was stored")
+        assert int(r.info("memory")["used_memory"]) < 50 * 2**20
+        assert producer.send_task("tests.apps.chaos_app.sized", (10,)).get(timeout=30) == "x" * 10
+    finally:
+        producer.close()
