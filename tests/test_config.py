@@ -169,3 +169,22 @@ def test_a_result_backend_other_than_the_broker_is_refused_not_ignored() -> None
     assert "pw" not in str(caught.value)
     same = GreenQ("y", broker="redis://127.0.0.1:1/0", result_backend="redis://127.0.0.1:1/0")
     assert same.conf.result_backend == same.conf.broker_url
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("result_expires", "inf"),
+        ("worker_lost_timeout", "nan"),
+        ("worker_lost_timeout", "-1"),
+        ("max_deliveries", -3),
+    ],
+)
+def test_nan_infinite_and_negative_numbers_are_refused_naming_the_setting(name: str, value: object) -> None:
+    """Found by the settings fuzzer: such values started a worker that died later with a
+    traceback, or never wrote its heartbeat."""
+    from greenq.config import build_settings
+
+    with pytest.raises(ConfigError, match=rf"setting '{name}' .* expected a finite number >= 0"):
+        build_settings([("environment", {name: value})])
+    assert build_settings([("environment", {"worker_cpu_nice": "-2"})])[0].worker_cpu_nice == -2
