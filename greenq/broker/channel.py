@@ -357,9 +357,14 @@ class Channel:
         self, delivery: Delivery, reason: str, consumer: str, result: tuple[str, bytes, int] | None = None
     ) -> None:
         """Move one message to its queue's dead-letter stream with the reason and ack the original,
-        atomically; ``result`` = (task id, payload, ttl ms) also stores the task's final state, so
-        a caller waiting on it learns why instead of waiting for ever."""
-        commands = [self._dead_letter_command(delivery, reason, consumer), *_ack_commands([delivery])]
+        atomically, if this consumer still holds it (``reject.lua``: a worker presumed dead must
+        not dead-letter what recovery gave another); ``result`` = (task id, payload, ttl ms) also
+        stores the task's final state, so a caller waiting on it learns why instead of waiting
+        for ever."""
+        fields = self._dead_letter_command(delivery, reason, consumer)[6:]  # dead.lua's ARGV[2..]
+        keys = (delivery.stream, self.keys.dead(delivery.queue), self.keys.dead_dropped(delivery.queue))
+        reject = ("EVAL", script("reject"), 3, *keys, GROUP, delivery.entry_id, self.dead_letter_max, *fields)
+        commands: list[tuple[Any, ...]] = [reject]
         if result is not None:
             task_id, payload, ttl_ms = result
             commands.append(store_results_command([(task_id, payload)], ttl_ms, self.keys))
