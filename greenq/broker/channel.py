@@ -199,18 +199,24 @@ class Channel:
     # ---- start -----------------------------------------------------------------------
 
     def start_batch(
-        self, early: Sequence[Delivery], task_ids: Sequence[str], retry: bool = False
+        self,
+        early: Sequence[Delivery],
+        task_ids: Sequence[str],
+        retry: bool = False,
+        late: Sequence[Delivery] = (),
     ) -> tuple[list[bool], list[bool]]:
-        """Before a batch starts, in one round trip (``start.lua``): early-ack ``early`` and look
-        up which of ``task_ids`` are revoked.
+        """Before a batch starts, in one round trip (``start.lua``): early-ack ``early``, check
+        that ``late`` (late-ack) are still pending here, and look up which of ``task_ids`` are
+        revoked.
 
-        Returns (per early delivery: does this consumer still hold it; per task id: revoked?).
-        A False in the first list means another worker recovered the message (this worker's
-        heartbeat had lapsed): the caller must not run it, or the task would run twice.
+        Returns (per early, then per late delivery: does this consumer still hold it; per task
+        id: revoked?). A False in the first list means another worker recovered the message
+        (this worker's heartbeat had lapsed): the caller must not run it, or it would run twice.
         """
         keys = [
             *(d.stream for d in early),
             *(self.keys.recovered(d.queue) for d in early),
+            *(d.stream for d in late),
             *(self.keys.revoked(task_id) for task_id in task_ids),
         ]
         if not keys:
@@ -225,9 +231,12 @@ class Channel:
                 len(early),
                 *(d.entry_id for d in early),
                 "retry" if retry else "first",
+                len(late),
+                *(d.entry_id for d in late),
             )
         )
-        return [f == "1" for f in flags[: len(early)]], [f == "1" for f in flags[len(early) :]]
+        held = len(early) + len(late)
+        return [f == "1" for f in flags[:held]], [f == "1" for f in flags[held:]]
 
     # ---- outcomes --------------------------------------------------------------------
 

@@ -113,8 +113,10 @@ def _stand_in(key: Any) -> str:
 def _split_start(body: str, keys: list[Any], argv: list[Any]) -> tuple[list[Command], Merge]:
     """start.lua: one call per queue slot with its early acks, then EXISTS of each revocation."""
     early = int(argv[1])
-    streams, markers, revoked = keys[:early], keys[early : 2 * early], keys[2 * early :]
-    ids, mode = argv[2 : 2 + early], argv[2 + early]
+    late = int(argv[3 + early]) if len(argv) > 3 + early else 0
+    streams, markers = keys[:early], keys[early : 2 * early]
+    late_streams, revoked = keys[2 * early : 2 * early + late], keys[2 * early + late :]
+    ids, mode, late_ids = argv[2 : 2 + early], argv[2 + early], argv[4 + early : 4 + early + late]
     by_slot: dict[int, list[int]] = {}
     for i, stream in enumerate(streams):
         by_slot.setdefault(slot(stream), []).append(i)
@@ -124,6 +126,8 @@ def _split_start(body: str, keys: list[Any], argv: list[Any]) -> tuple[list[Comm
         own = [streams[i] for i in members] + [markers[i] for i in members]
         pieces.append(("EVAL", body, len(own), *own, argv[0], len(members), *[ids[i] for i in members], mode))
         order.append(members)
+    # late-ack messages: still pending here (not recovered by another worker)?
+    pieces += [("XPENDING", key, argv[0], i, i, 1) for key, i in zip(late_streams, late_ids, strict=True)]
     pieces += [("EXISTS", key) for key in revoked]
 
     def merge(replies: list[Any]) -> str:
@@ -132,7 +136,13 @@ def _split_start(body: str, keys: list[Any], argv: list[Any]) -> tuple[list[Comm
             text = flags.decode() if isinstance(flags, bytes) else str(flags)
             for i, flag in zip(members, text, strict=True):
                 held[i] = flag
-        return "".join(held) + "".join("1" if int(r) else "0" for r in replies[len(order) :])
+        pending = replies[len(order) : len(order) + late]
+        exists = replies[len(order) + late :]
+        return (
+            "".join(held)
+            + "".join("1" if r else "0" for r in pending)
+            + "".join("1" if int(r) else "0" for r in exists)
+        )
 
     return pieces, merge
 

@@ -258,9 +258,13 @@ class Consumer(Lifecycle):
                 batch = self.lanes.take(ledger.startable())
             batch = self._drop_expired(batch)
             early = [r for r in batch if not r.acks_late]
+            late = [r for r in batch if r.acks_late]
             try:
                 still_ours, revoked = channel.start_batch(
-                    [r.delivery for r in early], [r.message.id for r in batch], retry=lost_reply
+                    [r.delivery for r in early],
+                    [r.message.id for r in batch],
+                    retry=lost_reply,
+                    late=[r.delivery for r in late],
                 )
                 backoff.ok()
                 lost_reply = False
@@ -270,8 +274,8 @@ class Consumer(Lifecycle):
                     self.lanes.put_back(batch)
                 backoff.failed(exc, self._stopping)
                 continue
-            ledger.disown(r.delivery for r in early)
-            taken = self._recovered_elsewhere(early, still_ours)
+            taken = self._recovered_elsewhere(early + late, still_ours)
+            ledger.disown(r.delivery for r in early + late if not r.acks_late or id(r) in taken)
             for reserved, is_revoked in zip(batch, revoked, strict=True):
                 if id(reserved) in taken:
                     continue
@@ -283,10 +287,9 @@ class Consumer(Lifecycle):
                     failed = self.workflows.prepare_body(channel.link, reserved)
                     self._finish(reserved, failed) if failed else self._submit(reserved)
 
-    def _recovered_elsewhere(self, early: list[Reserved], still_ours: list[bool]) -> set[int]:
-        """The ``id()`` of messages another worker recovered while this one's heartbeat had
-        lapsed: acked by nobody here, so running them would run them twice. Frees their places."""
-        lost = {id(r) for r, ours in zip(early, still_ours, strict=True) if not ours}
+    def _recovered_elsewhere(self, held: list[Reserved], still_ours: list[bool]) -> set[int]:
+        """``id()``s of messages another worker recovered (our heartbeat lapsed); frees their places."""
+        lost = {id(r) for r, ours in zip(held, still_ours, strict=True) if not ours}
         if lost:
             self.log.error(
                 "%s reserved messages were recovered by other workers (this worker's heartbeat "
@@ -294,7 +297,7 @@ class Consumer(Lifecycle):
                 len(lost),
             )
             self.ledger.release(len(lost))
-            for reserved in early:  # a concurrency lease it took is not this worker's to keep
+            for reserved in held:  # a concurrency lease it took is not this worker's to keep
                 if id(reserved) in lost:
                     self.maintenance.flow.leases.pop(reserved.message.id, None)
         return lost
