@@ -22,7 +22,7 @@ from greenq.exceptions import GreenqError
 from greenq.group_result import GroupResult
 from greenq.message import new_id
 from greenq.results import AsyncResult
-from greenq.workflow import CHAIN_TASK, CHORD_TASK, GROUP_TASK, UnsupportedCanvas, freeze, kind
+from greenq.workflow import CHAIN_TASK, CHORD_TASK, GROUP_TASK, UnsupportedCanvas, freeze, kind, send_options
 
 __all__ = ["GroupResult", "Signature", "UnsupportedCanvas", "chain", "chord", "group", "signature"]
 
@@ -175,10 +175,7 @@ class Signature:
         ``kwargs`` and ``options`` update its own. Returns an ``AsyncResult``."""
         args, kwargs, merged = self._merge(args, kwargs, options)
         if "link" not in merged and "link_error" not in merged:
-            expires = merged.get("expires")
-            if isinstance(expires, str):
-                merged["expires"] = datetime.fromisoformat(expires)
-            return self._app().send_task(self.task, args, kwargs, **merged)
+            return self._app().send_task(self.task, args, kwargs, **send_options(merged))
         node = {**self.to_dict(), "args": list(args), "kwargs": kwargs, "options": merged, "immutable": True}
         return apply_node(self._app(), node)
 
@@ -348,10 +345,7 @@ class group(_Composite):  # Celery's name
         items = []
         for member in self.tasks:
             margs, mkwargs, merged = member._merge(args, kwargs, common)
-            expires = merged.get("expires")
-            if isinstance(expires, str):
-                merged["expires"] = datetime.fromisoformat(expires)
-            items.append(app.build_message(member.task, margs, mkwargs, **merged))
+            items.append(app.build_message(member.task, margs, mkwargs, **send_options(merged)))
         ids = send_group(app, group_id, items)
         return GroupResult(group_id, [AsyncResult(i, app=app) for i in ids], app=app)
 

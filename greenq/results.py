@@ -169,14 +169,10 @@ class AsyncResult:
         after = "0-0"
         while True:
             entries = self.app.broker.wait_entries(self.id, timeout, after=after)
-            if not entries:
-                raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
-            for _, payload in entries:
-                record = decode_result(payload)
-                yield record
-                if record["state"] in READY_STATES:
-                    self._record = record
-                    return
+            records = self._updates(entries, timeout)
+            yield from records
+            if self._record is records[-1]:
+                return
             after = entries[-1][0]
 
     async def aiter_updates(self, timeout: float | None = None) -> AsyncIterator[dict[str, Any]]:
@@ -185,15 +181,24 @@ class AsyncResult:
         broker = self.app.async_broker
         while True:
             entries = await broker.wait_entries(self.id, timeout, after=after)
-            if not entries:
-                raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
-            for _, payload in entries:
-                record = decode_result(payload)
+            records = self._updates(entries, timeout)
+            for record in records:
                 yield record
-                if record["state"] in READY_STATES:
-                    self._record = record
-                    return
+            if self._record is records[-1]:
+                return
             after = entries[-1][0]
+
+    def _updates(self, entries: list[tuple[str, bytes]], timeout: float | None) -> list[dict[str, Any]]:
+        """The records of one read, up to and including a final one (kept as ``_record``)."""
+        if not entries:
+            raise ResultTimeout(f"task {self.id}: no update within {timeout}s")
+        records = []
+        for _, payload in entries:
+            records.append(decode_result(payload))
+            if records[-1]["state"] in READY_STATES:
+                self._record = records[-1]
+                break
+        return records
 
     @property
     def state(self) -> str:

@@ -276,6 +276,15 @@ def member_list(
     return [("DEL", key), ("RPUSH", key, *ids), ("PEXPIRE", key, max(1, ttl_ms))]
 
 
+def send_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A signature's options as ``apply_async`` takes them: an ``expires`` kept as ISO text in
+    the signature's JSON is a datetime again."""
+    expires = options.get("expires")
+    if isinstance(expires, str):
+        return {**options, "expires": datetime.fromisoformat(expires)}
+    return dict(options)
+
+
 def build(
     app: PlanningApp, node: Mapping[str, Any], prepend: tuple[Any, ...], cont: Continuation
 ) -> tuple[Message, bytes]:
@@ -299,9 +308,7 @@ def build(
         links_of["ie"] = cont.errbacks
     if cont.parent is not None:
         links_of["p"] = cont.parent
-    expires = options.get("expires")
-    if isinstance(expires, str):
-        options["expires"] = datetime.fromisoformat(expires)
+    options = send_options(options)
     if cont.headers:
         options["headers"] = cont.headers
     return app.build_message(node["task"], args, node.get("kwargs"), workflow=links_of or None, **options)

@@ -70,7 +70,6 @@ def test_without_namespace_uppercase_constants_are_not_read() -> None:
 
 def test_django_settings_with_an_empty_secret_key(tmp_path: Path) -> None:
     """A real Django settings object, in a fresh interpreter (Django's settings are process-wide)."""
-    pytest.importorskip("django")
     (tmp_path / "emptykey_settings.py").write_text(
         'SECRET_KEY = ""\nINSTALLED_APPS = []\nGREENQ_TASK_DEFAULT_QUEUE = "django-q"\n'
         'GREENQ_BROKER_URL = "redis://127.0.0.1:1/0"\n'
