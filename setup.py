@@ -31,7 +31,7 @@ setup(
     package_data={"greenq": ["py.typed", "broker/scripts/*.lua"]},
     install_requires=[
         "gevent>=23.9",
-        "redis[hiredis]>=5.0",
+        "redis[hiredis]>=6.1",  # 6.1: MULTI in a cluster pipeline (admin on a cluster)
         "requests>=2.28",
         "orjson>=3.8",
         "geventhttpclient>=2.3",  # greenq.http in gevent workers

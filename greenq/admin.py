@@ -114,7 +114,8 @@ def workers(broker: RedisBroker) -> list[dict[str, Any]]:
     are dropped from the registry as they are found."""
     with broker.guard():
         names = sorted(_text(n) for n in broker.client.smembers(broker.keys.WORKERS))
-        records = broker.client.mget([broker.keys.worker(n) for n in names]) if names else []
+        mget = getattr(broker.client, "mget_nonatomic", None) or broker.client.mget  # cluster: an MGET a slot
+        records = mget([broker.keys.worker(n) for n in names]) if names else []
         found = []
         for name, raw in zip(names, records, strict=True):
             if raw is None:

@@ -8,8 +8,10 @@ is write combining: enqueues made while a pipeline is in flight wait for the nex
 ``asyncio.gather`` of a thousand ``adelay()`` calls costs a few round trips, not a thousand.
 
 One instance per event loop (``GreenQ.async_broker``): redis.asyncio connections belong to
-the loop that opened them. Imports: redis.asyncio, broker.keys, broker.redis (the sync broker
-it is built from, ``wait_slices``), message; never gevent, the worker or pools.
+the loop that opened them. On Redis Cluster the round trips go through ``AsyncClusterRouter``
+(``broker.cluster_aio``): each command to its slot's master, a pipeline per node. Imports:
+redis.asyncio, broker.keys, broker.cluster*, broker.redis (the sync broker it is built from,
+``wait_slices``), message; never gevent, the worker or pools.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import Any
 import redis.asyncio
 import redis.exceptions
 
+from greenq.broker.cluster import is_cluster
+from greenq.broker.cluster_aio import AsyncClusterRouter
 from greenq.broker.keys import enqueue_commands
 from greenq.broker.redis import RedisBroker, wait_slices
 from greenq.broker.sentinel import connection_pool
@@ -43,6 +47,20 @@ class AsyncRedisBroker:
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
+        self._pending: deque[tuple[Sequence[tuple[Message, bytes]], asyncio.Future[None]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
+        self._known_queues: set[str] = set()
+        self._conn: redis.asyncio.connection.AbstractConnection | None = None
+        timeouts: dict[str, Any] = {
+            "socket_connect_timeout": broker.connect_timeout_s,
+            "socket_timeout": broker.socket_timeout_s,
+        }
+        self.router: AsyncClusterRouter | None = None
+        self.client: Any = None  # one Redis: the redis.asyncio client of result waits
+        if is_cluster(broker.url):  # each command to its slot's master (broker/cluster_aio.py)
+            limit = broker.conns.limit
+            self.router = AsyncClusterRouter(broker.url, limit, broker.socket_timeout_s, **timeouts)
+            return
         # As many connections as the sync broker's pool may open (each waiting aget() holds one);
         # callers beyond that wait for a free one, up to the socket timeout, then BrokerUnavailable.
         # (An unbounded sync pool reports 2**31: cap it, as older redis-py preallocates the slots.)
@@ -52,15 +70,10 @@ class AsyncRedisBroker:
             broker.url,
             max_connections=limit,
             timeout=broker.socket_timeout_s,
-            socket_connect_timeout=broker.connect_timeout_s,
-            socket_timeout=broker.socket_timeout_s,
             protocol=2,
+            **timeouts,
         )
         self.client = redis.asyncio.Redis(connection_pool=pool)
-        self._pending: deque[tuple[Sequence[tuple[Message, bytes]], asyncio.Future[None]]] = deque()
-        self._flusher: asyncio.Task[None] | None = None
-        self._known_queues: set[str] = set()
-        self._conn: redis.asyncio.connection.AbstractConnection | None = None
 
     def __repr__(self) -> str:
         return f"Async{self.broker!r}"
@@ -123,29 +136,39 @@ class AsyncRedisBroker:
             self._flusher = None
 
     async def _send(self, items: Sequence[tuple[Message, bytes]]) -> None:
-        """Pipelines on the flusher's own connection (no pool checkout per batch), as ``Link``."""
-        if self._conn is None:
-            self._conn = self.client.connection_pool.make_connection()
-        conn = self._conn
+        """Pipelines on the flusher's own connection (no pool checkout per batch), as ``Link``;
+        on a cluster, one per node (``AsyncClusterRouter``)."""
         with self.broker.guard():
             for start in range(0, len(items), PIPELINE_MESSAGES):
                 chunk = items[start : start + PIPELINE_MESSAGES]
                 queues = {message.queue for message, _ in chunk}
                 commands = enqueue_commands(chunk, queues - self._known_queues, self.broker.keys)
-                try:
-                    await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
-                    errors = []
-                    for _ in commands:
-                        try:
-                            await conn.read_response()
-                        except redis.exceptions.ResponseError as exc:
-                            errors.append(exc)
-                except BaseException:
-                    await conn.disconnect()  # a reply may be half read: start afresh next time
-                    raise
+                if self.router is not None:
+                    replies = await self.router.execute(commands)
+                    errors: list[Exception] = [r for r in replies if isinstance(r, Exception)]
+                else:
+                    errors = await self._pipeline(commands)
                 if errors:
                     raise errors[0]
                 self._known_queues |= queues
+
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Exception]:
+        """One pipeline on one Redis; the error replies."""
+        if self._conn is None:
+            self._conn = self.client.connection_pool.make_connection()
+        conn = self._conn
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            errors: list[Exception] = []
+            for _ in commands:
+                try:
+                    await conn.read_response()
+                except redis.exceptions.ResponseError as exc:
+                    errors.append(exc)
+        except BaseException:
+            await conn.disconnect()  # a reply may be half read: start afresh next time
+            raise
+        return errors
 
     # ---- results -------------------------------------------------------------------------
 
@@ -165,13 +188,19 @@ class AsyncRedisBroker:
         key = self.broker.keys.result(task_id)
         with self.broker.guard():
             for block_ms in wait_slices(timeout_s, self.broker.socket_timeout_s):
-                reply: Any = await self.client.xread({key: after}, count=1000, block=block_ms)
+                if self.router is not None:
+                    reply: Any = await self.router.xread(key, after, block_ms)
+                else:
+                    reply = await self.client.xread({key: after}, count=1000, block=block_ms)
                 if reply:
                     return [(_text(entry_id), fields[b"r"]) for entry_id, fields in reply[0][1]]
         return []
 
     async def aclose(self) -> None:
         """Close this loop's connections."""
+        if self.router is not None:
+            await self.router.aclose()
+            return
         if self._conn is not None:
             await self._conn.disconnect()
             self._conn = None

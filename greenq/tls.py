@@ -106,22 +106,23 @@ def _option(where: str, key: Any, value: Any) -> str:
 
 def tls_url(url: str, options: Mapping[str, str] | None, source: str = "broker_use_ssl") -> str:
     """``url`` with the TLS ``options`` as query parameters (they beat the URL's own), its
-    scheme ``rediss`` when there are any (as Celery turns TLS on for ``broker_use_ssl``), and a
-    ``rediss://`` URL's own ``ssl_*`` parameters checked. A plain URL is returned as it is."""
+    scheme ``rediss`` (``rediss+sentinel``, ``rediss+cluster``: TLS to every node) when there
+    are any (as Celery turns TLS on for ``broker_use_ssl``), and a ``rediss`` URL's own
+    ``ssl_*`` parameters checked. A plain URL is returned as it is."""
     parts = urlsplit(url)
-    sentinel = parts.scheme.endswith("+sentinel")  # TLS to the master (greenq.broker.sentinel)
-    if options is None and parts.scheme not in ("rediss", "rediss+sentinel"):
+    base, plus, kind = parts.scheme.partition("+")  # sentinel: TLS to the master; cluster: to each node
+    if options is None and base != "rediss":
         return url
-    if parts.scheme not in ("redis", "rediss", "redis+sentinel", "rediss+sentinel"):
+    if base not in ("redis", "rediss") or kind not in ("", "sentinel", "cluster"):
         raise ConfigError(
-            f"setting {source!r}: TLS needs a redis:// or rediss:// broker_url, not {parts.scheme}://"
+            f"setting {source!r}: TLS needs a redis://, rediss://, redis+sentinel:// or"
+            f" redis+cluster:// broker_url, not {parts.scheme}://"
         )
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     for key in [k for k in query if k in OPTIONS]:  # other ssl_* parameters: redis-py checks them
         query[key] = _option("setting 'broker_url'", key, query[key])
     query.update(options or {})
-    scheme = "rediss+sentinel" if sentinel else "rediss"
-    return urlunsplit(parts._replace(scheme=scheme, query=urlencode(query, safe="/")))
+    return urlunsplit(parts._replace(scheme="rediss" + plus + kind, query=urlencode(query, safe="/")))
 
 
 def mask_query(query: str) -> str:

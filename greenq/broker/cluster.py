@@ -75,10 +75,15 @@ def parse(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
 
 
 def client(url: str, **kwargs: Any) -> Any:
-    """redis-py's ``RedisCluster`` for this URL (operator commands, ``app.redis``)."""
+    """redis-py's ``RedisCluster`` for this URL (operator commands, ``app.redis``). It asks for
+    the slot map as it is made: no node answering raises ``BrokerUnavailable``, as a first
+    command to one Redis would (redis-py raises its own ``RedisClusterException``)."""
     nodes, options = parse(url)
     startup = [redis.cluster.ClusterNode(host, port) for host, port in nodes]
-    return redis.RedisCluster(startup_nodes=startup, **{**options, **kwargs})
+    try:
+        return redis.RedisCluster(startup_nodes=startup, **{**options, **kwargs})
+    except (redis.exceptions.RedisClusterException, *NETWORK_ERRORS) as exc:
+        raise BrokerUnavailable(f"broker {mask_url(url)} unavailable: {exc}") from exc
 
 
 def key_of(command: Command) -> Any:
@@ -114,20 +119,25 @@ class SlotMap:
             errors = []
             for address in list(self.known):
                 try:
-                    ranges = ask(address)
+                    self.install(address, ask(address))
+                    return
                 except BrokerUnavailable as exc:
                     errors.append(str(exc))
-                    continue
-                owner: list[tuple[str, int] | None] = [None] * SLOTS
-                for start, end, master, *_ in ranges:
-                    host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
-                    node = (host or address[0], int(master[1]))
-                    owner[int(start) : int(end) + 1] = [node] * (int(end) - int(start) + 1)
-                    if node not in self.known:
-                        self.known.append(node)
-                self.owner, self.stale = owner, False
-                return
             raise BrokerUnavailable(f"no node of the cluster answers: {'; '.join(errors)[:500]}")
+
+    def install(self, address: tuple[str, int], ranges: Any) -> None:
+        """Take ``address``'s ``CLUSTER SLOTS`` reply as the map (the asyncio router asks on
+        its own connections, then calls this)."""
+        if not isinstance(ranges, list):
+            raise BrokerUnavailable(f"CLUSTER SLOTS at {address[0]}:{address[1]}: {ranges}")
+        owner: list[tuple[str, int] | None] = [None] * SLOTS
+        for start, end, master, *_ in ranges:
+            host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+            node = (host or address[0], int(master[1]))
+            owner[int(start) : int(end) + 1] = [node] * (int(end) - int(start) + 1)
+            if node not in self.known:
+                self.known.append(node)
+        self.owner, self.stale = owner, False
 
     def node(self, slot: int | None) -> tuple[str, int]:
         found = self.owner[slot] if slot is not None else next((o for o in self.owner if o), None)

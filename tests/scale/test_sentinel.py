@@ -7,16 +7,19 @@ import asyncio
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from greenq import GreenQ
-from greenq.broker.sentinel import parse
+from greenq.broker.sentinel import Resolver, parse
 from greenq.config import mask_url
 from greenq.exceptions import ConfigError
 from tests.conftest import ROOT
 from tests.scale import scale_app
+from tests.scale.sentinel_tls import client_options, make_certs
 from tests.scale.servers import SentinelGroup, until
 
 
@@ -33,7 +36,12 @@ def test_the_url_names_sentinels_service_db_and_whose_password_is_whose() -> Non
     assert "sentinel_password" not in spec.master
     tls = parse("rediss+sentinel://s1/mymaster?ssl_cert_reqs=none&sentinel_ssl=true")
     assert tls.tls and tls.master["db"] == 0 and tls.sentinel["ssl"] is True
-    assert tls.sentinel["ssl_cert_reqs"] == "none"
+    assert tls.sentinel["ssl_cert_reqs"] == "none" and tls.master["ssl_cert_reqs"] == "none"
+    only_sentinels = parse("redis+sentinel://s1/m?sentinel_ssl=true&ssl_ca_certs=/ca.crt")
+    assert only_sentinels.sentinel["ssl_ca_certs"] == "/ca.crt" and only_sentinels.sentinel["ssl"] is True
+    assert not only_sentinels.tls and "ssl_ca_certs" not in only_sentinels.master  # plain to the master
+    with pytest.raises(ConfigError, match=r"ssl_ca_certs without TLS; use rediss\+sentinel://"):
+        parse("redis+sentinel://s1/m?ssl_ca_certs=/ca.crt")
     shown = mask_url("redis+sentinel://:pw@s1:1,s2:2/m/0?sentinel_password=spw")
     assert "pw" not in shown.replace("sentinel_password", "") and "s1:1,s2:2/m/0" in shown
     for bad in (
@@ -102,7 +110,7 @@ def test_a_demoted_master_refusing_a_write_or_a_script_is_a_connection_error_to_
     """The master a connection reached turns replica under it (READONLY): the write raises
     ConnectionError (the caller's reconnect path), the connection is dropped and the resolver
     asks the sentinels again on the next connect; a replica named as master is refused (ROLE)."""
-    from greenq.broker.sentinel import Resolver, SentinelConnection
+    from greenq.broker.sentinel import SentinelConnection
     from greenq.embedded import free_port
     from tests.scale.servers import data_node
 
@@ -128,3 +136,62 @@ def test_a_demoted_master_refusing_a_write_or_a_script_is_a_connection_error_to_
     finally:
         for node in nodes:
             node.stop()
+
+
+@pytest.fixture
+def tls_sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """The group on TLS only, client certificates required (the system redis-server)."""
+    certs = make_certs(tmp_path)
+    group = SentinelGroup(tls=certs, client_tls=client_options(certs)).start()
+    yield group
+    group.stop()
+
+
+def test_over_tls_producer_and_worker_go_through_the_sentinels_and_follow_a_failover(
+    tls_sentinels: SentinelGroup, producer, start_worker, redis_url: str
+) -> None:
+    """``rediss+sentinel://...?sentinel_ssl=true&ssl_...``: TLS to the sentinels and the master,
+    which accept nothing else; results come back before and after a ``SENTINEL FAILOVER``."""
+    url = tls_sentinels.url
+    assert url.startswith("rediss+sentinel://") and "sentinel_ssl=true" in url
+    for port in (tls_sentinels.sentinel_ports[0], tls_sentinels.master_port()):
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            redis.Redis(port=port, socket_timeout=5).ping()  # plain TCP is refused: TLS only
+    plain_master = url.replace("rediss+sentinel://", "redis+sentinel://")  # TLS to the sentinels only
+    assert Resolver(parse(plain_master)).ask() == ("127.0.0.1", tls_sentinels.master_port())
+    app = producer(url)
+    env = {"COUNTER_URL": redis_url}
+    worker = start_worker("-P", "gevent", "-c", "20", app="tests.scale.scale_app", url=url, env=env)
+    loop = asyncio.new_event_loop()
+    first = scale_app.late.map([("tls", 0.0)] * 200)
+    first.append(loop.run_until_complete(scale_app.late.adelay("tls")))
+    for result in first:
+        assert result.get(timeout=60) == result.id
+    old = tls_sentinels.master_port()
+    new = tls_sentinels.failover()
+    assert new != old
+    second = scale_app.late.map([("tls", 0.0)] * 200)
+    second.append(loop.run_until_complete(scale_app.late.adelay("tls")))
+    assert loop.run_until_complete(second[-1].aget(timeout=60)) == second[-1].id
+    loop.run_until_complete(app.aclose())
+    loop.close()
+    for result in second:
+        assert result.get(timeout=60) == result.id
+    assert scale_app.touch.delay("touched-tls").get(timeout=30) == 1  # app.redis over TLS too
+    assert tls_sentinels.client(new).exists("touched-tls") == 1
+    assert worker.proc.poll() is None, worker.output
+    status = subprocess.run(
+        [sys.executable, "-m", "greenq", "status", "--json"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")},
+            "GREENQ_BROKER_URL": url,
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert status.returncode == 0, status.stderr
+    assert '"default"' in status.stdout
+    assert "Traceback" not in worker.output and "master moved" in worker.output
+    assert tls_sentinels.client_tls["ssl_password"] not in worker.output + status.stdout
