@@ -290,18 +290,31 @@ def decode(body: bytes) -> Message:
 def _numbers(raw: dict[str, Any]) -> tuple[int, int, float, float | None, float | None]:
     """(priority, retries, created, eta, expires) of an envelope; ``DecodeError`` for a value
     another client wrote that a worker could not use (a string eta, priority 99...)."""
-    times = [raw.get("eta"), raw.get("expires")]
-    if any(t is not None and (isinstance(t, bool) or not isinstance(t, int | float)) for t in times):
+    priority, retries, created = raw.get("priority") or 0, raw.get("retries") or 0, raw.get("created") or 0.0
+    eta, expires = raw.get("eta"), raw.get("expires")
+    # What greenq writes: exact types, checked without conversions (every delivery passes here).
+    if (
+        type(priority) is int
+        and type(retries) is int
+        and type(created) is float
+        and eta is None
+        and expires is None
+        and PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        return priority, retries, created, None, None
+    if any(t is not None and (isinstance(t, bool) or not isinstance(t, int | float)) for t in (eta, expires)):
         raise DecodeError("envelope fields eta/expires are not numbers (epoch seconds) or null")
     try:
-        priority, retries = int(raw.get("priority") or 0), int(raw.get("retries") or 0)
-        created = float(raw.get("created") or 0.0)
+        priority, retries, created = int(priority), int(retries), float(created)
     except (TypeError, ValueError, OverflowError):
         raise DecodeError("envelope fields priority/retries/created are not numbers") from None
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise DecodeError(f"envelope field priority {priority} is not in {PRIORITY_MIN}..{PRIORITY_MAX}")
-    eta, expires = (None if t is None else float(t) for t in times)
-    return priority, retries, created, eta, expires
+    return priority, retries, created, _seconds(eta), _seconds(expires)
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def now() -> float:

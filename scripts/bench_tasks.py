@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 QUEUE = "bench"
@@ -270,9 +271,10 @@ def ceiling(body: str, arg: str, n: int, concurrency: int) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    from gevent import monkey
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from greenq.pools.gevent import patch
 
-    monkey.patch_all()
+    patch()  # as a worker patches: the ceiling differs from the worker by the queue alone
     if len(sys.argv) != 6 or sys.argv[1] != "ceiling" or sys.argv[2] not in CEILING_BODIES:
         sys.exit(f"usage: bench_tasks.py ceiling {'|'.join(CEILING_BODIES)} URL|- N CONCURRENCY")
     print(json.dumps(ceiling(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))), flush=True)

@@ -77,6 +77,9 @@ def patch() -> None:
             monkey.patch_all()
         finally:
             metadata.entry_points = original
+    from greenq.pools import gevent_poll
+
+    gevent_poll.install()
 
 
 class GeventPool:
