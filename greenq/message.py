@@ -270,20 +270,22 @@ def decode(body: bytes) -> Message:
     queue = raw.get("queue") or "default"
     if not isinstance(queue, str):
         raise DecodeError("envelope field queue is not a string")
+    # Positional, in the field order (every delivery builds one; keywords cost twice as long).
     return Message(
-        id=task_id,
-        task=task,
-        args=args,
-        kwargs=kwargs,
-        queue=queue,
-        priority=priority,
-        eta=eta,
-        expires=expires,
-        retries=retries,
-        created=created,
-        unique=unique,
-        workflow=workflow,
-        headers=headers,
+        task_id,
+        task,
+        args,
+        kwargs,
+        queue,
+        priority,
+        eta,
+        expires,
+        retries,
+        created,
+        unique,
+        0,
+        workflow,
+        headers,
     )
 
 

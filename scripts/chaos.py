@@ -252,7 +252,6 @@ def render(figures: dict[str, Any], violations: list[str]) -> str:
         ("runs after the final result (explained)", str(figures["runs_after_final_explained"])),
         ("ETA runs early (worst)", f"{figures['eta_early_max_ms']} ms"),
         ("dead letters (dropped)", f"{figures['dead_letters']} ({figures['dead_dropped']})"),
-        ("dead letters written twice (explained)", str(figures["dead_twice_explained"])),
         ("stuck workers", str(figures["stuck_workers"])),
         ("lapsed heartbeats logged", str(figures["lapsed_heartbeats"])),
         ("peak RSS / growth of long-lived workers", f"{peak} MiB / {growth} MiB/h"),

@@ -16,7 +16,7 @@ from typing import Any
 
 from greenq import shards
 from greenq.broker import Delivery
-from greenq.broker.keys import EVENTS_MAX, GROUP, Keys, delayed_command
+from greenq.broker.keys import EVENTS_MAX, FLUSH_MARKER_TTL_MS, GROUP, Keys, delayed_command
 from greenq.broker.stack import Link, script, text
 from greenq.broker.wake import BLOCK_ALL_MAX, QueueWatch
 from greenq.exceptions import BrokerError
@@ -149,13 +149,13 @@ class Channel:
             "EVAL", script("fetch"), len(bands), *bands, GROUP, consumer, count, int(want_tails)
         )
         deliveries = [
-            Delivery(
-                stream=bands[int(entries[i]) - 1],
-                entry_id=text(entries[i + 1]),
-                body=entries[i + 2],
-                deliveries=int(entries[i + 3]),
-                queue=queue,
-                priority=PRIORITY_MAX - (int(entries[i]) - 1),
+            Delivery(  # stream, entry_id, body, deliveries, queue, priority
+                bands[int(entries[i]) - 1],
+                text(entries[i + 1]),
+                entries[i + 2],
+                int(entries[i + 3]),
+                queue,
+                PRIORITY_MAX - (int(entries[i]) - 1),
             )
             for i in range(0, len(entries), 4)
         ]
@@ -251,6 +251,7 @@ class Channel:
         unique: Sequence[tuple[str, str]] = (),
         follow_ups: Sequence[tuple[Any, ...]] = (),
         chords: Sequence[Any] = (),
+        marker: tuple[str, str] | None = None,
     ) -> None:
         """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
         ``unique``: (unique key, task id) of finished unique tasks, each key deleted if that task
@@ -259,7 +260,8 @@ class Channel:
         one ``chord.lua`` per chord, which enqueues the body when the last one is in.
 
         Late acks ride with their results and retries, so a task is never acked without its
-        result, and a retried task is neither lost nor duplicated.
+        result, and a retried task is neither lost nor duplicated. ``marker``: (key, token) set
+        in the same MULTI, for a round with writes not safe to repeat (``flush_unless_landed``).
         """
         commands: list[tuple[Any, ...]] = [
             delayed_command(message, body, self.keys) for message, body in delayed
@@ -277,10 +279,25 @@ class Channel:
             self._dead_letter_command(delivery, reason, consumer) for delivery, reason, consumer in dead
         )
         commands.extend(("EVAL", script("unique_release"), 1, key, task_id) for key, task_id in unique)
+        if marker is not None:
+            commands.append(("SET", marker[0], marker[1], "PX", FLUSH_MARKER_TTL_MS))
         if len(commands) == 1:
             self.link.call(*commands[0])  # one command (one script, XADD or ZADD) is atomic by itself
         elif commands:
             self.link.transaction(commands)
+
+    def flush_unless_landed(self, marker: tuple[str, str], **round_: Any) -> bool:
+        """Write again a round whose reply was lost unless it landed (its marker holds its token):
+        its dead letters and follow-ups must not land twice. WATCHed: a late copy of the first
+        attempt landing meanwhile aborts the EXEC (BrokerError: ask again). True if written now.
+        A cluster (one MULTI per slot: no single marker can tell) writes it again."""
+        if not self.link.cluster:
+            self.link.call("WATCH", marker[0])
+            if self.link.call("GET", marker[0]) == marker[1].encode():
+                self.link.call("UNWATCH")
+                return False
+        self.flush(**round_, marker=marker)
+        return True
 
     def requeue(self, deliveries: Sequence[Delivery]) -> int:
         """Return reserved-but-unstarted messages to their streams at once (graceful stop)."""

@@ -21,6 +21,8 @@ from greenq.message import PRIORITY_MAX, PRIORITY_MIN, Message, now
 
 GROUP = "greenq"  # the one consumer group of every band stream
 EVENTS_MAX = 100_000  # the events stream is capped at about this many entries
+# A flush round's marker (Keys.flushed) outlives any reconnection that could still ask for it.
+FLUSH_MARKER_TTL_MS = 3_600_000
 RECOVERED_TTL_MS = 600_000  # how long a recovery marker (see ``Keys.recovered``) is kept
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}(#[0-9]{1,4})?$")  # NAME#i: a shard (greenq.shards)
 _STREAM_KEY = re.compile(r"^[^:{}]+:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
@@ -128,6 +130,13 @@ class Keys:
     @classmethod
     def worker(cls, consumer: str) -> str:
         return f"{cls._prefix}:worker:{{{consumer}}}"
+
+    @classmethod
+    def flushed(cls, consumer: str) -> str:
+        """The token of a worker's last flush round that had writes not safe to repeat (dead
+        letters, workflow follow-ups), set in that round's ``MULTI``: after a lost reply it says
+        whether the round landed (``Channel.flush_unless_landed``)."""
+        return f"{cls._prefix}:flushed:{{{consumer}}}"
 
     @classmethod
     def ask(cls, consumer: str) -> str:

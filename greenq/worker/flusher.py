@@ -10,7 +10,9 @@ Imports: broker (Delivery, Channel, Keys), exceptions, message, worker.ledger, w
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -49,6 +51,7 @@ class FlushWork:
     follow_ups: list[tuple[Any, ...]] = field(default_factory=list)  # workflow commands
     chords: list[Any] = field(default_factory=list)  # finished chord members (ChordCount)
     released: int = 0  # places of finished tasks to free once this round is written
+    token: str = ""  # this round's marker (Keys.flushed), given when it is first written
 
     def empty(self) -> bool:
         return not (
@@ -96,6 +99,9 @@ class Flusher:
         self._events: list[bytes] = []
         self._dead: list[tuple[Delivery, str, str]] = []
         self._unique: list[tuple[str, str]] = []
+        # A token unique to this process's rounds: a worker restarted under the same name must
+        # not mistake the marker its predecessor left for one of its own rounds.
+        self._rounds = (f"{os.getpid()}.{time.time_ns()}.{n}" for n in itertools.count(1))
 
     # ---- hand-offs (any thread) --------------------------------------------------------
 
@@ -179,8 +185,17 @@ class Flusher:
         """Write rounds until ``stopping`` is set and ``idle()`` says nothing can still finish;
         then take one last look and set ``done``."""
         backoff = Backoff(self.log, "flush", self.stats)
-        work = FlushWork()  # what is still to write, kept across a failed round
+        work = FlushWork()
+        lost: FlushWork | None = None  # a round whose reply was lost: it may have landed
         while True:
+            if lost is not None:
+                try:
+                    self._write(channel, lost, again=True)
+                    lost = None
+                    backoff.ok()
+                except (BrokerUnavailable, BrokerError) as exc:
+                    backoff.failed(exc, threading.Event())
+                    continue
             self.wake.clear()  # before taking the work: a later hand-off wakes us again
             self.take(work)
             if work.empty():
@@ -197,11 +212,13 @@ class Flusher:
             try:
                 self._write(channel, work)
                 backoff.ok()
-                work = FlushWork()
             except (BrokerUnavailable, BrokerError) as exc:
+                lost = work
                 backoff.failed(exc, threading.Event())
+            work = FlushWork()
 
-    def _write(self, channel: Channel, work: FlushWork) -> None:
+    def _write(self, channel: Channel, work: FlushWork, again: bool = False) -> None:
+        """Write one round; ``again``: its first attempt's reply was lost (see ``Channel.flush``)."""
         if work.nacks:
             dead = channel.nack(work.nacks, self.max_deliveries, self.consumer_id)
             self.stats.dead_lettered += len(dead)
@@ -209,17 +226,26 @@ class Flusher:
             self.ledger.disown(work.nacks)
             self.ledger.release(len(work.nacks))
             work.nacks = []
-        channel.flush(
-            work.acks,
-            work.results,
-            self.result_ttl_ms,
-            delayed=work.delayed,
-            events=work.events,
-            dead=work.dead,
-            unique=work.unique,
-            follow_ups=work.follow_ups,
-            chords=work.chords,
-        )
+        round_: dict[str, Any] = {
+            "acks": work.acks,
+            "results": work.results,
+            "result_ttl_ms": self.result_ttl_ms,
+            "delayed": work.delayed,
+            "events": work.events,
+            "dead": work.dead,
+            "unique": work.unique,
+            "follow_ups": work.follow_ups,
+            "chords": work.chords,
+        }
+        # Dead letters and follow-ups (XADDs) must not land twice; the rest is idempotent.
+        marker = None
+        if work.dead or work.follow_ups:
+            work.token = work.token or next(self._rounds)
+            marker = (self.keys.flushed(self.consumer_id), work.token)
+        if again and marker is not None:
+            channel.flush_unless_landed(marker, **round_)
+        else:
+            channel.flush(**round_, marker=marker)
         if work.acks:
             self.ledger.disown(work.acks)
         work.released += len(work.acks)

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from greenq.task import Task
 
 
-@dataclass
+@dataclass(slots=True)
 class Reserved:
     delivery: Delivery
     message: Message
