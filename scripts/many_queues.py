@@ -5,10 +5,13 @@
 
 For each queue count N: starts a redis-server (the bundled binary, free port) and one gevent
 ``greenq worker -Q q0,...,q(N-1) -c C`` on tests/apps/basic.py, lets it settle, reads its CPU and
-Redis's over ``--idle`` seconds of idling, then sends ``--samples`` tasks one at a time, each to
-the next queue in turn, and times ``add.delay().get()`` (enqueue, wake-up, run, result). Prints
-p50/p90/p99 and the idle CPU of the worker and of Redis. Every child is stopped by PID, the whole
-run is bounded (``--timeout``).
+Redis's over ``--idle`` seconds of idling, with the commands the idle worker sent (``INFO
+commandstats`` deltas: nothing else talks to that Redis meanwhile), then sends ``--samples``
+tasks one at a time, each to the next queue in turn, and times ``add.delay().get()`` (enqueue,
+wake-up, run, result). Prints p50/p90/p99, the idle CPU of the worker and of Redis, and the
+idle commands per second (``-v``: by command). ``--hold`` prints the worker's PID and idles that
+many seconds more, for ``py-spy record --pid PID``. Every child is stopped by PID, the whole run
+is bounded (``--timeout``). Linux only (CPU times from ``/proc``).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
-import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +40,32 @@ def redis_cpu_s(r: redis.Redis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
-def start_worker(url: str, queues: list[str], concurrency: int, timeout_s: float) -> subprocess.Popen[str]:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (and of its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def command_calls(r: redis.Redis) -> dict[str, int]:
+    """Calls per command so far (INFO commandstats, which counts the commands scripts run too),
+    with the read events (``reads``: about one per round trip, more for a command over 16 KB),
+    the bytes sent to Redis (``in``) and the reply bytes (``out``)."""
+    stats = r.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(row["calls"]) for name, row in stats.items()}
+    traffic = r.info("stats")
+    return calls | {
+        "reads": traffic["total_reads_processed"],
+        "in": traffic["total_net_input_bytes"],
+        "out": traffic["total_net_output_bytes"],
+    }
+
+
+def start_worker(
+    url: str, queues: list[str], concurrency: int, timeout_s: float, settings: list[str]
+) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
     env |= {"GREENQ_BROKER_URL": url, "GREENQ_WORKER_CPU_WORKERS": "0", "GREENQ_WORKER_LOG_TASKS": "false"}
+    env |= dict(setting.split("=", 1) for setting in settings)  # --env GREENQ_...=...
     env["PYTHONPATH"] = str(ROOT)
     args = [sys.executable, "-m", "greenq", "worker", "-A", "tests.apps.basic", "-P", "gevent"]
     args += ["-c", str(concurrency), "-Q", ",".join(queues), "-l", "INFO"]
@@ -48,7 +74,7 @@ def start_worker(url: str, queues: list[str], concurrency: int, timeout_s: float
     )
     assert worker.stdout is not None
     deadline = time.monotonic() + timeout_s
-    seen = []
+    seen: list[str] = []
     while time.monotonic() < deadline:
         line = worker.stdout.readline()
         if not line:
@@ -61,22 +87,34 @@ def start_worker(url: str, queues: list[str], concurrency: int, timeout_s: float
     raise RuntimeError("worker not ready:\n" + "".join(seen[-30:]))
 
 
-def run(count: int, args: argparse.Namespace) -> dict[str, float]:
+def run(count: int, args: argparse.Namespace) -> dict[str, Any]:
     server = RedisServer(bundled_binary()).start()
     worker = None
     try:
         r = redis.Redis.from_url(server.url)
         queues = [f"q{i}" for i in range(count)]
-        worker = start_worker(server.url, queues, args.concurrency, args.timeout)
+        worker = start_worker(server.url, queues, args.concurrency, args.timeout, args.env)
         app = GreenQ("many", broker=server.url)
-        app.send_task("tests.apps.basic.add", (0, 0), queue=queues[-1]).get(timeout=30)  # warm
+        # One task through every queue first: each has its stream (recovery looks at it) and the
+        # worker knows each queue's tails, as after any real traffic.
+        warm = [app.send_task("tests.apps.basic.add", (0, 0), queue=q) for q in queues]
+        for result in warm:
+            result.get(timeout=60)
         time.sleep(args.settle)  # let start-up work (group creation, first recovery pass) finish
-        process = psutil.Process(worker.pid)
-        cpu0, rcpu0, t0 = sum(process.cpu_times()[:2]), redis_cpu_s(r), time.monotonic()
+        calls0 = command_calls(r)
+        cpu0, rcpu0, t0 = process_cpu_s(worker.pid), redis_cpu_s(r), time.monotonic()
         time.sleep(args.idle)
         elapsed = time.monotonic() - t0
-        idle = (sum(process.cpu_times()[:2]) - cpu0) / elapsed
+        idle = (process_cpu_s(worker.pid) - cpu0) / elapsed
         redis_idle = (redis_cpu_s(r) - rcpu0) / elapsed
+        calls1 = command_calls(r)
+        # This script's own INFO calls (2 for CPU, 2 for the first counts) are not the worker's.
+        calls = {c: n - calls0.get(c, 0) - 4 * (c in ("info", "reads")) for c, n in calls1.items()}
+        reads, sent, out = (calls.pop(k) / elapsed for k in ("reads", "in", "out"))
+        per_s = {c: n / elapsed for c, n in sorted(calls.items(), key=lambda i: -i[1]) if n > 0}
+        if args.hold:
+            print(f"worker PID {worker.pid}: idling {args.hold:.0f} s more", flush=True)
+            time.sleep(args.hold)
         latencies = []
         for i in range(args.samples):
             queue = queues[i % count]
@@ -87,11 +125,16 @@ def run(count: int, args: argparse.Namespace) -> dict[str, float]:
         latencies.sort()
         return {
             "queues": count,
-            "p50_ms": statistics.median(latencies),
-            "p90_ms": latencies[int(len(latencies) * 0.9)],
-            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+            "p50_ms": statistics.median(latencies) if latencies else 0.0,
+            "p90_ms": latencies[int(len(latencies) * 0.9)] if latencies else 0.0,
+            "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] if latencies else 0.0,
             "idle_worker_pct": idle * 100,
             "idle_redis_pct": redis_idle * 100,
+            "idle_commands_per_s": sum(per_s.values()),
+            "idle_round_trips_per_s": reads,
+            "idle_reply_bytes_per_s": out,
+            "idle_sent_bytes_per_s": sent,
+            "by_command": per_s,
         }
     finally:
         if worker is not None and worker.poll() is None:
@@ -105,20 +148,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--queues", default="1,100", help="comma-separated queue counts")
     parser.add_argument("-c", "--concurrency", type=int, default=50)
-    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--samples", type=int, default=200, help="0: measure the idle worker only")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idling measured")
     parser.add_argument("--settle", type=float, default=3.0)
     parser.add_argument("--gap", type=float, default=0.02, help="seconds between samples")
     parser.add_argument("--timeout", type=float, default=120.0, help="worker start-up limit")
+    parser.add_argument("--env", action="append", default=[], help="GREENQ_SETTING=VALUE for the worker")
+    parser.add_argument("--hold", type=float, default=0.0, help="idle this long more, for py-spy")
+    parser.add_argument("-v", "--verbose", action="store_true", help="idle commands per second by command")
     args = parser.parse_args()
     for count in (int(c) for c in args.queues.split(",")):
         row = run(count, args)
-        print(
-            f"{row['queues']:>5} queues ({row['queues'] * 10} band streams), -c {args.concurrency}: "
+        latency = (
             f"p50 {row['p50_ms']:.2f} ms, p90 {row['p90_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms; "
-            f"idle: worker {row['idle_worker_pct']:.2f} % of a core, redis {row['idle_redis_pct']:.2f} %",
+            if args.samples
+            else ""
+        )
+        print(
+            f"{row['queues']:>5} queues ({row['queues'] * 10} band streams), -c {args.concurrency}: {latency}"
+            f"idle: worker {row['idle_worker_pct']:.2f} % of a core, redis {row['idle_redis_pct']:.2f} %, "
+            f"{row['idle_commands_per_s']:.0f} commands/s, {row['idle_round_trips_per_s']:.1f} round "
+            f"trips/s, {row['idle_sent_bytes_per_s'] / 1000:.0f} kB/s sent, "
+            f"{row['idle_reply_bytes_per_s'] / 1000:.1f} kB/s of replies",
             flush=True,
         )
+        if args.verbose:
+            print("       " + ", ".join(f"{c} {n:.1f}/s" for c, n in row["by_command"].items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from typing import Any
 from greenq import shards
 from greenq.broker import Delivery
 from greenq.broker.keys import EVENTS_MAX, FLUSH_MARKER_TTL_MS, GROUP, Keys, delayed_command
+from greenq.broker.probes import Probes
 from greenq.broker.stack import Link, script, text
 from greenq.broker.wake import BLOCK_ALL_MAX, QueueWatch
 from greenq.exceptions import BrokerError
@@ -43,6 +44,7 @@ class Channel:
         self.watch = QueueWatch(link, self.keys.bands)
         # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
         self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
+        self._flow_keys: tuple[list[str], list[str]] = ([], [])  # flow_upkeep's queues, their flow hashes
 
     def close(self) -> None:
         self.link.close()
@@ -180,7 +182,15 @@ class Channel:
         """One round trip: the runtime controls of the ``controls`` queues, the lease names with
         parked messages of the ``sweeps`` queues, and one ``release.lua`` per queue of ``leases``
         (queue -> lease name -> what to release and extend)."""
-        commands: list[tuple[Any, ...]] = [("HGETALL", self.keys.flow(q)) for q in controls]
+        scripted = bool(controls) and not self.link.cluster  # flows.lua: one reply for them all
+        if scripted and self._flow_keys[0] != controls:
+            self._flow_keys = (list(controls), [self.keys.flow(q) for q in controls])
+        commands: list[tuple[Any, ...]] = (
+            [("EVAL", script("flows"), len(controls), *self._flow_keys[1])]
+            if scripted
+            else [("HGETALL", self.keys.flow(q)) for q in controls]
+        )
+        read = len(commands)  # replies of the controls
         commands += [("SMEMBERS", self.keys.parked_names(q)) for q in sweeps]
         commands += [
             ("EVAL", script("release"), *release_args(self.keys, q, work, lease_ttl_ms))
@@ -190,10 +200,12 @@ class Channel:
         failed = [reply for reply in replies if isinstance(reply, Exception)]
         if failed:
             raise BrokerError(f"flow-control upkeep failed: {failed[0]}")
-        flows = [
-            {text(k): text(v) for k, v in zip(r[::2], r[1::2], strict=True)} for r in replies[: len(controls)]
-        ]
-        parked = [[text(n) for n in r] for r in replies[len(controls) : len(controls) + len(sweeps)]]
+        flows = (
+            Probes.flow_fields(len(controls), replies[0])
+            if scripted
+            else [{text(k): text(v) for k, v in zip(r[::2], r[1::2], strict=True)} for r in replies[:read]]
+        )
+        parked = [[text(n) for n in r] for r in replies[read : read + len(sweeps)]]
         return flows, parked
 
     # ---- start -----------------------------------------------------------------------

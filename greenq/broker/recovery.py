@@ -17,6 +17,7 @@ import orjson
 
 from greenq import shards
 from greenq.broker.keys import GROUP, RECOVERED_TTL_MS, Keys, parse_stream_key
+from greenq.broker.probes import Probes, band_major
 from greenq.broker.stack import Link, script, text
 from greenq.exceptions import BrokerError
 from greenq.message import now
@@ -42,6 +43,9 @@ class Upkeep:
         self._probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # move_due's packed ZRANGEs
         self._exists_probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # recovery's EXISTS
         self._consumers_probe: tuple[tuple[str, ...], list[bytes]] = ((), [])  # and its XINFOs
+        self.probes = Probes(link)  # on one Redis: one script and one reply per question
+        self._bands: tuple[tuple[str, ...], tuple[str, ...], list[str]] = ((), (), [])
+        self._delayed: tuple[tuple[str, ...], list[str]] = ((), [])
 
     def close(self) -> None:
         self.link.close()
@@ -155,8 +159,14 @@ class Upkeep:
 
     def _dead_consumers(self, queues: Sequence[str], own_consumer: str) -> list[tuple[str, str]]:
         """(band stream, consumer) for every other consumer of these queues with no heartbeat."""
-        # Runs every second on every band: both pipelines are packed once per list of streams.
-        streams = tuple(key for queue in queues for key in self.keys.bands(queue))
+        # Runs every second on every band: packed once per list of queues.
+        if tuple(queues) != self._bands[0]:
+            streams = tuple(key for queue in queues for key in self.keys.bands(queue))
+            self._bands = (tuple(queues), streams, band_major(streams, len(self.keys.bands(queues[0]))))
+        _, streams, ordered = self._bands
+        if not self.link.cluster:  # consumers.lua: one reply, naming only other consumers
+            found = self.probes.other_consumers(ordered, GROUP, own_consumer)
+            return self._heartbeats_gone([(ordered[i], name) for i, name in found])
         if streams != self._exists_probe[0]:
             self._exists_probe = (streams, self.link.pack([("EXISTS", key) for key in streams]))
         exists = self.link.send(self._exists_probe[1], len(streams))
@@ -180,10 +190,16 @@ class Upkeep:
                 name = text(fields[b"name"])
                 if name != own_consumer:
                     candidates.append((key, name))
+        return self._heartbeats_gone(candidates)
+
+    def _heartbeats_gone(self, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The (band, consumer) candidates whose consumer has no heartbeat (one EXISTS each)."""
         if not candidates:
             return []
-        beats = self.link.pipeline([("EXISTS", self.keys.worker(name)) for _, name in candidates])
-        return [candidate for candidate, beat in zip(candidates, beats, strict=True) if beat != 1]
+        names = list(dict.fromkeys(name for _, name in candidates))
+        beats = self.link.pipeline([("EXISTS", self.keys.worker(name)) for name in names])
+        gone = {name for name, beat in zip(names, beats, strict=True) if beat != 1}
+        return [candidate for candidate in candidates if candidate[1] in gone]
 
     def move_due(self, queues: Sequence[str]) -> float | None:
         """Move due delayed messages into their streams; returns seconds until the next one is due.
@@ -214,6 +230,11 @@ class Upkeep:
 
     def _due(self, queues: Sequence[str]) -> tuple[list[str], float | None]:
         """The queues with a due delayed message, and seconds until the soonest of the others."""
+        if not self.link.cluster:  # due.lua: one reply, naming only the queues with one due
+            if tuple(queues) != self._delayed[0]:
+                self._delayed = (tuple(queues), [self.keys.delayed(q) for q in queues])
+            indexes, wait_s = self.probes.due(self._delayed[1])
+            return [queues[i] for i in indexes], wait_s
         if tuple(queues) != self._probe[0]:
             probe = [("TIME",), *(("ZRANGE", self.keys.delayed(q), 0, 0, "WITHSCORES") for q in queues)]
             self._probe = (tuple(queues), self.link.pack(probe))

@@ -47,7 +47,10 @@ class QueueWatch:
     most of their ten bands, and Redis's cost of a blocking read grows with its keys. The other
     bands are asked without blocking by every refill and after every wait that timed out, so the
     first message ever sent at a new priority of an idle worker's queue is picked up within one
-    ``block_ms`` (0.5 s) instead of at once.
+    ``block_ms`` (0.5 s) instead of at once. An idle worker (its waits time out one after the
+    other) asks them in the round trip of its next wait, after the blocking read (Redis runs a
+    blocked client's next command once the read ends): one round trip per ``block_ms``, as on
+    one queue.
     """
 
     def __init__(self, link: Link, bands: Callable[[str], Sequence[str]]) -> None:
@@ -61,6 +64,7 @@ class QueueWatch:
         self._all: dict[str, tuple[bytes, bytes, int]] = {}
         self._used: dict[str, tuple[bytes, bytes, int]] = {}
         self._timed_out = False  # the last wait timed out: ask the unused bands next time
+        self._looked = False  # ... and it asked them itself as it ended (an idle worker's waits)
         self._turn = 0  # on a cluster, which queue a wait on several blocks on
 
     def _use(self, queues: Sequence[str]) -> None:
@@ -93,8 +97,9 @@ class QueueWatch:
         wait that long for one if there are none. ``drained`` (the caller's last call saw every
         queue empty) goes straight to the wait. Returns (deliveries, every queue left empty)."""
         self._use(queues)
-        if not drained or block_ms <= 0 or len(self._empty) < len(queues) or self._timed_out:
-            self._timed_out = False
+        idle = drained and block_ms > 0 and len(self._empty) == len(queues)
+        timed_out, self._timed_out = self._timed_out, False
+        if not idle or (timed_out and (self.link.cluster or not self._looked)):
             deliveries = self._pass(queues, count, fetch, probe=True)
             if deliveries or block_ms <= 0:
                 return deliveries, len(deliveries) < count
@@ -102,27 +107,41 @@ class QueueWatch:
         every = sum(self._all[q][2] for q in queues)
         used = sum(self._used[q][2] for q in queues)
         pieces = self._used if every > BLOCK_ALL_MAX and used else self._all
-        if not self._woken(queues, words, pieces):
-            # The tails still hold; bands left out of the wait are asked (once) next time.
-            self._timed_out = pieces is self._used
+        # An idle worker looks at the bands its waits leave out as each wait ends, in its round trip.
+        look = timed_out and not self.link.cluster and pieces is self._used
+        if not self._woken(queues, words, pieces, look):
+            # The tails still hold; bands left out of the wait are asked next time (or were).
+            self._timed_out, self._looked = pieces is self._used, look
             return [], True
         deliveries = self._pass(queues, count, fetch, probe=False)
         return deliveries, len(deliveries) < count
 
-    def _woken(self, queues: Sequence[str], words: Sequence[bytes], pieces: dict[str, Any]) -> bool:
+    def _woken(
+        self, queues: Sequence[str], words: Sequence[bytes], pieces: dict[str, Any], look: bool = False
+    ) -> bool:
         """Send ``XREAD`` on the tails (``pieces``) of the empty ``queues``; those with newer
-        entries are no longer empty. True if any woke."""
+        entries are no longer empty. True if any woke. With ``look``, a non-blocking ``XREAD``
+        on all their bands follows in the same round trip, run by Redis as the first ends."""
         if self.link.cluster:
             return self._woken_cluster([q for q in queues if q in self._empty], words)
+        packed = self._read(queues, words, pieces)
+        if look:  # runs once the blocking read ends: Redis holds a blocked client's next command
+            packed = [packed[0] + self._read(queues, (b"XREAD", b"COUNT", b"1", b"STREAMS"), self._all)[0]]
+        woke = False
+        for reply in self.link.send(packed, 1 + look):
+            if isinstance(reply, Exception):
+                raise BrokerError(f"XREAD failed: {reply}")
+            for stream, _ in reply or ():
+                self._empty.pop(self._owner[stream], None)
+            woke = woke or bool(reply)
+        return woke
+
+    def _read(self, queues: Sequence[str], words: Sequence[bytes], pieces: dict[str, Any]) -> list[bytes]:
+        """The packed XREAD of ``words`` on the tails (``pieces``) of the empty ``queues``."""
         chosen = [pieces[q] for q in queues if q in self._empty]
         keys = b"".join(p[0] for p in chosen)
         ids = b"".join(p[1] for p in chosen)
-        reply: Any = self.link.send(_command(words, keys, ids, sum(p[2] for p in chosen)), 1)[0]
-        if isinstance(reply, Exception):
-            raise BrokerError(f"XREAD failed: {reply}")
-        for stream, _ in reply or ():
-            self._empty.pop(self._owner[stream], None)
-        return bool(reply)
+        return _command(words, keys, ids, sum(p[2] for p in chosen))
 
     def _woken_cluster(self, queues: list[str], words: Sequence[bytes]) -> bool:
         """On Redis Cluster a command names one slot: one XREAD per queue. A wait on several

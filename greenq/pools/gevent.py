@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gevent
+import gevent.event
 from gevent.hub import Waiter, get_hub
 
 from greenq.exceptions import SoftTimeLimitExceeded, TaskRevoked, TimeLimitExceeded
@@ -124,6 +125,8 @@ class GeventPool:
         # Written by the native watchdog thread, read by the job's own greenlet.
         self._blocked: dict[int, tuple[float, float]] = {}
         self._block_threshold_s = 0.0
+        self._busy = gevent.event.Event()  # set while jobs run (the ticker ticks then)
+        self._busy.set()
 
     def enable_block_detection(self, threshold_s: float) -> None:
         """Log every task that blocks the event loop longer than ``threshold_s`` (0 disables).
@@ -148,9 +151,15 @@ class GeventPool:
         start_thread(self._watchdog, (threshold_s, monkey.get_original("time", "sleep")))
 
     def _ticker(self, every_s: float) -> None:
+        """The hub's pulse for the watchdog, while jobs run; an idle pool waits for ``submit``
+        (no wake-ups: an idle worker's hub sleeps)."""
         while True:
             self._tick = time.monotonic()
-            gevent.sleep(every_s)
+            if self._free < self.concurrency:
+                gevent.sleep(every_s)
+            else:
+                self._busy.clear()
+                self._busy.wait()
 
     def _watchdog(self, threshold_s: float, real_sleep: Callable[[float], None]) -> None:
         """Runs in a native thread: never touches gevent, only reads floats, a CPU clock and a stack.
@@ -166,7 +175,8 @@ class GeventPool:
         held_key, held_at, held_cpu = None, 0.0, 0.0  # the job seen at every sample since held_at
         last_clock, last_cpu = time.monotonic(), time.clock_gettime(cpu_clock)
         while True:
-            real_sleep(threshold_s / BLOCK_SAMPLES)
+            # While no job runs there is nothing to blame: one look per threshold, not five.
+            real_sleep(threshold_s / BLOCK_SAMPLES if self._free < self.concurrency else threshold_s)
             clock, cpu = time.monotonic(), time.clock_gettime(cpu_clock)
             job = self._job_on_hub_stack()
             key = job.key if job is not None else None
@@ -217,6 +227,9 @@ class GeventPool:
         if self._idle and not self._handing_out:
             self._handing_out = True
             get_hub().loop.run_callback(self._hand_out)
+        if not self._busy.is_set():  # wake the idle ticker, after the job: the hub is alive now
+            self._tick = time.monotonic()
+            self._busy.set()
 
     def _hand_out(self) -> None:
         """In the hub: wake one idle worker per pending job (a waiter can only be switched from it).

@@ -1,5 +1,7 @@
 """A worker on many queues (issue 23, item 5): a wake-up costs the same round trips for 20 or
-100 queues as for one, in -Q order, and a real worker drains what was sent over 100 queues."""
+100 queues as for one, in -Q order; an idle worker's probes answer for every queue in one reply,
+and its round trips and commands do not grow with its queues (counted, never timed); a real
+worker drains what was sent over 100 queues."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import orjson
 import redis
 
 from greenq import GreenQ
-from greenq.broker.keys import Keys
+from greenq.broker.keys import GROUP, Keys
+from greenq.broker.probes import Probes, band_major
 
 QUEUES = [f"q{i}" for i in range(20)]  # 200 band streams: past wake.BLOCK_ALL_MAX
 
@@ -53,9 +56,9 @@ def test_a_wake_up_on_twenty_queues_runs_one_fetch_and_a_refill_only_where_messa
     got, drained = channel.reserve(QUEUES, "c1", 200, 5000, drained=True)
     thread.join()
     assert _args(got) == [("q17", "woke")] and drained
-    # One fetch.lua, not one per queue; two XREADs: the wait, and (after the timed-out wait)
-    # one look without blocking at the bands the wait leaves out.
-    assert (_calls(r, "eval") - evals, _calls(r, "xread") - reads) == (1, 2)
+    # One fetch.lua, not one per queue; three XREADs: (after the timed-out wait) one look
+    # without blocking at the bands the wait leaves out, the wait, and the same look as it ends.
+    assert (_calls(r, "eval") - evals, _calls(r, "xread") - reads) == (1, 3)
     # Busy refill: one non-blocking XREAD finds the two queues that got messages since; fetch.lua
     # runs on those only, in -Q order.
     app.send_task("t.x", ["b"], queue="q9")
@@ -91,3 +94,115 @@ def test_a_worker_on_a_hundred_queues_drains_them_all(app: GreenQ, start_worker,
     assert [result.get(timeout=60) for result in results] == [i + 1 for i in range(300)]
     assert sum(r.xlen(Keys.stream(q)) for q in queues) == 0
     assert worker.proc.poll() is None
+
+
+def test_an_idle_wait_looks_at_the_bands_it_leaves_out_in_its_own_round_trip(
+    redis_url: str, r: redis.Redis
+) -> None:
+    """Once its waits time out, an idle worker's wait carries the look at the unused bands
+    (after the blocking read, same round trip): one round trip per wait, as on one queue, and
+    a first message at a new priority is found as that wait ends."""
+    app = GreenQ("many", broker=redis_url)
+    channel = app.broker.channel(1.0)
+    for queue in QUEUES:
+        app.send_task("t.x", [queue], queue=queue)
+    channel.reserve(QUEUES, "c1", 200, 0)
+    for _ in range(2):  # the first timed-out wait looks separately; the next carries its look
+        assert channel.reserve(QUEUES, "c1", 200, 20, drained=True) == ([], True)
+    reads, xreads = _stat(r, "total_reads_processed"), _calls(r, "xread")
+    assert channel.reserve(QUEUES, "c1", 200, 20, drained=True) == ([], True)
+    # Two INFO reads of this test's own between the counts; one round trip, two XREADs.
+    assert (_stat(r, "total_reads_processed") - reads - 2, _calls(r, "xread") - xreads) == (1, 2)
+    thread = _when_blocked(r, lambda: app.send_task("t.x", ["p7"], queue="q4", priority=7))
+    got, _ = channel.reserve(QUEUES, "c1", 200, 300, drained=True)
+    thread.join()
+    assert [(d.queue, d.priority) for d in got] == [("q4", 7)]
+
+
+def _stat(r: redis.Redis, name: str) -> int:
+    return int(r.info("stats")[name])
+
+
+def test_the_probes_answer_for_every_queue_in_one_reply(any_redis_url: str) -> None:
+    """due.lua, consumers.lua and flows.lua on both Redis versions: only what matters comes back."""
+    r = redis.Redis.from_url(any_redis_url)
+    app = GreenQ("probes", broker=any_redis_url)
+    link = app.broker.upkeep().link
+    probes = Probes(link)
+    delayed = [Keys.delayed(f"d{i}") for i in range(120)]  # three chunks of 50
+    assert probes.due(delayed) == ([], None)
+    now_ms = int(r.time()[0]) * 1000
+    r.zadd(delayed[3], {"a": now_ms - 5000, "b": now_ms + 60_000})
+    r.zadd(delayed[77], {"c": now_ms + 30_000})
+    r.zadd(delayed[119], {"d": now_ms - 1})
+    due, soonest = probes.due(delayed)
+    assert due == [3, 119] and soonest is not None and 25 < soonest <= 30
+
+    queues = [f"c{i}" for i in range(8)]
+    streams = band_major([k for q in queues for k in Keys.bands(q)], 10)
+    assert streams[:8] == [Keys.bands(q)[0] for q in queues]  # every queue's priority 9 first
+    assert probes.other_consumers(streams, GROUP, "me") == []
+    r.xadd(Keys.stream("c5"), {"m": "x"})  # a band with no group yet
+    r.xadd(Keys.stream("c6", 3), {"m": "x"})
+    r.xgroup_create(Keys.stream("c6", 3), GROUP, "0")
+    r.xreadgroup(GROUP, "other", {Keys.stream("c6", 3): ">"})
+    r.xreadgroup(GROUP, "me", {Keys.stream("c6", 3): ">"})
+    assert probes.other_consumers(streams, GROUP, "me") == [(streams.index(Keys.stream("c6", 3)), "other")]
+
+    channel = app.broker.channel()
+    assert channel.flow_upkeep(queues, [], {}, 1000) == ([{}] * 8, [])
+    r.hset(Keys.flow("c2"), mapping={"paused": "1", "rate": "5/s"})
+    flows, _ = channel.flow_upkeep(queues, [], {}, 1000)
+    assert flows[2] == {"paused": "1", "rate": "5/s"} and flows[:2] + flows[3:] == [{}] * 7
+
+
+def _idle_period(r: redis.Redis, periods: int) -> dict[str, float]:
+    """Redis work of the only worker talking to ``r`` per heartbeat period (its heartbeats are
+    the clock: one ``SET`` each), over ``periods`` of them: commands by name (scripts' own
+    included), ``reads`` (about one per round trip). This poll's own INFO calls are left out."""
+    polls, start = 0, r.info("all")
+    while True:
+        time.sleep(0.05)
+        now = r.info("all")
+        polls += 1
+        beats = now.get("cmdstat_set", {}).get("calls", 0) - start.get("cmdstat_set", {}).get("calls", 0)
+        if beats >= periods:
+            break
+    counts = {
+        key.removeprefix("cmdstat_"): (row["calls"] - start.get(key, {}).get("calls", 0)) / beats
+        for key, row in now.items()
+        if key.startswith("cmdstat_") and key != "cmdstat_info"
+    }
+    counts["reads"] = (now["total_reads_processed"] - start["total_reads_processed"] - polls) / beats
+    return counts
+
+
+def test_an_idle_worker_costs_the_same_round_trips_for_thirty_queues_as_for_one(
+    app: GreenQ, start_worker, r: redis.Redis
+) -> None:
+    """What an idle worker sends per heartbeat period, on 1 queue and on 30 (300 band streams):
+    the same round trips (probes answer for every queue in one reply), the same scripts, and
+    besides XINFO CONSUMERS on each band that exists (recovery needs each one's consumers)
+    about the same commands: no command per queue per tick (issue 23 item 5)."""
+    from tests.apps import basic
+
+    idle: dict[int, dict[str, float]] = {}
+    for count in (1, 30):
+        queues = [f"idle{count}x{i}" for i in range(count)]
+        env = {"GREENQ_WORKER_LOST_TIMEOUT": "2"}  # a heartbeat every 0.5 s
+        worker = start_worker("-P", "gevent", "-c", "4", "-Q", ",".join(queues), env=env)
+        results = [basic.add.apply_async((i, 1), queue=q) for i, q in enumerate(queues)]
+        assert [result.get(timeout=30) for result in results] == [i + 1 for i in range(count)]
+        _idle_period(r, 2)  # settle: results written, first recovery pass done
+        idle[count] = _idle_period(r, 8)
+        worker.stop()
+    one, many = idle[1], idle[30]
+
+    def near(a: float, b: float, slack: float) -> bool:
+        return abs(a - b) <= 0.2 * max(a, b) + slack
+
+    assert near(many["reads"], one["reads"], 1.5), (one, many)
+    assert near(many.get("eval", 0), one.get("eval", 0), 1.0), (one, many)
+    assert many.get("xinfo", 0) <= 1.5 * 30 * 2, (one, many)  # recovery: each existing band, every 0.5 s
+    rest = {k: sum(v for c, v in counts.items() if c not in ("xinfo", "reads")) for k, counts in idle.items()}
+    assert rest[30] <= 1.2 * rest[1] + 12, (one, many)  # e.g. one EXISTS per 50 keys in a probe
