@@ -43,9 +43,11 @@ def subprocess_env(url: str, extra: dict[str, str] | None = None) -> dict[str, s
 class DashboardProcess:
     """A ``greenq dashboard`` subprocess; ``base`` is its URL once it says it serves."""
 
-    def __init__(self, url: str, *args: str, env: dict[str, str] | None = None, wait: bool = True) -> None:
+    def __init__(
+        self, url: str, *args: str, env: dict[str, str] | None = None, wait: bool = True, app: str = APP
+    ) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenq", "dashboard", "-A", APP, *args],
+            [sys.executable, "-m", "greenq", "dashboard", "-A", app, *args],
             cwd=ROOT,
             env=subprocess_env(url, env),
             stdout=subprocess.PIPE,

@@ -8,9 +8,12 @@ is awaited on its log (no sleeping) and stopped by PID.
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -60,6 +63,24 @@ def until(check: Callable[[], Any], timeout_s: float = 20.0, what: str = "condit
         time.sleep(0.05)
 
 
+def greenq_status(url: str, **env: str) -> dict[str, Any]:
+    """``greenq status --json`` run as a user would, against ``url`` (``env``: more settings);
+    asserts it succeeded. Returns the parsed JSON, and its text under ``"_text"``."""
+    from tests.conftest import ROOT
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "greenq", "status", "--json"],
+        env={**clean, "GREENQ_BROKER_URL": url, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return {**json.loads(done.stdout), "_text": done.stdout}
+
+
 class Process:
     """A redis-server (or sentinel) child, ready once its log shows ``ready``."""
 
@@ -106,7 +127,7 @@ class SentinelGroup:
     """One master, one replica, three sentinels (quorum 2) watching ``SERVICE``.
 
     With ``tls`` (the paths of ``ca.crt``, ``server.crt`` and ``server.key``, see
-    tests/scale/sentinel_tls.py) every one of them listens on TLS only and requires a client
+    tests/scale/tls_certs.py) every one of them listens on TLS only and requires a client
     certificate, replication and the sentinels' own links included; that needs the system
     redis-server (the bundled 6.2 has no TLS). ``client_tls`` are the redis-py ``ssl_*`` options
     of the test's own clients, also put in ``url`` (``rediss+sentinel://...?sentinel_ssl=true``).
@@ -233,7 +254,7 @@ class SentinelGroup:
 class Cluster:
     """``masters`` Redis Cluster masters sharing the 16,384 slots evenly, each with ``replicas``
     replicas, joined by hand (``CLUSTER ADDSLOTS``, ``MEET``, ``REPLICATE``). With ``tls`` (the
-    file names of tests/scale/cluster_tls.py): the system's redis-server (built with TLS) on TLS
+    file names of tests/scale/tls_certs.py): the system's redis-server (built with TLS) on TLS
     ports only, cluster bus and replication over TLS, client certificates required."""
 
     def __init__(self, masters: int = 3, replicas: int = 0, tls: dict[str, str] | None = None) -> None:

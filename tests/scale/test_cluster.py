@@ -4,11 +4,7 @@ transactions, and a master killed mid-drain with its replica taking over (docs/s
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -18,9 +14,8 @@ import redis
 from greenq import BrokerError, BrokerUnavailable, GreenQ, chord, group
 from greenq.broker.keys import GROUP, Keys
 from greenq.broker.stack import Link
-from tests.conftest import ROOT
 from tests.scale import scale_app
-from tests.scale.servers import Cluster, until
+from tests.scale.servers import Cluster, greenq_status, until
 
 QUEUES = [f"c{i}" for i in range(6)]
 
@@ -58,17 +53,8 @@ def test_ten_thousand_tasks_over_six_queues_and_a_sharded_one_with_eta_and_recov
     streams = [Keys.stream(q) for q in [*QUEUES, *(f"hot#{i}" for i in range(4))]]
     until(lambda: all(nodes.xlen(stream) == 0 for stream in streams), what="the last acks")
     assert {nodes.keyslot(Keys.stream(f"hot#{i}")) for i in range(4)} != {nodes.keyslot(Keys.stream("hot"))}
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
-    status = subprocess.run(
-        [sys.executable, "-m", "greenq", "status", "--json"],
-        env={**clean, "GREENQ_BROKER_URL": cluster.url, "GREENQ_QUEUE_SHARDS": '{"hot": 4}'},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stderr
-    rows = {q["name"]: q for q in json.loads(status.stdout)["queues"]}
+    status = greenq_status(cluster.url, GREENQ_QUEUE_SHARDS='{"hot": 4}')
+    rows = {q["name"]: q for q in status["queues"]}
     assert rows["hot"]["shards"] == 4 and all(rows[q]["ready"] == 0 for q in QUEUES)
     assert scale_app.touch.apply_async(("touched",), queue="c0").get(timeout=30) == 1  # app.redis
     # Workflows and retries: a chord's count and body, a retry with the ack of its old message

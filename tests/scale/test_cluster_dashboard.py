@@ -10,11 +10,7 @@ from __future__ import annotations
 import html
 import http.cookiejar
 import json
-import os
 import re
-import subprocess
-import sys
-import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,40 +19,22 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import ROOT
+from tests.dashboard.conftest import DashboardProcess
 from tests.scale.servers import Cluster, until
 
 APP = "tests.scale.cluster_dash_app"
 QUEUES = ["d0", "d1", "d2", "d3"]
 
 
-class Dashboard:
-    """A ``greenq dashboard`` subprocess on a free port, and an HTTP client with its cookies."""
+class Dashboard(DashboardProcess):
+    """The suite's ``greenq dashboard`` subprocess on this module's app and a free port, with an
+    HTTP client keeping its cookies (the CSRF token's session)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenq", "dashboard", "-A", APP, "--port", "0"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.base = ""
-        threading.Thread(target=self._read, daemon=True).start()
-        until(lambda: self.base or self.proc.poll() is not None, 30, "the dashboard to serve")
-        assert self.base, "\n".join(self.lines)
+    def __init__(self, url: str) -> None:
+        super().__init__(url, "--port", "0", app=APP)
         self.http = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect()
         )
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if found := re.search(r"serving (http://\S+?)/$", line.strip()):
-                self.base = found.group(1)
 
     def get(self, path: str) -> str:
         with self.http.open(self.base + path, timeout=30) as response:
@@ -73,15 +51,6 @@ class Dashboard:
 
     def overview(self) -> dict[str, Any]:
         return dict(json.loads(self.get("/api/overview")))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -103,8 +72,7 @@ def stack(
     workers = [
         start_worker(*args, app=APP, url=cluster.url, env={"COUNTER_URL": redis_url}) for _ in range(2)
     ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
-    dashboard = Dashboard({**env, "GREENQ_BROKER_URL": cluster.url, "PYTHONUNBUFFERED": "1"})
+    dashboard = Dashboard(cluster.url)
     yield dashboard, cluster_dash_app, lambda: workers
     dashboard.stop()
     cluster_dash_app.app.close()
@@ -171,4 +139,4 @@ def test_dashboard_on_a_cluster_overview_task_queue_feed_dead_letter_requeue_and
     assert status == 303
     assert {q["name"]: q for q in dash.overview()["queues"]}["parked"]["waiting"] == 0
     assert all(x.state == "PENDING" for x in parked)
-    assert "Traceback" not in "\n".join(dash.lines), "\n".join(dash.lines)[-3000:]
+    assert "Traceback" not in dash.output, dash.output[-3000:]

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,10 +15,9 @@ import pytest
 import redis
 
 from greenq import BrokerUnavailable, GreenQ
-from tests.conftest import ROOT
 from tests.scale import scale_app
-from tests.scale.cluster_tls import make_certs, query, use_ssl
-from tests.scale.servers import Cluster
+from tests.scale.servers import Cluster, greenq_status
+from tests.scale.tls_certs import make_certs, query, use_ssl
 from tests.security.conftest import SECRET
 
 QUEUES = ["t0", "t1", "t2", "t3"]
@@ -58,18 +54,8 @@ def _round(app: GreenQ, tag: str, r: redis.Redis) -> None:
     assert scale_app.touch.apply_async((f"touched:{tag}",), queue="t1").get(timeout=30) == 1
 
 
-def _status(env: dict[str, str]) -> dict[str, Any]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")}
-    done = subprocess.run(
-        [sys.executable, "-m", "greenq", "status", "--json"],
-        env={**clean, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return {q["name"]: q for q in json.loads(done.stdout)["queues"]}
+def _status(url: str, **env: str) -> dict[str, Any]:
+    return {q["name"]: q for q in greenq_status(url, **env)["queues"]}
 
 
 def test_tls_options_in_a_rediss_cluster_url(
@@ -87,7 +73,7 @@ def test_tls_options_in_a_rediss_cluster_url(
     worker = start_worker(*args, app="tests.scale.scale_app", url=url, env={"COUNTER_URL": redis_url})
     _round(app, "tls-url", r)
     assert SECRET not in worker.output  # the key's password is masked wherever the URL is shown
-    rows = _status({"GREENQ_BROKER_URL": url})
+    rows = _status(url)
     assert set(QUEUES) <= set(rows) and all(rows[q]["ready"] == 0 for q in QUEUES)
 
 
@@ -109,7 +95,7 @@ def test_broker_use_ssl_with_a_cluster_url(
     env = {"COUNTER_URL": redis_url, "GREENQ_BROKER_USE_SSL": settings}
     start_worker(*args, app="tests.scale.scale_app", url=plain, env=env)
     _round(app, "tls-setting", r)
-    rows = _status({"GREENQ_BROKER_URL": plain, "GREENQ_BROKER_USE_SSL": settings})
+    rows = _status(plain, GREENQ_BROKER_USE_SSL=settings)
     assert set(QUEUES) <= set(rows)
     # Without TLS the nodes answer nothing: no silent fallback to plain text
     monkeypatch.delenv("GREENQ_BROKER_USE_SSL")

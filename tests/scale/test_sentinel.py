@@ -4,9 +4,6 @@ commands follow a failover by themselves, and nothing is lost (docs/semantics.md
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +14,9 @@ from greenq import GreenQ
 from greenq.broker.sentinel import Resolver, parse
 from greenq.config import mask_url
 from greenq.exceptions import ConfigError
-from tests.conftest import ROOT
 from tests.scale import scale_app
-from tests.scale.sentinel_tls import client_options, make_certs
-from tests.scale.servers import SentinelGroup, until
+from tests.scale.servers import SentinelGroup, greenq_status, until
+from tests.scale.tls_certs import make_certs, use_ssl
 
 
 def test_the_url_names_sentinels_service_db_and_whose_password_is_whose() -> None:
@@ -87,19 +83,8 @@ def test_failover_mid_drain_producer_worker_app_redis_and_status_follow(
     assert redis.Redis(port=new).exists("touched") == 1
     # What runs twice may still be running when every result is in: wait for the stream to empty.
     until(lambda: redis.Redis(port=new).xlen("greenq:{q:default}:stream") == 0, 60, "the stream to empty")
-    status = subprocess.run(
-        [sys.executable, "-m", "greenq", "status", "--json"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")},
-            "GREENQ_BROKER_URL": sentinels.url,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stderr
-    assert '"default"' in status.stdout
+    status = greenq_status(sentinels.url)
+    assert '"default"' in status["_text"]
     print(f"sentinel failover {old} -> {new}: 0 lost, {again} ran again")
     assert app.conf.broker_url == sentinels.url
 
@@ -142,7 +127,7 @@ def test_a_demoted_master_refusing_a_write_or_a_script_is_a_connection_error_to_
 def tls_sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
     """The group on TLS only, client certificates required (the system redis-server)."""
     certs = make_certs(tmp_path)
-    group = SentinelGroup(tls=certs, client_tls=client_options(certs)).start()
+    group = SentinelGroup(tls=certs, client_tls=use_ssl(certs)).start()
     yield group
     group.stop()
 
@@ -180,18 +165,7 @@ def test_over_tls_producer_and_worker_go_through_the_sentinels_and_follow_a_fail
     assert scale_app.touch.delay("touched-tls").get(timeout=30) == 1  # app.redis over TLS too
     assert tls_sentinels.client(new).exists("touched-tls") == 1
     assert worker.proc.poll() is None, worker.output
-    status = subprocess.run(
-        [sys.executable, "-m", "greenq", "status", "--json"],
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("GREENQ_")},
-            "GREENQ_BROKER_URL": url,
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert status.returncode == 0, status.stderr
-    assert '"default"' in status.stdout
+    status = greenq_status(url)
+    assert '"default"' in status["_text"]
     assert "Traceback" not in worker.output and "master moved" in worker.output
-    assert tls_sentinels.client_tls["ssl_password"] not in worker.output + status.stdout
+    assert tls_sentinels.client_tls["ssl_password"] not in worker.output + status["_text"]

@@ -1,6 +1,7 @@
-"""Certificates for the TLS cluster tests, made with the ``openssl`` CLI as tests/security does
-(its helpers, imported): a CA, a server certificate for 127.0.0.1 that every node presents (on
-the cluster bus too), and a client certificate, its key also encrypted with ``SECRET``."""
+"""Certificates for the TLS Cluster and Sentinel tests, made with the ``openssl`` CLI as
+tests/security does (its helpers, imported): a CA, a server certificate for 127.0.0.1 that every
+node and sentinel presents (to its peers too), and a client certificate, its key also encrypted
+with ``SECRET``."""
 
 from __future__ import annotations
 
