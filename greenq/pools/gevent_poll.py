@@ -51,7 +51,7 @@ def install() -> None:
 
         def poll(self, timeout: float | None = None) -> list[tuple[int, int]]:
             if timeout == 0:
-                return list(self._kernel.poll(0))
-            return list(super().poll(timeout))
+                return self._kernel.poll(0)
+            return super().poll(timeout)
 
     select.poll = poll  # type: ignore[misc]
