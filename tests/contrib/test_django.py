@@ -1,5 +1,5 @@
-"""greenq.contrib.django against a real Django (sqlite, and PostgreSQL when one is reachable on
-127.0.0.1:5432) and a real ``greenq worker`` whose tasks read the same database.
+"""greenq.contrib.django against a real Django (sqlite, and a PostgreSQL server the test starts
+itself, tests/contrib/pg_server.py) and a real ``greenq worker`` whose tasks read the same database.
 
 Django is configured once per test process from ``tests/contrib/django_app/settings.py``; the
 worker configures itself from the same module (``-A tests.contrib.django_app.greenq_app``), with
@@ -26,35 +26,33 @@ from django.test.utils import override_settings
 from greenq import ConfigError, EncodeError, GreenQ
 from greenq.broker.keys import Keys
 from greenq.results import PENDING
+from tests.contrib.pg_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.contrib.django_app.greenq_app"
 QUEUE = "django"  # GREENQ_TASK_DEFAULT_QUEUE in the Django settings
-PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 
 
-def _postgres_schema() -> str | None:
-    """A fresh schema in database ``test`` for this process, or None if PostgreSQL is unreachable."""
+def _postgres_schema(dsn: str) -> str:
+    """A fresh schema in database ``test`` for this process."""
     import psycopg
 
     schema = f"greenq_test_{os.getpid()}"
-    try:
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-            conn.execute(f"CREATE SCHEMA {schema}")
-    except psycopg.OperationalError:
-        return None
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
     return schema
 
 
 @pytest.fixture(scope="module")
 def dj(tmp_path_factory: pytest.TempPathFactory) -> Iterator[types.SimpleNamespace]:
     """Django set up in this process, migrated; yields the test app's modules and worker env."""
-    schema = _postgres_schema()
+    server = PostgresServer()
+    schema = _postgres_schema(server.dsn)
     env = {
         "DJANGO_SETTINGS_MODULE": "tests.contrib.django_app.settings",
         "DJANGO_TEST_SQLITE": str(tmp_path_factory.mktemp("django") / "db.sqlite3"),
-        "DJANGO_TEST_PG": schema or "",
+        "DJANGO_TEST_PG": schema,
+        "DJANGO_TEST_PG_PORT": str(server.port),
     }
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -63,13 +61,11 @@ def dj(tmp_path_factory: pytest.TempPathFactory) -> Iterator[types.SimpleNamespa
         call_command("migrate", database=alias, verbosity=0)
     from tests.contrib.django_app import greenq_app, models, tasks
 
-    yield types.SimpleNamespace(env=env, app=greenq_app.app, tasks=tasks, Order=models.Order, pg=bool(schema))
+    yield types.SimpleNamespace(
+        env=env, app=greenq_app.app, tasks=tasks, Order=models.Order, pg_dsn=server.dsn
+    )
     connections.close_all()
-    if schema:
-        import psycopg
-
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    server.stop()
     for key, value in saved.items():
         if value is None:
             os.environ.pop(key, None)
@@ -83,18 +79,9 @@ def app(dj: types.SimpleNamespace, redis_url: str) -> GreenQ:
     return dj.app
 
 
-def _require_postgres(dj: types.SimpleNamespace) -> None:
-    """The PostgreSQL variants need a server the suite does not start itself (unlike Redis):
-    this machine and its CI have one; a laptop without it runs the sqlite variants only."""
-    if not dj.pg:
-        pytest.skip("no PostgreSQL accepting connections on 127.0.0.1:5432 (database test, user postgres)")
-
-
 @pytest.fixture(params=["default", "pg"], ids=["sqlite", "postgresql"])
-def alias(request: pytest.FixtureRequest, dj: types.SimpleNamespace) -> str:
-    if request.param == "pg":
-        _require_postgres(dj)
-    return request.param
+def alias(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _worker(start_worker, dj: types.SimpleNamespace):
@@ -253,14 +240,13 @@ def test_a_rolled_back_savepoint_drops_only_its_own_tasks(
 def test_close_db_connections_keeps_a_gevent_worker_within_its_concurrency(
     app: GreenQ, dj: types.SimpleNamespace, start_worker
 ) -> None:
-    _require_postgres(dj)
     import psycopg
 
     start_worker("-c", "20", app=APP, env=dj.env)
     for _ in range(3):  # each task runs in a new greenlet, with a new connection
         results = dj.tasks.count_orders.map([("pg",)] * 100)
         assert all(isinstance(res.get(timeout=60), int) for res in results)
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+    with psycopg.connect(dj.pg_dsn, autocommit=True) as conn:
         (open_now,) = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [dj.env["DJANGO_TEST_PG"]]
         ).fetchone()

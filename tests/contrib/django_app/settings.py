@@ -1,6 +1,7 @@
 """Django settings shared by the test process and its workers; the databases come from the
-environment the test sets: ``DJANGO_TEST_SQLITE`` (a file path) and, when PostgreSQL is
-reachable, ``DJANGO_TEST_PG`` (a schema in database ``test`` on 127.0.0.1:5432)."""
+environment the test sets: ``DJANGO_TEST_SQLITE`` (a file path) and, for the PostgreSQL variants,
+``DJANGO_TEST_PG`` (a schema in database ``test`` of the server the test started on 127.0.0.1,
+port ``DJANGO_TEST_PG_PORT``)."""
 
 import os
 
@@ -18,7 +19,7 @@ if os.environ.get("DJANGO_TEST_PG"):
         "NAME": "test",
         "USER": "postgres",
         "HOST": "127.0.0.1",
-        "PORT": 5432,
+        "PORT": int(os.environ["DJANGO_TEST_PG_PORT"]),
         "OPTIONS": {
             "options": f"-c search_path={os.environ['DJANGO_TEST_PG']}",
             "application_name": os.environ["DJANGO_TEST_PG"],  # to count this run's connections
