@@ -54,6 +54,9 @@ WORKER: tuple[str, ...] = (
 )
 WORKER += ("exists", "get", "srem", "hget", "hgetall", "hmget", "time")
 WORKER += ("smembers",)  # flow control: the parked-message sets (HGETALL reads the flow hashes)
+# Told of changes to delayed sets and queue controls instead of polling them (broker/tracking.py).
+WORKER += ("client|id", "client|tracking", "subscribe", "ping")
+WORKER_CHANNELS = ("__redis__:invalidate",)
 # status, inspect, ping, peek, purge, dead list/show/requeue/purge, queue forget, events, result,
 # revoke, send, schedule list (WATCH for queue forget; MGET of heartbeats; XINFO GROUPS for lag).
 OPERATOR: tuple[str, ...] = (
@@ -80,6 +83,7 @@ class Role:
     commands: tuple[str, ...]
     scripts: tuple[str, ...] | None  # None: every script
     whole_keyspace: bool
+    channels: tuple[str, ...] = ()  # Pub/Sub channels it subscribes to
 
 
 ROLES = {
@@ -94,6 +98,7 @@ ROLES = {
         PRODUCER + WORKER,
         None,
         whole_keyspace=True,
+        channels=WORKER_CHANNELS,
     ),
     "operator": Role(
         "the greenq operator commands: status, inspect, purge, dead, queue, events, result, send",
@@ -148,6 +153,7 @@ def rule(role: str, prefix: str = "greenq", user: str | None = None) -> str:
     name = user or (f"greenq-{role}" if prefix == "greenq" else f"{prefix}-{role}")
     parts = ["ACL", "SETUSER", name, "on", "resetkeys", "resetchannels", "-@all"]
     parts += [f"~{pattern}" for pattern in key_patterns(role, prefix)]
+    parts += [f"&{channel}" for channel in ROLES[role].channels]
     parts += [f"+{command}" for command in commands(role)]
     return " ".join(parts)
 

@@ -173,9 +173,11 @@ class Link:
     """
 
     cluster = False  # a Redis Cluster link routes each command to its slot's master (cluster.py)
+    generation = 0  # connections made so far: state kept on one (CLIENT TRACKING) is gone after
 
     def __init__(self, url: str, connect_timeout_s: float, socket_timeout_s: float) -> None:
         self.url = url
+        self.connect_timeout_s = connect_timeout_s
         if is_cluster(url):
             self.cluster = True
             timeouts = {"socket_connect_timeout": connect_timeout_s, "socket_timeout": socket_timeout_s}
@@ -191,6 +193,10 @@ class Link:
             protocol=2,
         )
         self._conn = pool.make_connection()
+        self._conn.register_connect_callback(self._connected)  # kept as a weak method
+
+    def _connected(self, conn: Any) -> None:
+        self.generation += 1
 
     def pack(self, commands: Sequence[Sequence[Any]]) -> list[bytes]:
         """The commands in the wire protocol, for ``send`` (see ``pack``)."""

@@ -172,6 +172,7 @@ class Flow:
         self._finished: list[str] = []
         self._parked_names: dict[str, list[str]] = {}
         self._next_control = self._next_sweep = self._next_extend = 0.0
+        self.control_every_s = CONTROL_EVERY_S  # longer while Redis tells of changes (tracking.py)
 
     @property
     def limited(self) -> bool:
@@ -285,7 +286,7 @@ class Flow:
             self._next_sweep = clock + SWEEP_EVERY_S
         if controls:
             self._apply_controls(flows)
-            self._next_control = clock + CONTROL_EVERY_S
+            self._next_control = clock + self.control_every_s
 
     def _lease_work(
         self, finished: list[str], extend: bool, releases_only: bool
@@ -337,8 +338,28 @@ class Flow:
                 shown = rates[queue].text if queue in rates else "none"
                 self.log.warning("queue %s rate limit now %s", queue, shown)
 
-    def sleep(self, stopping: threading.Event, timeout_s: float, channel: Channel) -> None:
-        """Wait up to ``timeout_s``, giving back leases as soon as their tasks end."""
+    def controls_changed(self) -> None:
+        """A queue's controls may have changed: read them at the next ``upkeep``."""
+        self._next_control = 0.0
+
+    def next_upkeep(self) -> float:
+        """When ``upkeep`` next has work of its own (monotonic clock)."""
+        soonest = self._next_control
+        if self.concurrency:
+            soonest = min(soonest, self._next_sweep)
+        if self.leases:
+            soonest = min(soonest, self._next_extend)
+        return soonest
+
+    def sleep(
+        self,
+        stopping: threading.Event,
+        timeout_s: float,
+        channel: Channel,
+        woken: Callable[[], bool] | None = None,
+    ) -> None:
+        """Wait up to ``timeout_s``, giving back leases as soon as their tasks end; return early
+        once ``woken()`` says so (it is asked each time ``wake`` is set)."""
         deadline = time.monotonic() + timeout_s
         while not stopping.is_set():
             left = deadline - time.monotonic()
@@ -348,6 +369,8 @@ class Flow:
             try:
                 self.upkeep(channel, time.monotonic(), releases_only=True)
             except (BrokerUnavailable, BrokerError):
+                return
+            if woken is not None and woken():
                 return
 
     def info(self) -> dict[str, Any]:

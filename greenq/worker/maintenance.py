@@ -1,15 +1,19 @@
 """Maintenance: a worker's liveness loop — heartbeat, moving due delayed messages, recovering
 dead workers' messages, terminating revoked child-process tasks — and the heartbeat record.
 
-Runs in its own thread on its own connection (``broker.recovery.Upkeep``), every 100 ms or
-sooner when a delayed message is due. The heartbeat says who the worker is and what it runs:
-task names, ids and start times, never arguments (they are user data, and unbounded); an
-operator asks for one task's arguments through ``greenq:ask:{CONSUMER}`` (docs/keyspace.md).
+Runs in its own thread on its own connection (``broker.recovery.Upkeep``). Where Redis tracks
+the keys it reads (``broker.tracking.Changes``), it reads the delayed sets and queue controls
+when told they changed, when the soonest delayed message is due, and once a second all the
+same, and wakes every 100 ms only while tasks run (leases, terminate=True): an idle worker on
+any number of queues wakes a few times a second. Without tracking it polls every 100 ms.
+The heartbeat says who the worker is and what it runs: task names, ids and start times, never
+arguments (they are user data, and unbounded); an operator asks for one task's arguments
+through ``greenq:ask:{CONSUMER}`` (docs/keyspace.md).
 Each heartbeat also lists the unique keys its running early-ack tasks hold (only while there are
 some), so that recovery can free them if this worker dies mid-task.
 It also runs flow control's upkeep (``Flow``): leases, parked messages, paused queues.
-Imports: broker.channel, broker.keys, broker.recovery, exceptions, worker.admission,
-worker.ledger, worker.stats.
+Imports: broker.channel, broker.keys, broker.recovery, broker.tracking, exceptions,
+worker.admission, worker.ledger, worker.stats.
 """
 
 from __future__ import annotations
@@ -27,14 +31,17 @@ import orjson
 from greenq import signals
 from greenq.broker.channel import Channel
 from greenq.broker.recovery import Upkeep
+from greenq.broker.tracking import Changes
 from greenq.exceptions import BrokerError, BrokerUnavailable
-from greenq.worker.admission import Flow
+from greenq.worker.admission import CONTROL_EVERY_S, Flow
 from greenq.worker.ledger import Ledger
 from greenq.worker.stats import Backoff, Stats
 
 ACTIVE_MAX = 100  # tasks listed in a heartbeat
 ARGS_MAX_CHARS = 2_000  # an asked-for task's arguments are cut to this size
 GREENLET_CHECK_S = 0.5  # how often a gevent pool's running tasks are checked for terminate=True
+TICK_S = 0.1  # the loop's period while tasks run or Redis does not track its reads
+IDLE_PROBE_S = 1.0  # tracked and idle: the delayed sets are read at least this often all the same
 
 
 class Maintenance:
@@ -71,6 +78,7 @@ class Maintenance:
         self.on_dead_lettered = on_dead_lettered
         self.flow = flow  # flow control's leases and queue controls (docs/flow-control.md)
         self.flow_channel = Channel(upkeep.link, 0, keys=upkeep.keys)
+        self.changes = Changes(upkeep.link, flow.wake.set)  # what the link reads, Redis watches
         self._next_greenlet_check = 0.0
         self._asked: list[str] = []  # task ids whose arguments an operator asked for
         self._held_listed = False  # the unique-held hash in Redis lists something
@@ -152,10 +160,20 @@ class Maintenance:
         recover_every = max(0.2, min(1.0, self.lost_timeout_s / 4))
         next_beat = time.monotonic() + beat_every
         next_recover = time.monotonic()
+        next_probe = probed = 0.0  # when the delayed sets are to be read next, were read last
+        changes = self.changes
+        changes.start(stopping)
         while not stopping.is_set():
             try:
-                soonest = self.upkeep.move_due(self.queues)
                 clock = time.monotonic()
+                tracked = changes.live()
+                if not tracked or clock >= next_probe or (changes.changed and clock >= probed + TICK_S):
+                    if changes.track():  # set up anew, or told of a change: the flow hashes too
+                        self.flow.controls_changed()
+                    soonest = self.upkeep.move_due(self.queues)
+                    probed = time.monotonic()
+                    next_probe = probed + (IDLE_PROBE_S if soonest is None else min(IDLE_PROBE_S, soonest))
+                    self.flow.control_every_s = IDLE_PROBE_S if changes.live() else CONTROL_EVERY_S
                 if clock >= next_beat:
                     self.heartbeat()
                     next_beat = clock + (0.2 if self._asked else beat_every)
@@ -168,8 +186,20 @@ class Maintenance:
             except (BrokerUnavailable, BrokerError) as exc:
                 backoff.failed(exc, stopping)
                 continue
-            # Wakes early to give leases back as soon as their tasks end.
-            self.flow.sleep(stopping, 0.1 if soonest is None else min(0.1, soonest), self.flow_channel)
+            clock = time.monotonic()
+            woken = None
+            if not changes.live():
+                wake_at = min(next_probe, clock + TICK_S)  # polling, as without tracking
+            elif changes.changed:  # told of a change within TICK_S of the last read
+                wake_at = min(next_probe, probed + TICK_S)
+            else:
+                wake_at = min(next_probe, next_beat, next_recover, self.flow.next_upkeep())
+                if self.ledger.running:
+                    wake_at = min(wake_at, clock + TICK_S)  # leases, terminate=True
+                woken = changes.is_changed
+            # Wakes early to give leases back as soon as their tasks end, and on a change.
+            self.flow.sleep(stopping, wake_at - clock, self.flow_channel, woken)
+        changes.close()
 
     def recover(self) -> None:
         requeued, dead = self.upkeep.recover(

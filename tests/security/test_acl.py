@@ -94,6 +94,10 @@ def test_each_role_does_its_whole_job_under_exactly_its_printed_rule(
     assert code == 0 and " received " in out, err
     assert run(capsys, "inspect", "active")[0] == 0
     assert run(capsys, "queue", "pause", "limited")[0] == run(capsys, "queue", "resume", "limited")[0] == 0
+    # The worker is told of changes to its delayed sets (CLIENT TRACKING to a subscriber of
+    # __redis__:invalidate, both allowed by the rule), not left polling them.
+    users = [c for c in redis.Redis.from_url(acl_server.url).client_list() if c["user"] == "greenq-worker"]
+    assert any("t" in c["flags"] for c in users) and any("P" in c["flags"] for c in users), users
     # Redis refused nothing but redis-py's CLIENT SETINFO greeting (it ignores the refusal).
     refused = redis.Redis.from_url(acl_server.url).acl_log()
     assert {entry["object"] for entry in refused} <= {"client"}, refused
