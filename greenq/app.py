@@ -309,7 +309,7 @@ class GreenQ(TaskRegistry):
     def _enqueue(self, items: list[tuple[Message, bytes]]) -> list[str]:
         ids = self.broker.enqueue(items)
         if signals.after_task_publish.receivers:
-            signals.published(items)
+            signals.published(items, ids)  # not for a unique message whose key another task held
         return ids
 
     # ---- asyncio producer (greenq.aio: redis.asyncio, never gevent) ------------------------

@@ -1,9 +1,10 @@
 """Sending a canvas tree: freeze it (every id assigned), plan it (``greenq.workflow``), enqueue
-the plan in pipelined round trips (its chord state and member lists in the first), and build
-the result handles (``AsyncResult`` with ``.parent`` through a chain, ``GroupResult``).
+the plan in pipelined round trips (its chord state and member lists in the first), send
+``after_task_publish`` for what was written, and build the result handles (``AsyncResult`` with
+``.parent`` through a chain, ``GroupResult``).
 
 Works on the trees' dict form, so ``greenq.canvas`` (the classes) imports this and not the
-other way round. Imports: results, group_result, workflow.
+other way round. Imports: results, group_result, signals, workflow.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from greenq import signals
 from greenq.group_result import GroupResult
 from greenq.results import AsyncResult
 from greenq.workflow import Continuation, UnsupportedCanvas, freeze, kind, member_list, plan, result_id
@@ -56,7 +58,9 @@ def apply_node(
     built = plan(
         app, frozen, prepend, Continuation(errbacks=errbacks), result_ttl_ms=ttl_ms, keys=app.broker.keys
     )
-    app.broker.enqueue(built.items, first=built.first)
+    ids = app.broker.enqueue(built.items, first=built.first)
+    if signals.after_task_publish.receivers:
+        signals.published(built.items, ids)
     return result_of(app, frozen)
 
 
@@ -88,11 +92,11 @@ def send_group(app: GreenQ, group_id: str, items: Sequence[Any]) -> list[str]:
         return []
     ttl_ms = max(1, int(app.conf.result_expires * 1000))
     if not any(message.unique is not None for message, _ in items):
-        return list(
-            app.broker.enqueue(
-                items, first=member_list(group_id, [m.id for m, _ in items], ttl_ms, app.broker.keys)
-            )
-        )
-    ids = list(app.broker.enqueue(items))
-    app.broker.conns.execute(member_list(group_id, ids, ttl_ms, app.broker.keys))
+        members = member_list(group_id, [m.id for m, _ in items], ttl_ms, app.broker.keys)
+        ids = list(app.broker.enqueue(items, first=members))
+    else:
+        ids = list(app.broker.enqueue(items))
+        app.broker.conns.execute(member_list(group_id, ids, ttl_ms, app.broker.keys))
+    if signals.after_task_publish.receivers:
+        signals.published(items, ids)
     return ids

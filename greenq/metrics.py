@@ -1,9 +1,10 @@
 """Prometheus metrics: a worker's own (``--metrics-port``) and queue-level (``greenq exporter``).
 
 Collectors read counters the consumer keeps anyway, at scrape time, so metrics cost nothing per
-task beyond what the worker already counts. Needs ``prometheus-client`` (``greenq[metrics]``).
-Imports: admin (for the exporter), exceptions; the consumer is passed in (its module only as a
-type).
+task beyond what the worker already counts; flow control's state (``Flow``: paused queues, rates,
+leases, messages held back) is read, never changed. Needs ``prometheus-client``
+(``greenq[metrics]``). docs/operations.md lists every metric. Imports: admin (for the exporter),
+http (its hosts' states), exceptions; the consumer is passed in (its module only as a type).
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from greenq import http
 from greenq.exceptions import ConfigError
 from greenq.worker.stats import RUNTIME_BUCKETS_S
 
 if TYPE_CHECKING:
     from greenq.broker.redis import RedisBroker
+    from greenq.worker.admission import Flow
     from greenq.worker.consumer import Consumer
+
+HTTP_HOST_STATES = ("open", "backoff", "probe", "failing")  # greenq.http's, besides the normal one
 
 
 def _prometheus() -> Any:
@@ -72,6 +77,53 @@ class WorkerCollector:
             family = counter(metric, text, labels=labels)
             family.add_metric(me, value)
             yield family
+        yield from _flow(c.consumer_id, c.maintenance.flow, counter, gauge)
+
+
+def _flow(me: str, flow: Flow, counter: Any, gauge: Any) -> Iterator[Any]:
+    """Flow control as this worker applies it (docs/flow-control.md). Each value is read once:
+    ``paused`` and ``rates`` are replaced whole by maintenance, the counts only grow."""
+    paused, rates = flow.paused, flow.rates
+    family = gauge(
+        "greenq_worker_queue_paused",
+        "1 while the queue is paused (greenq queue pause)",
+        labels=["worker", "queue"],
+    )
+    for queue in flow.queues:
+        family.add_metric([me, queue], 1.0 if queue in paused else 0.0)
+    yield family
+    family = gauge(
+        "greenq_worker_queue_rate_limit_per_second",
+        "Queue rate limit in force (queue_rate_limits or greenq queue limit); absent: none",
+        labels=["worker", "queue"],
+    )
+    for queue, rate in sorted(rates.items()):
+        family.add_metric([me, queue], rate.per_s)
+    yield family
+    yield _gauge(
+        gauge,
+        "greenq_worker_flow_leases",
+        "Concurrency-limit leases its running tasks hold",
+        [me],
+        len(flow.leases),
+    )
+    family = counter(
+        "greenq_worker_flow_held_back",
+        "Times its gate held a message back: deferred (rate limit) or parked (concurrency limit)",
+        labels=["worker", "reason"],
+    )
+    for reason, count in sorted(flow.held_back.items()):
+        family.add_metric([me, reason], count)
+    yield family
+    states = list(http.host_states().values())
+    family = gauge(
+        "greenq_worker_http_hosts",
+        "greenq.http hosts not in their normal state: circuit open, in back-off, probed, failing",
+        labels=["worker", "state"],
+    )
+    for state in HTTP_HOST_STATES:
+        family.add_metric([me, state], states.count(state))
+    yield family
 
 
 def _gauge(gauge: Any, name: str, text: str, labels: list[str], value: float) -> Any:
@@ -97,6 +149,7 @@ class QueueCollector:
             ("greenq_queue_delayed", "delayed", "ETA/countdown/retry messages waiting"),
             ("greenq_queue_dead", "dead", "Dead letters"),
             ("greenq_queue_oldest_age_seconds", "oldest_age_s", "Age of the oldest ready message"),
+            ("greenq_queue_paused", "paused", "1 while the queue is paused (greenq queue pause)"),
         ):
             family = gauge(metric, text, labels=["queue"])
             for queue in stats:

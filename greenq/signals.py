@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -215,10 +215,14 @@ def before_publish(message: Any) -> Any:
     return message.with_changes(headers=extra or None)
 
 
-def published(messages: Any) -> None:
-    """Send ``after_task_publish`` for each ``(message, body)`` just written to Redis."""
-    for message, _ in messages:
-        after_task_publish.send(sender=message.task, **publish_arguments(message, False))
+def published(messages: Any, ids: Sequence[str] | None = None) -> None:
+    """Send ``after_task_publish`` for each ``(message, body)`` just written to Redis, in the
+    process that wrote it (a producer; a worker for what its tasks start). ``ids``: what the
+    enqueue returned; a unique message whose key another task held has that task's id there
+    (nothing was written for it) and is left out."""
+    for index, (message, _) in enumerate(messages):
+        if ids is None or ids[index] == message.id:
+            after_task_publish.send(sender=message.task, **publish_arguments(message, False))
 
 
 # ---- the signals ------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Task events, the worker's /metrics and the queue exporter, scraped and parsed for real."""
+"""Task events, the worker's /metrics (flow control's state included) and the queue exporter,
+scraped and parsed for real."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenq import GreenQ
 from greenq.embedded import free_port
 from tests.apps import basic
+from tests.flow.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +30,19 @@ def _env(url: str) -> dict[str, str]:
 def _scrape(port: int) -> dict[str, list]:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
+
+def _cli(url: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "greenq", *args],
+        cwd=ROOT,
+        env=_env(url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
 
 
 def test_events_are_recorded_and_filtered_by_task(app: GreenQ, redis_url: str, start_worker) -> None:
@@ -107,6 +123,62 @@ def test_exporter_serves_queue_metrics_from_redis_alone(app: GreenQ, redis_url: 
         delayed = {s.labels["queue"]: s.value for s in families["greenq_queue_delayed"]}
         assert ready["scaled"] == 5 and delayed["scaled"] == 1
         assert "greenq_queue_oldest_age_seconds" in families
+        assert {s.labels["queue"]: s.value for s in families["greenq_queue_paused"]}["scaled"] == 0
+        _cli(redis_url, "queue", "pause", "scaled")
+        paused = {s.labels["queue"]: s.value for s in _scrape(port)["greenq_queue_paused"]}
+        assert paused["scaled"] == 1  # read from Redis at each scrape
     finally:
         exporter.kill()
         exporter.wait(10)
+
+
+def _flow(port: int) -> dict[str, Any]:
+    """The worker's flow-control metrics, by label."""
+    families = _scrape(port)
+
+    def by(name: str, label: str) -> dict[str, float]:
+        return {s.labels[label]: s.value for s in families.get(name, []) if not s.name.endswith("_created")}
+
+    return {
+        "paused": by("greenq_worker_queue_paused", "queue"),
+        "rates": by("greenq_worker_queue_rate_limit_per_second", "queue"),
+        "leases": [s.value for s in families["greenq_worker_flow_leases"]],
+        "held_back": by("greenq_worker_flow_held_back", "reason"),
+        "http_hosts": by("greenq_worker_http_hosts", "state"),
+    }
+
+
+def test_worker_metrics_show_paused_queues_rates_leases_and_parked_messages(
+    redis_url: str, r, start_worker, monkeypatch
+) -> None:
+    from tests.apps import metrics_app
+
+    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
+    metrics_app.clear()
+    port = free_port()
+    start_worker("-c", "4", "-Q", "leased,plain", "--metrics-port", str(port), app="tests.apps.metrics_app")
+    assert _flow(port) == {
+        "paused": {"leased": 0, "plain": 0},
+        "rates": {},
+        "leases": [0],
+        "held_back": {"deferred": 0, "parked": 0},
+        "http_hosts": {"open": 0, "backoff": 0, "probe": 0, "failing": 0},
+    }
+    first = metrics_app.hold.delay("h1")
+    wait_until(lambda: r.get("h1:running"), what="the first task to start")
+    second = metrics_app.hold.delay("h2")  # concurrency_limit=1: parked behind the first
+    wait_until(lambda: _flow(port)["held_back"]["parked"] == 1, what="the second message parked")
+    assert _flow(port)["leases"] == [1] and not r.get("h2:running")
+
+    _cli(redis_url, "queue", "pause", "plain")
+    _cli(redis_url, "queue", "limit", "plain", "5/s")
+    wait_until(lambda: _flow(port)["paused"] == {"leased": 0, "plain": 1}, what="plain shown paused")
+    wait_until(lambda: _flow(port)["rates"] == {"plain": 5.0}, what="plain's rate shown")
+    _cli(redis_url, "queue", "resume", "plain")
+    wait_until(lambda: _flow(port)["paused"] == {"leased": 0, "plain": 0}, what="plain shown resumed")
+
+    r.set("h1", 1)
+    r.set("h2", 1)
+    assert first.get(timeout=30) == "held" and second.get(timeout=30) == "held"
+    wait_until(lambda: _flow(port)["leases"] == [0], what="the leases given back")
+    assert _flow(port)["held_back"] == {"deferred": 0, "parked": 1}

@@ -8,7 +8,8 @@ Knows nothing of workers or pools (the consumer sits between them).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 
 class Delivery(NamedTuple):
@@ -26,3 +27,25 @@ class Delivery(NamedTuple):
     deliveries: int
     queue: str
     priority: int
+
+
+def group_deliveries(
+    reply: Sequence[Any], bands: Mapping[str, tuple[str, int]], per_band: int
+) -> tuple[list[Delivery], bool]:
+    """The deliveries of an ``XREADGROUP`` reply (``bands``: band stream -> (queue, priority)),
+    and whether every band it answered for gave fewer than ``per_band`` (was left empty)."""
+    deliveries: list[Delivery] = []
+    drained = True
+    for stream_key, entries in reply:
+        stream = stream_key.decode() if isinstance(stream_key, bytes) else str(stream_key)
+        queue, priority = bands[stream]
+        drained = drained and len(entries) < per_band
+        for entry_id, fields in entries:
+            body, delivery_count = b"", 1
+            for i in range(0, len(fields or ()), 2):
+                if fields[i] == b"m":
+                    body = fields[i + 1]
+                elif fields[i] == b"d":
+                    delivery_count = int(fields[i + 1])
+            deliveries.append(Delivery(stream, entry_id.decode(), body, delivery_count, queue, priority))
+    return deliveries, drained

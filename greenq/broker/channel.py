@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from greenq import shards
-from greenq.broker import Delivery
+from greenq.broker import Delivery, group_deliveries
 from greenq.broker.keys import EVENTS_MAX, FLUSH_MARKER_TTL_MS, GROUP, Keys, delayed_command
 from greenq.broker.probes import Probes
 from greenq.broker.stack import Link, script, text
@@ -118,21 +118,7 @@ class Channel:
             return [], False
         if not reply:
             return [], True
-        deliveries: list[Delivery] = []
-        drained = True
-        for stream_key, entries in reply:
-            stream = text(stream_key)
-            queue, priority = bands[stream]
-            drained = drained and len(entries) < per_band
-            for entry_id, fields in entries:
-                body, delivery_count = b"", 1
-                for i in range(0, len(fields or ()), 2):
-                    if fields[i] == b"m":
-                        body = fields[i + 1]
-                    elif fields[i] == b"d":
-                        delivery_count = int(fields[i + 1])
-                deliveries.append(Delivery(stream, text(entry_id), body, delivery_count, queue, priority))
-        return deliveries, drained
+        return group_deliveries(reply, bands, per_band)
 
     def create_groups(self, keys: Sequence[str]) -> None:
         """Create the consumer group on each band stream (and the stream if need be), starting at
@@ -264,7 +250,7 @@ class Channel:
         follow_ups: Sequence[tuple[Any, ...]] = (),
         chords: Sequence[Any] = (),
         marker: tuple[str, str] | None = None,
-    ) -> None:
+    ) -> list[str]:
         """Write results and delayed (retry) messages, then ack, atomically (MULTI), one round trip.
         ``unique``: (unique key, task id) of finished unique tasks, each key deleted if that task
         still holds it (``unique_release.lua``). ``follow_ups``: workflow commands (a chain's
@@ -274,6 +260,7 @@ class Channel:
         Late acks ride with their results and retries, so a task is never acked without its
         result, and a retried task is neither lost nor duplicated. ``marker``: (key, token) set
         in the same MULTI, for a round with writes not safe to repeat (``flush_unless_landed``).
+        Returns the state keys of the chords whose body this round enqueued (``chord.lua`` said 1).
         """
         commands: list[tuple[Any, ...]] = [
             delayed_command(message, body, self.keys) for message, body in delayed
@@ -281,8 +268,9 @@ class Channel:
         if results:
             commands.append(store_results_command(results, result_ttl_ms, self.keys))
         commands.extend(follow_ups)
-        if chords:
-            commands.extend(_chord_commands(chords, result_ttl_ms))
+        first_chord = len(commands)
+        chord_commands = _chord_commands(chords, result_ttl_ms) if chords else []
+        commands.extend(chord_commands)
         commands.extend(_ack_commands(acks))
         commands.extend(
             ("XADD", self.keys.EVENTS, "MAXLEN", "~", EVENTS_MAX, "*", "e", event) for event in events
@@ -294,9 +282,19 @@ class Channel:
         if marker is not None:
             commands.append(("SET", marker[0], marker[1], "PX", FLUSH_MARKER_TTL_MS))
         if len(commands) == 1:
-            self.link.call(*commands[0])  # one command (one script, XADD or ZADD) is atomic by itself
+            replies = [self.link.call(*commands[0])]  # one command (script, XADD, ZADD) is atomic by itself
         elif commands:
-            self.link.transaction(commands)
+            replies = self.link.transaction(commands)
+        else:
+            return []
+        fired = replies[first_chord : first_chord + len(chord_commands)]
+        return [command[3] for command, reply in zip(chord_commands, fired, strict=True) if reply == 1]
+
+    def chord_bodies(self, keys: Sequence[str]) -> list[bytes]:
+        """The body messages kept in these chords' states (what ``chord.lua`` enqueued), in one
+        round trip; a state already gone is left out."""
+        replies = self.link.pipeline([("HGET", key, "body") for key in keys])
+        return [reply for reply in replies if isinstance(reply, bytes)]
 
     def flush_unless_landed(self, marker: tuple[str, str], **round_: Any) -> bool:
         """Write again a round whose reply was lost unless it landed (its marker holds its token):

@@ -4,8 +4,10 @@ Completions arrive from the pool's threads or greenlets through a deque (``appen
 ``popleft`` are atomic, so the hot path takes no lock) and wake the flusher only when it
 sleeps. Each round writes everything that piled up while the last round was in flight — results,
 late acks, retries, events, dead letters, freed unique keys — in one ``MULTI`` (``Channel.flush``): natural
-batching. Only then are the finished tasks' places released (see ``Ledger.startable``).
-Imports: broker (Delivery, Channel, Keys), exceptions, message, worker.ledger, worker.stats.
+batching. Only then are the finished tasks' places released (see ``Ledger.startable``), and
+``after_task_publish`` sent for the new tasks the round wrote (retries, workflow steps, the
+bodies of the chords it ended).
+Imports: broker (Delivery, Channel, Keys), exceptions, message, signals, worker.ledger, worker.stats.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from typing import Any
 
 import orjson
 
+from greenq import signals
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
 from greenq.broker.keys import Keys
-from greenq.exceptions import BrokerError, BrokerUnavailable
-from greenq.message import Message
+from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
+from greenq.message import Message, decode
 from greenq.worker.ledger import Ledger
 from greenq.worker.stats import Backoff, Stats
 
@@ -50,6 +53,7 @@ class FlushWork:
     unique: list[tuple[str, str]] = field(default_factory=list)  # (unique key, task id) to free
     follow_ups: list[tuple[Any, ...]] = field(default_factory=list)  # workflow commands
     chords: list[Any] = field(default_factory=list)  # finished chord members (ChordCount)
+    published: list[tuple[Message, bytes]] = field(default_factory=list)  # new tasks in follow_ups
     released: int = 0  # places of finished tasks to free once this round is written
     token: str = ""  # this round's marker (Keys.flushed), given when it is first written
 
@@ -162,6 +166,8 @@ class Flusher:
             result, ack, delayed, release, follow = inbox.popleft()
             if follow is not None:
                 work.follow_ups += follow.commands
+                if follow.messages and signals.after_task_publish.receivers:
+                    work.published += follow.messages
                 if follow.chord is not None:
                     work.chords.append(follow.chord)
             if result is not None:
@@ -242,14 +248,28 @@ class Flusher:
         if work.dead or work.follow_ups:
             work.token = work.token or next(self._rounds)
             marker = (self.keys.flushed(self.consumer_id), work.token)
+        fired: list[str] = []  # chords whose body this round enqueued (unknown if a reply was lost)
         if again and marker is not None:
             channel.flush_unless_landed(marker, **round_)
         else:
-            channel.flush(**round_, marker=marker)
+            fired = channel.flush(**round_, marker=marker)
         if work.acks:
             self.ledger.disown(work.acks)
         work.released += len(work.acks)
         self._release(work)
+        if (work.delayed or work.published or fired) and signals.after_task_publish.receivers:
+            self._published(channel, work, fired)
+
+    def _published(self, channel: Channel, work: FlushWork, fired: list[str]) -> None:
+        """``after_task_publish`` for the new tasks a written round holds, in this thread (as a
+        producer's, in the sending thread). A chord's body was built by its producer and kept in
+        the chord's state: it is read back (a round trip, only then)."""
+        bodies: list[tuple[Message, bytes]] = []
+        try:
+            bodies = [(decode(body), body) for body in channel.chord_bodies(fired)] if fired else []
+        except (BrokerUnavailable, BrokerError, DecodeError) as exc:
+            self.log.warning("after_task_publish: could not read a chord's body: %s", exc)
+        signals.published([*work.delayed, *work.published, *bodies])
 
     def _release(self, work: FlushWork) -> None:
         """Free the places of finished tasks whose outcomes are written."""

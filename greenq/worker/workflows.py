@@ -5,6 +5,7 @@ Follow-ups are planned here (``greenq.workflow``, the producer's own planner) an
 flusher with the task's result, so they are written in the same ``MULTI`` as that result and its
 late ack: a chain's next step is enqueued exactly when its parent's result is, with no extra
 round trip and no polling; a chord member is counted by ``chord.lua`` in that round trip too.
+The messages a follow-up writes travel with it, for the flusher's ``after_task_publish``.
 Also ``result_extended``: the result record with the task's name, arguments and times.
 Imports: message, workflow, broker (keys, channel helpers), pools.base (Outcome).
 """
@@ -43,11 +44,13 @@ class ChordCount:
 
 @dataclass(slots=True)
 class FollowUp:
-    """What a finished workflow task writes with its result."""
+    """What a finished workflow task writes with its result. ``messages``: the new tasks among
+    ``commands``, for ``after_task_publish`` once the flusher has written them."""
 
     payload: bytes | None
     commands: list[tuple[Any, ...]] = field(default_factory=list)
     chord: ChordCount | None = None
+    messages: list[tuple[Message, bytes]] = field(default_factory=list)
 
 
 class Workflows:
@@ -125,6 +128,7 @@ class Workflows:
             return []
         queues = {m.queue for m, _ in planned.items}
         follow.commands += [*planned.first, *enqueue_commands(planned.items, queues, self.keys)]
+        follow.messages += planned.items
         return [m.id for m, _ in planned.items]
 
     def _records(self, ids: Sequence[str], exc_type: str, text: str, parent: str) -> tuple[Any, ...]:

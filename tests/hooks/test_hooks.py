@@ -130,7 +130,11 @@ def check_publish(sc: Scenario) -> None:
     after = sc.one("after_task_publish", "add")
     assert after["sender"] == sc.name("add") and after["body"] == [[2, 3], {}, {}]
     assert after["routing_key"] == "default" and after["extra"] == ["signal"]
-    assert len(evidence(sc.r, "after_task_publish")) == len(sc.ids)
+    # one per task sent, and one more for flaky's retry: written, and so published, by the worker
+    assert len(evidence(sc.r, "after_task_publish")) == len(sc.ids) + 1
+    flaky = [e for e in evidence(sc.r, "after_task_publish") if e["headers"]["id"] == sc.ids["flaky"]]
+    assert [(e["headers"]["retries"], e["pid"]) for e in flaky] == [(0, sc.producer_pid), (1, sc.worker.pid)]
+    assert flaky[1]["headers"]["request_id"] == f"req-{sc.ids['flaky']}"  # the retry keeps its headers
     # before_task_publish added a header: the worker's task sees it as request.request_id
     assert sc.results["flaky"][1]["result"][2] == f"req-{sc.ids['flaky']}"
 

@@ -1,0 +1,89 @@
+"""``after_task_publish`` for every message written as a new task, sent by the process that wrote
+it: the producer for a group's members and a canvas's first messages, the worker for a chain's
+next step, a link callback, a retry and a chord's body (tests/apps/publish_app.py records each
+send and its pid).
+Never for a unique group member that was not written (another task holds its key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from greenq import GreenQ
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+APP = "tests.apps.publish_app"
+
+
+def produce(redis_url: str) -> dict[str, Any]:
+    """Run ``publish_app.produce`` in another process: the producer's receivers live there."""
+    code = "import json; from tests.apps import publish_app; print(json.dumps(publish_app.produce()))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "GREENQ_BROKER_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def entries(r: redis.Redis, signal: str) -> list[dict[str, Any]]:
+    return [json.loads(raw) for raw in r.lrange(f"pub:{signal}", 0, -1)]
+
+
+def sent(r: redis.Redis, signal: str) -> dict[tuple[str, int], int]:
+    """(task id, retries) -> the pid that sent ``signal`` for it; each pair at most once."""
+    found = entries(r, signal)
+    twice = [k for k, n in Counter((e["id"], e["retries"]) for e in found).items() if n > 1]
+    assert not twice, f"{signal} sent more than once for {twice}"
+    return {(e["id"], e["retries"]): e["pid"] for e in found}
+
+
+def test_after_task_publish_is_sent_where_each_new_task_is_written(
+    redis_url: str, r: redis.Redis, start_worker: Any
+) -> None:
+    worker = start_worker("-P", "gevent", "-c", "8", app=APP)
+    ids = produce(redis_url)
+    app = GreenQ("probe", broker=redis_url)
+
+    def get(task_id: str) -> Any:
+        return app.AsyncResult(task_id).get(timeout=60)
+
+    assert [get(i) for i in ids["group"]] == [2, 4]
+    assert get(ids["chain"][1]) == 13
+    assert get(ids["chord_body"]) == 14
+    assert get(ids["callback"]) == 110
+    assert get(ids["flaky"]) == 1
+    assert get(ids["after_once"]) == 0
+    # Each of those results is written by the flusher in a round after the one that wrote the
+    # message and then sent its signal: every send is recorded by now.
+    after = sent(r, "after_task_publish")
+    producer, worker_pid = ids["pid"], worker.pid
+    for task_id in [*ids["group"], *ids["chord_header"], ids["chain"][0], ids["linked"]]:
+        assert after.get((task_id, 0)) == producer, task_id  # group members, canvas first messages
+    assert after.get((ids["flaky"], 0)) == producer  # a plain delay() (as before)
+    assert after.get((ids["chain"][1], 0)) == worker_pid  # the chain's next step
+    assert after.get((ids["callback"], 0)) == worker_pid  # a link callback
+    assert after.get((ids["flaky"], 1)) == worker_pid  # the retry
+    assert after.get((ids["chord_body"], 0)) == worker_pid  # enqueued by the last member's round
+    first, stood_for = ids["once"]
+    assert stood_for == first  # the group's unique member is the task holding the key...
+    once = [e for e in entries(r, "after_task_publish") if e["task"] == "tests.apps.publish_app.once"]
+    assert [(e["id"], e["pid"]) for e in once] == [(first, producer)]  # ...and was not published
+    # before_task_publish goes where a message is built: a chain's next step in the worker too
+    before = sent(r, "before_task_publish")
+    assert before.get((ids["chain"][1], 0)) == worker_pid
+    assert before.get((ids["chain"][0], 0)) == producer
+    assert before.get((ids["chord_body"], 0)) == producer  # built, and kept in Redis, by the producer
