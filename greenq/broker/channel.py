@@ -41,7 +41,7 @@ class Channel:
         self.shards = shards or {}  # queue_shards: a queue is read with its shards (greenq.shards)
         self._turn = 0  # which shard a fetch starts at
         # Which queues were left empty, at which tails: where XREAD BLOCK waits (wake.py).
-        self.watch = QueueWatch(link, self.keys.bands)
+        self.watch = QueueWatch(link, self.keys.bands, self.create_groups)
         # (queues, consumer, per band, block ms) -> the packed XREADGROUP BLOCK and its bands
         self._blocking_read: tuple[Any, list[bytes], dict[str, tuple[str, int]]] = (None, [], {})
         self._flow_keys: tuple[list[str], list[str]] = ([], [])  # flow_upkeep's queues, their flow hashes
@@ -83,7 +83,7 @@ class Channel:
         per_band = count // bands
         fetch = partial(self._fetch_queue, consumer)
         if per_band < 1 or bands > BLOCK_ALL_MAX or (self.link.cluster and len(queues) > 1):
-            return self.watch.reserve(order, count, block_ms, drained, fetch)
+            return self.watch.reserve(order, count, block_ms, drained, fetch, consumer)
         if drained and block_ms > 0:
             return self._reserve_blocking(queues, consumer, per_band, block_ms)
         if len(queues) > 1:

@@ -77,6 +77,8 @@ class Changes:
             return changed
         try:
             self.link.call("CLIENT", "TRACKING", "ON", "REDIRECT", redirect)
+        except BrokerUnavailable:
+            raise  # the maintenance loop's back-off; set up again once connected
         except BrokerError as exc:  # an ACL without CLIENT, a Redis before 6
             self._give_up(f"CLIENT TRACKING refused: {exc}")
             return True

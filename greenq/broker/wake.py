@@ -1,15 +1,18 @@
 """Waiting on many queues: which of a worker's queues may hold messages, and one blocking read on
-the tails of the others, so that a wake-up costs the same round trips for 1 or 1,000 queues.
+the others, so that a wake-up costs the same round trips for 1 or 1,000 queues.
 
-A worker holding fewer messages than it has band streams (docs/keyspace.md, "Why Streams")
-cannot wait with ``XREADGROUP BLOCK``: one message per band could exceed its capacity. It waits
-with ``XREAD BLOCK`` on the bands' tails (the newest ids ``fetch.lua`` saw when it left a queue
-empty) and reserves with ``fetch.lua`` when woken. ``QueueWatch`` remembers which queues were
-left empty, with their tails, so that after a wake-up it runs ``fetch.lua`` only on the queues
-whose streams woke it (one round trip, not one per queue), and a refill while busy first asks
-one non-blocking ``XREAD`` which of the empty queues got messages since. The ``XREAD`` command
-is packed from per-queue pieces kept between calls (only a woken queue's tails change), so
-packing does not grow with the number of queues either. Imports: broker.stack; never the worker.
+A blocking ``XREADGROUP`` answers with up to COUNT messages per band it names, so a worker may
+wait with it only on no more bands than the messages it may still take. ``QueueWatch`` waits on
+the bands of the queues left empty (past ``BLOCK_ALL_MAX``, only the bands in use):
+with ``XREADGROUP COUNT 1 BLOCK`` where they are few enough (``_claim``: a wake-up reserves in
+its own round trip, and a band that woke it stays in the wait, answering at once if it holds
+more), else with ``XREAD BLOCK`` on their tails (the newest ids ``fetch.lua`` saw when it left
+a queue empty), then ``fetch.lua`` only on the queues whose streams woke it (one round trip,
+not one per queue). A refill while busy first asks one non-blocking ``XREAD`` which of the
+empty queues got messages since. Both commands are packed once per set of waited bands, the
+``XREAD`` from per-queue pieces kept between calls (only a woken queue's tails change), so
+packing does not grow with the number of queues either. Imports: broker (Delivery), broker.keys,
+broker.stack, message; never the worker.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from greenq.broker import Delivery
+from greenq.broker import Delivery, group_deliveries
+from greenq.broker.keys import GROUP
 from greenq.broker.stack import Link
 from greenq.exceptions import BrokerError
+from greenq.message import PRIORITY_MAX
 
 # fetch(queue, remaining) -> (reserved deliveries, the queue's band tails if fetch.lua left it empty)
 Fetch = Callable[[str, int], tuple[list[Delivery], list[bytes] | None]]
@@ -53,9 +58,19 @@ class QueueWatch:
     one queue.
     """
 
-    def __init__(self, link: Link, bands: Callable[[str], Sequence[str]]) -> None:
+    def __init__(
+        self,
+        link: Link,
+        bands: Callable[[str], Sequence[str]],
+        create_groups: Callable[[Sequence[str]], None] | None = None,
+    ) -> None:
         self.link = link
         self._bands = bands  # queue -> its band streams, in fetch.lua's order
+        self._create_groups = create_groups  # makes band streams with their group (XREADGROUP waits)
+        self._grouped: set[str] = set()  # band streams known to exist with the group
+        self._band_of: dict[str, tuple[str, int]] = {}  # band stream -> (queue, priority)
+        self._waited: dict[str, tuple[list[str], list[str]]] = {}  # queue -> (all, used) band names
+        self._group_read: tuple[Any, list[bytes]] = (None, [])  # the packed XREADGROUP wait
         self._queues: tuple[str, ...] = ()
         self._empty: dict[str, list[bytes]] = {}  # queue -> its bands' tails when left empty
         self._keys: dict[str, list[bytes]] = {}  # queue -> its band keys, packed one by one
@@ -74,9 +89,11 @@ class QueueWatch:
         self._empty = {q: t for q, t in self._empty.items() if q in queues}
         for queue in queues:
             if queue not in self._keys:
-                bands = [b.encode() for b in self._bands(queue)]
+                names = list(self._bands(queue))
+                bands = [b.encode() for b in names]
                 self._keys[queue] = [_bulk(b) for b in bands]
                 self._owner.update((b, queue) for b in bands)
+                self._band_of.update((b, (queue, PRIORITY_MAX - i)) for i, b in enumerate(names))
 
     def _left_empty(self, queue: str, tails: list[bytes]) -> None:
         self._empty[queue] = tails
@@ -89,13 +106,24 @@ class QueueWatch:
             b"".join(_bulk(tails[i]) for i in used),
             len(used),
         )
+        names = list(self._bands(queue))
+        self._waited[queue] = (names, [names[i] for i in used])
+        self._grouped.update(name for name, tail in zip(names, tails, strict=True) if tail != NONE)
 
     def reserve(
-        self, queues: Sequence[str], count: int, block_ms: int, drained: bool, fetch: Fetch
+        self,
+        queues: Sequence[str],
+        count: int,
+        block_ms: int,
+        drained: bool,
+        fetch: Fetch,
+        consumer: str | None = None,
     ) -> tuple[list[Delivery], bool]:
         """Reserve up to ``count`` messages of ``queues`` (in their order); with ``block_ms``,
         wait that long for one if there are none. ``drained`` (the caller's last call saw every
-        queue empty) goes straight to the wait. Returns (deliveries, every queue left empty)."""
+        queue empty) goes straight to the wait. Returns (deliveries, every queue left empty).
+        With ``consumer``, a wait on no more bands than ``count`` reserves as it wakes
+        (``_claim``)."""
         self._use(queues)
         idle = drained and block_ms > 0 and len(self._empty) == len(queues)
         timed_out, self._timed_out = self._timed_out, False
@@ -109,12 +137,64 @@ class QueueWatch:
         pieces = self._used if every > BLOCK_ALL_MAX and used else self._all
         # An idle worker looks at the bands its waits leave out as each wait ends, in its round trip.
         look = timed_out and not self.link.cluster and pieces is self._used
+        if consumer is not None and not self.link.cluster and self._create_groups is not None:
+            waited = [b for q in queues if q in self._empty for b in self._waited[q][pieces is self._used]]
+            if len(waited) <= count:
+                claimed = self._claim(queues, waited, consumer, block_ms, look)
+                if claimed is not None:
+                    if claimed[0] or not claimed[1]:  # reserved, or timed out with nothing seen
+                        if not claimed[0]:
+                            self._timed_out, self._looked = pieces is self._used, look
+                        return claimed[0], True
+                    return self._finish(queues, count, fetch)  # the look found new bands
         if not self._woken(queues, words, pieces, look):
             # The tails still hold; bands left out of the wait are asked next time (or were).
             self._timed_out, self._looked = pieces is self._used, look
             return [], True
+        return self._finish(queues, count, fetch)
+
+    def _finish(self, queues: Sequence[str], count: int, fetch: Fetch) -> tuple[list[Delivery], bool]:
         deliveries = self._pass(queues, count, fetch, probe=False)
         return deliveries, len(deliveries) < count
+
+    def _claim(
+        self, queues: Sequence[str], waited: list[str], consumer: str, block_ms: int, look: bool
+    ) -> tuple[list[Delivery], bool] | None:
+        """Wait with ``XREADGROUP COUNT 1 BLOCK`` on the ``waited`` bands, so that a wake-up
+        reserves in the same round trip instead of needing a ``fetch.lua`` after an ``XREAD``
+        (it answers with at most one message per band: the caller waits so only on no more bands
+        than it may reserve messages). Returns (deliveries, whether ``look`` found messages in
+        bands left out), or None when a band or its group is gone (the next call makes them)."""
+        missing = [b for b in waited if b not in self._grouped]
+        if missing:  # a queue's priority 0 band, waited on before it ever had a message
+            self._create_groups(missing)  # type: ignore[misc]
+            self._grouped.update(missing)
+        key = (tuple(waited), consumer, block_ms)
+        if self._group_read[0] != key:
+            read = ("XREADGROUP", "GROUP", GROUP, consumer, "COUNT", 1, "BLOCK", max(1, block_ms), "STREAMS")
+            packed = self.link.pack([(*read, *waited, *[">"] * len(waited))])
+            self._group_read = (key, packed)
+        packed = self._group_read[1]
+        if look:  # runs once the blocking read ends: Redis holds a blocked client's next command
+            packed = [packed[0] + self._read(queues, (b"XREAD", b"COUNT", b"1", b"STREAMS"), self._all)[0]]
+        replies = self.link.send(packed, 1 + look)
+        if isinstance(replies[0], Exception):
+            # NOGROUP: deleted under the wait (Redis 7 says UNBLOCKED); made again next time.
+            if not str(replies[0]).startswith(("NOGROUP", "UNBLOCKED")):
+                raise BrokerError(f"XREADGROUP failed: {replies[0]}")
+            self._grouped.difference_update(waited)
+            return None
+        # A band that woke it stays in the wait: if it holds more, the next wait (">": entries
+        # never delivered) answers at once, and an XREAD on its old tail too.
+        deliveries, _ = group_deliveries(replies[0] or (), self._band_of, 1)
+        found = False
+        for reply in replies[1:]:
+            if isinstance(reply, Exception):
+                raise BrokerError(f"XREAD failed: {reply}")
+            for stream, _ in reply or ():
+                self._empty.pop(self._owner[stream], None)
+                found = True
+        return deliveries, found
 
     def _woken(
         self, queues: Sequence[str], words: Sequence[bytes], pieces: dict[str, Any], look: bool = False

@@ -51,22 +51,47 @@ def test_a_wake_up_on_twenty_queues_runs_one_fetch_and_a_refill_only_where_messa
     got, drained = channel.reserve(QUEUES, "c1", 200, 0)
     assert [q for q, _ in _args(got)] == QUEUES and drained  # in -Q order
     assert channel.reserve(QUEUES, "c1", 200, 20, drained=True) == ([], True)  # waited, timed out
+    # Waiting on more bands (20) than it may reserve (10): XREAD on the tails, then one fetch.lua,
+    # not one per queue; three XREADs: (after the timed-out wait) one look without blocking at
+    # the bands the wait leaves out, the wait, and the same look as it ends.
     evals, reads = _calls(r, "eval"), _calls(r, "xread")
     thread = _when_blocked(r, lambda: app.send_task("t.x", ["woke"], queue="q17"))
-    got, drained = channel.reserve(QUEUES, "c1", 200, 5000, drained=True)
+    got, drained = channel.reserve(QUEUES, "c1", 10, 5000, drained=True)
     thread.join()
     assert _args(got) == [("q17", "woke")] and drained
-    # One fetch.lua, not one per queue; three XREADs: (after the timed-out wait) one look
-    # without blocking at the bands the wait leaves out, the wait, and the same look as it ends.
     assert (_calls(r, "eval") - evals, _calls(r, "xread") - reads) == (1, 3)
+    assert channel.reserve(QUEUES, "c1", 200, 20, drained=True) == ([], True)
+    # On no more bands than it may reserve, the wait is XREADGROUP COUNT 1: it reserves as it
+    # wakes, no fetch.lua; the look before it and the one that rides with it are the XREADs.
+    evals, reads, groups = _calls(r, "eval"), _calls(r, "xread"), _calls(r, "xreadgroup")
+    thread = _when_blocked(r, lambda: app.send_task("t.x", ["woke again"], queue="q11"))
+    got, drained = channel.reserve(QUEUES, "c1", 200, 5000, drained=True)
+    thread.join()
+    assert _args(got) == [("q11", "woke again")] and drained
+    counts = (_calls(r, "eval") - evals, _calls(r, "xread") - reads, _calls(r, "xreadgroup") - groups)
+    assert counts == (0, 2, 1)
+    # The look that rode with it saw q11's new entry: the next call fetches from q11 (fetch.lua).
+    app.send_task("t.x", ["more"], queue="q11")
+    got, drained = channel.reserve(QUEUES, "c1", 200, 5000, drained=True)
+    assert _args(got) == [("q11", "more")]
+    # A wake-up with no look: the band that woke it stays in the wait, and a message sent since
+    # is taken by the next wait at once (">": never delivered), still without fetch.lua.
+    thread = _when_blocked(r, lambda: app.send_task("t.x", ["again"], queue="q11"))
+    got, drained = channel.reserve(QUEUES, "c1", 200, 5000, drained=True)
+    thread.join()
+    app.send_task("t.x", ["and more"], queue="q11")
+    evals, groups = _calls(r, "eval"), _calls(r, "xreadgroup")
+    more, drained = channel.reserve(QUEUES, "c1", 200, 5000, drained=True)
+    assert _args(got + more) == [("q11", "again"), ("q11", "and more")] and drained
+    assert (_calls(r, "eval") - evals, _calls(r, "xreadgroup") - groups) == (0, 1)
     # Busy refill: one non-blocking XREAD finds the two queues that got messages since; fetch.lua
-    # runs on those only, in -Q order.
+    # runs on those only and on q11 (its tail is behind what the waits took), in -Q order.
     app.send_task("t.x", ["b"], queue="q9")
     app.send_task("t.x", ["a"], queue="q3")
     evals, reads = _calls(r, "eval"), _calls(r, "xread")
     got, _ = channel.reserve(QUEUES, "c1", 200, 0)
     assert _args(got) == [("q3", "a"), ("q9", "b")]
-    assert (_calls(r, "eval") - evals, _calls(r, "xread") - reads) == (2, 1)
+    assert (_calls(r, "eval") - evals, _calls(r, "xread") - reads) == (3, 1)
 
 
 def test_the_first_message_at_a_new_priority_is_taken_by_the_next_wait(
@@ -109,10 +134,12 @@ def test_an_idle_wait_looks_at_the_bands_it_leaves_out_in_its_own_round_trip(
     channel.reserve(QUEUES, "c1", 200, 0)
     for _ in range(2):  # the first timed-out wait looks separately; the next carries its look
         assert channel.reserve(QUEUES, "c1", 200, 20, drained=True) == ([], True)
-    reads, xreads = _stat(r, "total_reads_processed"), _calls(r, "xread")
+    reads, xreads, groups = _stat(r, "total_reads_processed"), _calls(r, "xread"), _calls(r, "xreadgroup")
     assert channel.reserve(QUEUES, "c1", 200, 20, drained=True) == ([], True)
-    # Two INFO reads of this test's own between the counts; one round trip, two XREADs.
-    assert (_stat(r, "total_reads_processed") - reads - 2, _calls(r, "xread") - xreads) == (1, 2)
+    # Three INFO reads of this test's own between the counts; one round trip: the wait
+    # (XREADGROUP on the 20 default bands) and the XREAD look.
+    assert (_stat(r, "total_reads_processed") - reads - 3, _calls(r, "xread") - xreads) == (1, 1)
+    assert _calls(r, "xreadgroup") - groups == 1
     thread = _when_blocked(r, lambda: app.send_task("t.x", ["p7"], queue="q4", priority=7))
     got, _ = channel.reserve(QUEUES, "c1", 200, 300, drained=True)
     thread.join()
