@@ -96,13 +96,15 @@ class Producer:
         workflow: dict[str, Any] | None = None,
         headers: dict[str, Any] | None = None,
         shard_key: str | None = None,
+        announce: bool = True,
     ) -> tuple[Message, bytes]:
         """Route, validate and encode one call (``GreenQ.build_message`` documents it).
         ``workflow``: the message's links to a chain, chord or callbacks (``greenq.workflow``).
         ``headers``: the parent's headers, for a workflow's next step: it joins the parent's trace
         (``traceparent``) and keeps what ``before_task_publish`` receivers added. ``shard_key``:
         on a sharded queue (``queue_shards``), the same key goes to the same shard; a unique
-        call's shard follows its unique key, any other call's goes round robin."""
+        call's shard follows its unique key, any other call's goes round robin. ``announce=False``:
+        a message built only to be looked at, never sent (no ``before_task_publish``)."""
         app = self._app
         conf = app.conf
         args = tuple(args) if args else ()
@@ -146,7 +148,7 @@ class Producer:
             workflow=workflow,
             headers=tracing.publish(name, route_queue, message_id, headers) if _traced() else headers,
         )
-        if signals.before_task_publish.receivers:
+        if announce and signals.before_task_publish.receivers:
             message = signals.before_publish(message)
         return message, encode(message, conf.max_message_bytes, conf.message_signing_key)
 

@@ -30,7 +30,7 @@ from greenq import signals
 from greenq.broker import Delivery
 from greenq.broker.channel import Channel
 from greenq.exceptions import BrokerError, BrokerUnavailable, DecodeError
-from greenq.message import FAILURE, RETRY, REVOKED, STARTED, Message, decode, encode, now, result_payload
+from greenq.message import FAILURE, RETRY, REVOKED, STARTED, Message, decode, now, result_payload
 from greenq.pools.base import Job, Outcome, Pool
 from greenq.worker.admission import Admission, Flow, Rejection, expired
 from greenq.worker.execute import revoked_outcome
@@ -40,7 +40,7 @@ from greenq.worker.ledger import Ledger
 from greenq.worker.lifecycle import Lifecycle
 from greenq.worker.maintenance import Maintenance
 from greenq.worker.stats import Backoff, Stats
-from greenq.worker.workflows import FollowUp, Workflows, extended
+from greenq.worker.workflows import FollowUp, Workflows, extended, retry_message
 
 if TYPE_CHECKING:
     from greenq.app import GreenQ
@@ -398,8 +398,8 @@ class Consumer(Lifecycle):
         delayed = None
         if outcome.state == RETRY:
             stats.retried += 1
-            retry = message.with_changes(retries=message.retries + 1, eta=now() + (outcome.retry_in_s or 0.0))
-            delayed = (retry, encode(retry, None, self.conf.message_signing_key))
+            delayed = retry_message(message, outcome.retry_in_s, self.conf.message_signing_key)
+            retry = delayed[0]
             self.log.info(
                 "task %s[%s] retry %s in %.2fs: %s",
                 message.task,

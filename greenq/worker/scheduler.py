@@ -9,7 +9,8 @@ another one will not pick up. A schedule with ``overlap=False`` fires with the u
 ``schedule:NAME`` (a task with ``unique_for``, with its own key): while the key's last run
 waits or runs, ``fire.lua`` claims the fire time and enqueues nothing. Due times are judged by
 the Redis server's clock, which all schedulers share. An app without schedules runs no
-scheduler at all. Imports: broker.keys, broker.stack, message, schedules; no worker state.
+scheduler at all. Imports: broker.keys, broker.stack, message, schedules, signals; no worker
+state.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from greenq import signals
 from greenq.broker.keys import Keys, delayed_member
 from greenq.broker.stack import Link, script
 from greenq.exceptions import BrokerError, BrokerUnavailable
@@ -59,10 +61,10 @@ class Scheduler:
         self._next: list[datetime.datetime] = []  # per schedule, when to look at it again
 
     def _queue(self, schedule: Schedule) -> str:
-        message, _ = self._build(schedule, 0)
+        message, _ = self._build(schedule, 0, announce=False)  # looked at, never sent
         return message.queue
 
-    def _build(self, schedule: Schedule, fire_ms: int) -> tuple[Any, bytes]:
+    def _build(self, schedule: Schedule, fire_ms: int, announce: bool = True) -> tuple[Any, bytes]:
         options = dict(schedule.options)
         message, body = self.app.build_message(
             schedule.task,
@@ -74,6 +76,7 @@ class Scheduler:
             expires=_expires(options.get("expires"), fire_ms),
             task_id=fire_task_id(schedule.name, fire_ms),
             shard_key=f"schedule:{schedule.name}",  # a sharded queue: one shard per schedule
+            announce=announce,
         )
         if schedule.overlap:
             return message, body
@@ -134,8 +137,10 @@ class Scheduler:
 
     def _fire(self, link: Link, due: list[tuple[int, Schedule, int]], now_ms: int) -> None:
         commands = []
+        built = []
         for index, schedule, fire_ms in due:
             message, body = self._build(schedule, fire_ms)
+            built.append((message, body))
             delayed = message.eta is not None and message.eta > now()
             keys = self.keyspace
             target = keys.delayed(message.queue) if delayed else keys.stream(message.queue, message.priority)
@@ -162,14 +167,15 @@ class Scheduler:
                 )
             )
         replies = link.pipeline(commands)
-        fired = []
-        for (index, schedule, fire_ms), reply in zip(due, replies, strict=True):
+        fired, published = [], []
+        for (index, schedule, fire_ms), item, reply in zip(due, built, replies, strict=True):
             if isinstance(reply, Exception):
                 raise BrokerError(f"schedule {schedule.name!r}: fire failed: {reply}")
             if self._last is not None:  # fired here, skipped or claimed by another: it is the last now
                 self._last[index] = max(self._last[index] or 0, fire_ms)
             if reply == 1:
                 fired.append((schedule, fire_ms))
+                published.append(item)
                 self.log.info(
                     "schedule %s fired %s (%s)",
                     schedule.name,
@@ -182,6 +188,8 @@ class Scheduler:
                     schedule.name,
                     fire_task_id(schedule.name, fire_ms),
                 )
+        if published and signals.after_task_publish.receivers:  # not for fires skipped or claimed elsewhere
+            signals.published(published)
         if fired and self.send_events:
             link.pipeline([_event(schedule, fire_ms, self.who, self.keyspace) for schedule, fire_ms in fired])
 

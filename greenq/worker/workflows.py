@@ -7,7 +7,7 @@ late ack: a chain's next step is enqueued exactly when its parent's result is, w
 round trip and no polling; a chord member is counted by ``chord.lua`` in that round trip too.
 The messages a follow-up writes travel with it, for the flusher's ``after_task_publish``.
 Also ``result_extended``: the result record with the task's name, arguments and times.
-Imports: message, workflow, broker (keys, channel helpers), pools.base (Outcome).
+Imports: message, signals, workflow, broker (keys, channel helpers), pools.base (Outcome).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any
 
 import orjson
 
+from greenq import signals
 from greenq.broker.channel import store_results_command
 from greenq.broker.keys import Keys, enqueue_commands
 from greenq.broker.stack import Link
-from greenq.message import FAILURE, REVOKED, SUCCESS, Message, result_payload
+from greenq.message import FAILURE, REVOKED, SUCCESS, Message, encode, now, result_payload
 from greenq.pools.base import Outcome
 from greenq.workflow import Continuation, PlanningApp, plan, result_id, task_ids
 
@@ -222,3 +223,12 @@ def extended(payload: bytes, message: Message, started: float | None) -> bytes:
     record = orjson.loads(payload)
     record.update(args=list(message.args), kwargs=message.kwargs, queue=message.queue, date_started=started)
     return orjson.dumps(record)
+
+
+def retry_message(message: Message, delay_s: float | None, signing_key: str | None) -> tuple[Message, bytes]:
+    """What a retry writes to the delayed set: the next attempt, announced as a producer's message
+    is (``before_task_publish``: in Celery a retry is published anew)."""
+    retry = message.with_changes(retries=message.retries + 1, eta=now() + (delay_s or 0.0))
+    if signals.before_task_publish.receivers:
+        retry = signals.before_publish(retry)
+    return retry, encode(retry, None, signing_key)

@@ -20,7 +20,10 @@ import redis
 from greenq import GreenQ, chain, chord, group, signals
 from greenq.message import new_id
 
-app = GreenQ("publish")
+app = GreenQ(  # a schedule too: what the worker's scheduler fires is published by the worker
+    "publish",
+    beat_schedule={"tick": {"task": "tests.apps.publish_app.add", "schedule": 0.5, "args": [20, 1]}},
+)
 _client: list[redis.Redis] = []
 
 

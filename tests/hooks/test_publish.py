@@ -1,8 +1,9 @@
 """``after_task_publish`` for every message written as a new task, sent by the process that wrote
 it: the producer for a group's members and a canvas's first messages, the worker for a chain's
-next step, a link callback, a retry and a chord's body (tests/apps/publish_app.py records each
-send and its pid).
-Never for a unique group member that was not written (another task holds its key).
+next step, a link callback, a retry, a chord's body and a schedule's fire
+(tests/apps/publish_app.py records each send and its pid).
+Never for a unique message that was not written (another task holds its key), and no
+``before_task_publish`` for the message a scheduler builds only to learn a schedule's queue.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -82,8 +84,20 @@ def test_after_task_publish_is_sent_where_each_new_task_is_written(
     assert stood_for == first  # the group's unique member is the task holding the key...
     once = [e for e in entries(r, "after_task_publish") if e["task"] == "tests.apps.publish_app.once"]
     assert [(e["id"], e["pid"]) for e in once] == [(first, producer)]  # ...and was not published
+    # The worker's scheduler publishes its fires ("tick@<fire ms>") itself, each once; the
+    # message it builds at start-up to learn the schedule's queue ("tick@0") is not announced.
+    deadline = time.monotonic() + 30
+    while not [e for e in entries(r, "after_task_publish") if e["id"].startswith("tick@")]:
+        assert time.monotonic() < deadline, "no scheduled fire was published"
+        time.sleep(0.05)
+    fires = [e for e in entries(r, "after_task_publish") if e["id"].startswith("tick@")]
+    assert {e["pid"] for e in fires} == {worker_pid}
+    assert app.AsyncResult(fires[0]["id"]).get(timeout=30) == 21
     # before_task_publish goes where a message is built: a chain's next step in the worker too
     before = sent(r, "before_task_publish")
+    assert ("tick@0", 0) not in before
+    assert {(e["id"], 0) for e in fires} <= set(before)
     assert before.get((ids["chain"][1], 0)) == worker_pid
     assert before.get((ids["chain"][0], 0)) == producer
+    assert before.get((ids["flaky"], 1)) == worker_pid  # a retry is published anew, as in Celery
     assert before.get((ids["chord_body"], 0)) == producer  # built, and kept in Redis, by the producer
