@@ -118,8 +118,14 @@ class Lifecycle:
         self._stopping.set()
         self.ledger.wake_all()
         fetcher, dispatcher = self._threads[0], self._threads[1]
-        fetcher.join(self.block_ms / 1000 + 5)
-        dispatcher.join(5)
+        # Each loop ends the round it is in first (a round trip is bounded by the socket timeout):
+        # a batch the dispatcher took, early acks written, must reach the pool before it is
+        # waited for; a starved host can stretch that round past a few seconds.
+        bound = self.broker.socket_timeout_s + 5
+        fetcher.join(self.block_ms / 1000 + bound)
+        dispatcher.join(bound)
+        if fetcher.is_alive() or dispatcher.is_alive():
+            self.log.warning("stopping while a fetch or dispatch round is still in flight")
         returned = self.ledger.take_reserved()
         channel = self.broker.channel()
         if returned:

@@ -24,6 +24,19 @@ def _ints(mapping: dict[bytes, bytes]) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in mapping.items()}
 
 
+def _find(r: redis.Redis, task_id: str) -> str:
+    """Where a task's message is: the stream (pending to whom, or not yet delivered), the
+    delayed set, or nowhere."""
+    stream = Keys.stream("default")
+    pending = {e["message_id"]: e["consumer"] for e in r.xpending_range(stream, GROUP, "-", "+", 100_000)}
+    for entry_id, fields in r.xrange(stream):
+        if task_id.encode() in fields.get(b"m", b""):
+            return f"in the stream as {entry_id!r}, pending to {pending.get(entry_id, 'nobody')!r}"
+    if any(task_id.encode() in member for member in r.zrange(Keys.delayed("default"), 0, -1)):
+        return "in the delayed set"
+    return "nowhere (acked and deleted)"
+
+
 def _queue_is_empty(r: redis.Redis) -> bool:
     stream = Keys.stream("default")
     return r.xlen(stream) == 0 and r.xpending(stream, GROUP)["pending"] == 0
@@ -130,9 +143,17 @@ def test_sigterm_mid_drain_returns_reserved_and_a_second_worker_finishes(
     match = first.wait_for(r"returned ([\d,]+) reserved; waiting for ([\d,]+) running")
     returned = int(match.group(1).replace(",", ""))
     assert "stopped:" in first.output
-    start_worker("-c", "100")
+    second = start_worker("-c", "100")
     for result in results:
-        result.get(timeout=60)
+        try:
+            result.get(timeout=60)
+        except ResultTimeout:  # say where the task is, and what both workers said
+            ran = r.hget("runs:term", result.id)
+            where = _find(r, result.id)
+            raise AssertionError(
+                f"{result.id} ran {ran} times, message {where}; first worker:\n{first.output[-3000:]}"
+                f"\nsecond worker:\n{second.output[-3000:]}"
+            ) from None
     runs = _ints(r.hgetall("runs:term"))
     assert len(runs) == 10_000 and sum(runs.values()) == 10_000
     print(f"sigterm: returned {returned} reserved, 0 lost, 0 duplicated")
