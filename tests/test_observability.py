@@ -149,14 +149,10 @@ def _flow(port: int) -> dict[str, Any]:
 
 
 def test_worker_metrics_show_paused_queues_rates_leases_and_parked_messages(
-    redis_url: str, r, start_worker, monkeypatch
+    redis_url: str, r, start_worker, evidence
 ) -> None:
-    from tests.apps import metrics_app
-
-    monkeypatch.setenv("GREENQ_BROKER_URL", redis_url)
-    metrics_app.clear()
     port = free_port()
-    start_worker("-c", "4", "-Q", "leased,plain", "--metrics-port", str(port), app="tests.apps.metrics_app")
+    start_worker("-c", "4", "-Q", "leased,plain", "--metrics-port", str(port), app="tests.apps.evidence")
     assert _flow(port) == {
         "paused": {"leased": 0, "plain": 0},
         "rates": {},
@@ -164,9 +160,9 @@ def test_worker_metrics_show_paused_queues_rates_leases_and_parked_messages(
         "held_back": {"deferred": 0, "parked": 0},
         "http_hosts": {"open": 0, "backoff": 0, "probe": 0, "failing": 0},
     }
-    first = metrics_app.hold.delay("h1")
+    first = evidence.hold.delay("h1")
     wait_until(lambda: r.get("h1:running"), what="the first task to start")
-    second = metrics_app.hold.delay("h2")  # concurrency_limit=1: parked behind the first
+    second = evidence.hold.delay("h2")  # concurrency_limit=1: parked behind the first
     wait_until(lambda: _flow(port)["held_back"]["parked"] == 1, what="the second message parked")
     assert _flow(port)["leases"] == [1] and not r.get("h2:running")
 

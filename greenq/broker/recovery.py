@@ -204,10 +204,11 @@ class Upkeep:
     def move_due(self, queues: Sequence[str]) -> float | None:
         """Move due delayed messages into their streams; returns seconds until the next one is due.
 
-        Runs every ≤ 100 ms, so for many queues it first asks each delayed set for its earliest
-        member (one pipeline of ``ZRANGE``, packed once) and runs ``schedule.lua`` only where
-        one is due: an idle worker on 100 queues costs Redis 100 cheap reads per tick, not 100
-        scripts (docs/keyspace.md, "Many queues")."""
+        Runs on every change Redis tells of, when the soonest is due, and once a second (every
+        100 ms without key tracking), so it first asks which delayed sets have a member due
+        (``due.lua`` on one Redis; a pipeline of ``ZRANGE`` on a cluster, packed once) and runs
+        ``schedule.lua`` only there: 100 idle queues cost Redis cheap reads, not 100 scripts
+        (docs/keyspace.md, "Many queues")."""
         due, soonest = self._due(shards.expand(queues, self.shards))
         if not due:
             return soonest

@@ -132,3 +132,14 @@ def whoami() -> int:
 def one_long_c_call(n: int) -> int:
     """One C call that holds the GIL throughout: a gevent worker's watchdog thread cannot sample."""
     return sum(range(n))
+
+
+@app.task(queue="leased", concurrency_limit=1)
+def hold(key: str) -> str:
+    """Runs until ``key`` is set (30 s at most), holding the task's only lease: its lease and the
+    message parked behind it can be seen on /metrics (tests/test_observability.py)."""
+    client().incr(f"{key}:running")
+    deadline = time.monotonic() + 30
+    while not client().exists(key) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "held"

@@ -5,6 +5,8 @@ untrusted until it is set up again, and changes made in between are seen."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -12,6 +14,7 @@ import redis
 from greenq import GreenQ
 from greenq.broker.keys import Keys
 from greenq.broker.probes import Probes
+from greenq.broker.stack import Link
 from greenq.broker.tracking import Changes
 from greenq.exceptions import BrokerUnavailable
 
@@ -42,6 +45,21 @@ def _until(condition: object, what: str) -> None:
     raise AssertionError(f"never happened: {what}")
 
 
+@contextmanager
+def _changes(url: str) -> Iterator[tuple[Link, Woken, Changes]]:
+    """A link on ``url`` and its started ``Changes``, stopped and closed at the end."""
+    link = GreenQ("tr", broker=url).broker.link()
+    woken, stopping = Woken(), threading.Event()
+    changes = Changes(link, woken)
+    changes.start(stopping)
+    try:
+        yield link, woken, changes
+    finally:
+        stopping.set()
+        changes.close()
+        link.close()
+
+
 def _client(r: redis.Redis, name: str) -> dict:
     [found] = [c for c in r.client_list() if c["name"] == name]
     return found
@@ -49,12 +67,9 @@ def _client(r: redis.Redis, name: str) -> dict:
 
 def test_a_write_to_a_read_delayed_set_or_flow_hash_wakes_the_link(any_redis_url: str) -> None:
     r = redis.Redis.from_url(any_redis_url)
-    link = GreenQ("tr", broker=any_redis_url).broker.link()
-    woken, stopping = Woken(), threading.Event()
-    changes = Changes(link, woken)
-    assert not changes.live() and changes.failed == "not started"
-    changes.start(stopping)
-    try:
+    unstarted = Changes(GreenQ("tr", broker=any_redis_url).broker.link(), Woken())
+    assert not unstarted.live() and unstarted.failed == "not started"
+    with _changes(any_redis_url) as (link, woken, changes):
         assert woken.wait()  # subscribed: the link is to read its keys again
         assert changes.track() is True and changes.live()
         assert not changes.changed
@@ -73,20 +88,12 @@ def test_a_write_to_a_read_delayed_set_or_flow_hash_wakes_the_link(any_redis_url
         r.hset(Keys.flow("t1"), "paused", "2")
         r.zadd(delayed[0], {"m": 1})  # read once, changed once: one message
         assert woken.wait() and woken.count == count + 1
-    finally:
-        stopping.set()
-        changes.close()
-        link.close()
 
 
 def test_lost_connections_make_tracking_untrusted_until_it_is_set_up_again(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
-    link = GreenQ("tr", broker=redis_url).broker.link()
-    woken, stopping = Woken(), threading.Event()
-    changes = Changes(link, woken)
-    changes.start(stopping)
     key = Keys.delayed("lost")
-    try:
+    with _changes(redis_url) as (link, woken, changes):
         assert woken.wait() and changes.track() and changes.live()
         link.call("CLIENT", "SETNAME", "the-link")
         subscriber = next(c for c in r.client_list() if "P" in c["flags"])
@@ -113,27 +120,17 @@ def test_lost_connections_make_tracking_untrusted_until_it_is_set_up_again(redis
         count = woken.count
         r.zadd(key, {"b": 2})
         _until(lambda: woken.count > count, "the change to a key read after the link reconnected")
-    finally:
-        stopping.set()
-        changes.close()
-        link.close()
 
 
 def test_a_user_the_acl_refuses_tracking_falls_back_to_polling(redis_url: str) -> None:
     r = redis.Redis.from_url(redis_url)
     r.execute_command("ACL", "SETUSER", "notrack", "on", ">pw", "~*", "&*", "+@all", "-client")
     url = redis_url.replace("redis://", "redis://notrack:pw@")
-    link = GreenQ("tr", broker=url).broker.link()
-    woken, stopping = Woken(), threading.Event()
-    changes = Changes(link, woken)
-    changes.start(stopping)
     try:
-        _until(lambda: changes.failed is not None, "giving up")
-        assert "no permissions" in str(changes.failed) and "client" in str(changes.failed)
-        changes.track()
-        assert not changes.live()
+        with _changes(url) as (_, _, changes):
+            _until(lambda: changes.failed is not None, "giving up")
+            assert "no permissions" in str(changes.failed) and "client" in str(changes.failed)
+            changes.track()
+            assert not changes.live()
     finally:
-        stopping.set()
-        changes.close()
-        link.close()
         r.execute_command("ACL", "DELUSER", "notrack")

@@ -12,12 +12,8 @@ was called with other arguments.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +21,8 @@ import redis
 
 from greenq import GreenQ
 from tests.conftest import WorkerProcess
+from tests.hooks.producer import run_producer
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 APP = "tests.hooks.hook_app"
 # pool -> (worker flags, task-name suffix: the hybrid worker's tasks are cpu=True)
 POOLS = {
@@ -46,16 +42,7 @@ def produce(redis_url: str, suffix: str) -> tuple[dict[str, str], int]:
         "import json, os; from tests.hooks import hook_app; "
         f"print(os.getpid()); print(json.dumps(hook_app.produce({suffix!r})))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, "GREENQ_BROKER_URL": redis_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    pid, ids = done.stdout.strip().splitlines()[-2:]
+    pid, ids = run_producer(redis_url, code)[-2:]
     return json.loads(ids), int(pid)
 
 

@@ -9,35 +9,22 @@ Never for a unique message that was not written (another task holds its key), an
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from greenq import GreenQ
+from tests.hooks.producer import run_producer
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 APP = "tests.apps.publish_app"
 
 
 def produce(redis_url: str) -> dict[str, Any]:
     """Run ``publish_app.produce`` in another process: the producer's receivers live there."""
     code = "import json; from tests.apps import publish_app; print(json.dumps(publish_app.produce()))"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        env={**os.environ, "GREENQ_BROKER_URL": redis_url},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    found: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    found: dict[str, Any] = json.loads(run_producer(redis_url, code)[-1])
     return found
 
 
