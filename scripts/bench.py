@@ -21,6 +21,7 @@ for quiet and is repeated if others took the CPU. Task bodies, ceilings: scripts
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import datetime
 import json
@@ -796,9 +797,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def freeze_source(argv: list[str]) -> None:
-    """Re-run on a copy of greenq/ made now (on PYTHONPATH, for every child): one run, one version."""
+    """Re-run on a compiled copy of greenq/ made now (on PYTHONPATH, for every child): one version."""
     src = Path(tempfile.mkdtemp(prefix="greenq-bench-src-"))
     shutil.copytree(ROOT / "greenq", src / "greenq", ignore=shutil.ignore_patterns("__pycache__"))
+    # Byte-compiled as pip compiles an installed package (and Celery is): a worker would otherwise
+    # compile every greenq module at each start wherever PYTHONDONTWRITEBYTECODE is set.
+    compileall.compile_dir(src / "greenq", quiet=1)
     git = ["git", "-C", str(ROOT)]
     commit = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout
     dirty = subprocess.run([*git, "status", "--porcelain", "greenq"], capture_output=True, text=True).stdout

@@ -12,7 +12,8 @@ done (the drain's counter moves, or one of the first 500 results exists), polled
 with the worker's CPU seconds at each (from /proc: 10 ms ticks). Variants: ``greenq`` (the bench's
 app module), ``hybrid`` (the same module with a ``cpu=True`` task defined, none queued),
 ``celery``; ``NAME@PATH`` runs NAME with the ``greenq/`` package found under PATH (an A/B of two
-checkouts in one run). Medians over ``--runs`` interleaved runs.
+checkouts in one run); each variant's ``greenq/`` is byte-compiled first, as pip compiles an
+installed package. Medians over ``--runs`` interleaved runs.
 
 A greenq worker also reports its steps from inside (``STEPS``): it is started through this file
 (``child`` mode), which wraps a few greenq functions as their modules are imported and appends
@@ -334,6 +335,11 @@ def main() -> int:
     args = parser.parse_args()
     n = args.tasks or (20_000 if args.body == "incr" else 10_000)
     variants = args.variants.split(",")
+    import compileall
+
+    for variant in variants:  # byte-compiled, as an installed package is (PYTHONDONTWRITEBYTECODE)
+        source = variant.partition("@")[2] or os.path.dirname(SCRIPTS)
+        compileall.compile_dir(os.path.join(source, "greenq"), quiet=1)
     sys.path.insert(0, SCRIPTS)
     import subprocess
     import tempfile

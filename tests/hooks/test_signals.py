@@ -110,3 +110,35 @@ def test_base_must_be_a_task_class_and_unsupported_class_options_raise() -> None
     assert task.options.default_retry_delay == 2.0
     with pytest.raises(ConfigError, match="retry_kwargs"):
         app.task(name="x", retry_kwargs={"exc": 1})(lambda: None)
+
+
+def test_the_executor_calls_a_base_classs_own_call_and_binds_self() -> None:
+    """A plain task's function is called directly; a base class that overrides ``__call__``
+    (Celery's way to wrap every run) and a ``bind=True`` task still go through ``__call__``."""
+    import orjson
+
+    from greenq.pools.base import Job
+    from greenq.worker.execute import execute
+
+    app = GreenQ("calls", broker="redis://127.0.0.1:1/0")
+    wrapped: list[tuple[Any, ...]] = []
+
+    class Wrapping(app.Task):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            wrapped.append(args)
+            return super().__call__(*args, **kwargs) * 10
+
+    plain = app.task(lambda a, b: a + b, name="c.plain")
+    around = app.task(base=Wrapping, name="c.around")(lambda a, b: a + b)
+    bound = app.task(bind=True, name="c.bound")(lambda self, a: (self.name, self.request.id, a))
+    assert plain.body is not None and around.body is None and bound.body is None
+
+    def run(name: str, args: list[Any]) -> Any:
+        job = Job(1, name, args, {}, {"id": f"id-{name}", "task": name, "retries": 0})
+        outcome = execute(app, job)
+        assert outcome.state == "SUCCESS", outcome.error
+        return orjson.loads(outcome.payload or b"{}")["result"]
+
+    assert run("c.plain", [1, 2]) == 3
+    assert run("c.around", [1, 2]) == 30 and wrapped == [(1, 2)]
+    assert run("c.bound", [5]) == ["c.bound", "id-c.bound", 5]
