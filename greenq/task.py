@@ -145,8 +145,7 @@ class Task:
         self._positional = _positional_range(self._signature, options.bind)
         # Read by the executor on every run: False keeps it on the path without handler calls.
         self.hooked = any(getattr(type(self), h) is not getattr(Task, h) for h in HANDLERS)
-        # What the executor calls: the function itself, unless the call needs ``__call__`` (a
-        # bound task, or a subclass that overrides it, as Celery's ``Task.__call__`` may be).
+        # What the executor calls: the function, unless a bound task or an overridden __call__.
         plain = not options.bind and type(self).__call__ is Task.__call__
         self.body: Callable[..., Any] | None = fn if plain else None
 

@@ -211,11 +211,15 @@ class Channel:
         id: revoked?). A False in the first list means another worker recovered the message
         (this worker's heartbeat had lapsed): the caller must not run it, or it would run twice.
         """
+        # NOTE: list comprehensions, not generators: a generator resumes a frame per item, and
+        # this runs for every task; a queue's ``recovered`` key is built once per batch.
+        recovered = {queue: self.keys.recovered(queue) for queue in {d.queue for d in early}}
+        revoked = self.keys.revoked
         keys = [
-            *(d.stream for d in early),
-            *(self.keys.recovered(d.queue) for d in early),
-            *(d.stream for d in late),
-            *(self.keys.revoked(task_id) for task_id in task_ids),
+            *[d.stream for d in early],
+            *[recovered[d.queue] for d in early],
+            *[d.stream for d in late],
+            *[revoked(task_id) for task_id in task_ids],
         ]
         if not keys:
             return [], []
@@ -227,10 +231,10 @@ class Channel:
                 *keys,
                 GROUP,
                 len(early),
-                *(d.entry_id for d in early),
+                *[d.entry_id for d in early],
                 "retry" if retry else "first",
                 len(late),
-                *(d.entry_id for d in late),
+                *[d.entry_id for d in late],
             )
         )
         held = len(early) + len(late)
@@ -412,7 +416,7 @@ def store_results_command(
 ) -> tuple[Any, ...]:
     """One EVAL of store_results.lua: each (task id, record) to its result stream, with the TTL."""
     keys = [keyspace.result(task_id) for task_id, _ in results]
-    return ("EVAL", script("store_results"), len(keys), *keys, ttl_ms, *(payload for _, payload in results))
+    return ("EVAL", script("store_results"), len(keys), *keys, ttl_ms, *[payload for _, payload in results])
 
 
 def _chord_commands(chords: Sequence[Any], ttl_ms: int) -> list[tuple[Any, ...]]:

@@ -278,7 +278,7 @@ class GeventPool:
             job, on_done = self._next_job(waiter)
             orphaned = False
             try:
-                outcome = self._run(job, on_done)
+                outcome = self._run(job, on_done, me)
             finally:
                 orphaned = bool(self._orphans) and me in self._orphans
                 if not orphaned:
@@ -288,8 +288,8 @@ class GeventPool:
                 return
             on_done(job, outcome)
 
-    def _run(self, job: Job, on_done: OnDone) -> Outcome:
-        self._jobs[job.key] = (gevent.getcurrent(), job)
+    def _run(self, job: Job, on_done: OnDone, me: gevent.Greenlet) -> Outcome:
+        self._jobs[job.key] = (me, job)
         limited = job.time_limit is not None or job.soft_time_limit is not None
         expires = job.request.get("expires")
         token = None

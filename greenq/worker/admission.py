@@ -105,7 +105,8 @@ class Admission:
         if task is None:
             return Rejection(f"unknown task {message.task!r}", message)
         lane = "cpu" if self.has_cpu_lane and self.wants_child(task, message) else "main"
-        return Reserved(delivery, message, task, self.policy(task).acks_late, lane)
+        policy = self.policy(task)
+        return Reserved(delivery, message, task, policy.acks_late, lane, 0.0, policy)
 
     def wants_child(self, task: Task, message: Message) -> bool:
         """``cpu=True`` tasks, and tasks routed with ``{"pool": "prefork"}``, go to child processes."""

@@ -275,7 +275,7 @@ class Consumer(Lifecycle):
                 backoff.failed(exc, self._stopping)
                 continue
             taken = self._recovered_elsewhere(early + late, still_ours)
-            ledger.disown(r.delivery for r in early + late if not r.acks_late or id(r) in taken)
+            ledger.disown([r.delivery for r in early + late if not r.acks_late or id(r) in taken])
             for reserved, is_revoked in zip(batch, revoked, strict=True):
                 if id(reserved) in taken:
                     continue
@@ -304,10 +304,9 @@ class Consumer(Lifecycle):
 
     def _drop_expired(self, batch: list[Reserved]) -> list[Reserved]:
         """A task whose ``expires`` passed before it could start does not run: REVOKED."""
-        clock = now()
-        keep = []
+        clock, keep = now(), []
         for reserved in batch:
-            if expired(reserved.message, clock):
+            if reserved.message.expires is not None and expired(reserved.message, clock):
                 self._skip(reserved, "expired", acked=False)
             else:
                 keep.append(reserved)
@@ -336,7 +335,7 @@ class Consumer(Lifecycle):
 
     def _submit(self, reserved: Reserved) -> None:
         message = reserved.message
-        policy = self.admission.policy(reserved.task)
+        policy = reserved.policy or self.admission.policy(reserved.task)
         if policy.track_started:
             payload = result_payload(
                 message.id, message.task, STARTED, retries=message.retries, worker=self.consumer_id
@@ -345,15 +344,15 @@ class Consumer(Lifecycle):
         self._next_key += 1
         key = self._next_key
         self.ledger.running[key] = reserved
-        reserved.started = time.time()
+        reserved.started = started = time.time()
         if self.send_events:
             self._event("started", message)
-        job = Job(
-            key=key,
-            task=message.task,
-            args=list(message.args),
-            kwargs=message.kwargs,
-            request={
+        job = Job(  # positional, in the field order: every task builds one
+            key,
+            message.task,
+            list(message.args),
+            message.kwargs,
+            {
                 "id": message.id,
                 "task": message.task,
                 "args": message.args,
@@ -367,11 +366,13 @@ class Consumer(Lifecycle):
                 "worker": self.consumer_id,
                 "headers": message.headers,
             },
-            time_limit=policy.time_limit,
-            soft_time_limit=policy.soft_time_limit,
-            started=time.time(),
+            policy.time_limit,
+            policy.soft_time_limit,
+            started,
         )
-        self.lanes.pools[reserved.lane].submit(job, self.maintenance.flow.on_done(self._on_done, message.id))
+        flow = self.maintenance.flow
+        on_done = flow.on_done(self._on_done, message.id) if flow.leases else self._on_done
+        self.lanes.pools[reserved.lane].submit(job, on_done)
 
     # ---- completion ------------------------------------------------------------------
 
@@ -427,7 +428,8 @@ class Consumer(Lifecycle):
         payload = outcome.payload
         if self.result_extended and payload is not None:
             payload = extended(payload, message, reserved.started or None)
-        follow = None if delayed is not None else self._follow_up(message, outcome.state, payload)
+        plain = delayed is not None or message.workflow is None  # no follow-up to look up
+        follow = None if plain else self.workflows.after(message, outcome.state, payload)
         if follow is not None:
             payload = follow.payload
         result = (message.id, payload) if payload is not None else None
@@ -440,10 +442,8 @@ class Consumer(Lifecycle):
 
     def _follow_up(self, message: Message, state: str, payload: bytes | None) -> FollowUp | None:
         """What a finished workflow task starts (a chain's next step, callbacks, its chord's
-        count), written with its result; None for a plain task (the hot path)."""
-        if message.workflow is None:
-            return None
-        return self.workflows.after(message, state, payload)
+        count), written with its result; None for a plain task."""
+        return None if message.workflow is None else self.workflows.after(message, state, payload)
 
     def _event(self, kind: str, message: Message, **fields: Any) -> None:
         """Queue a task event for the capped events stream (``worker_send_task_events``)."""

@@ -103,9 +103,10 @@ def execute(app: GreenQ, job: Job) -> Outcome:
     if task.hooked or TASK_RUN.on or (_otel._TRACER_PROVIDER is not None if _otel else tracing.active()):
         return _execute_hooked(app, task, job)
     options = task.options
+    conf = app.conf
     ignore = options.ignore_result
     if ignore is None:  # ``setting``, inlined: this path runs for every task
-        ignore = app.conf.task_ignore_result
+        ignore = conf.task_ignore_result
     request = job.request
     worker = request.get("worker")
     token = _current_request.set(request)  # ``set_request``
@@ -121,7 +122,7 @@ def execute(app: GreenQ, job: Job) -> Outcome:
         except (Exception, SystemExit) as exc:
             outcome = _failure(task, job, exc, ignore, worker)
         else:
-            outcome = _success(task, job, value, ignore, worker, app.conf.result_max_bytes)
+            outcome = _success(task, job, value, ignore, worker, conf.result_max_bytes)
     finally:
         _current_request.reset(token)
     outcome.runtime_s = time.perf_counter() - started

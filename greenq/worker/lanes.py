@@ -32,6 +32,7 @@ class Reserved:
     acks_late: bool
     lane: str = "main"
     started: float = 0.0
+    policy: Any = None  # the task's resolved options (admission.Policy), set by admission
 
 
 class Lanes:
@@ -67,7 +68,7 @@ class Lanes:
         for lane, pool in self.pools.items():
             queue = self.ready[lane]
             count = min(len(queue), pool.free_slots(), limit - len(batch))
-            batch.extend(queue.popleft() for _ in range(max(0, count)))
+            batch.extend([queue.popleft() for _ in range(max(0, count))])
         return batch
 
     def put_back(self, batch: list[Reserved]) -> None:

@@ -56,7 +56,7 @@ class Ledger:
             self.held += len(accepted)
             for reserved in accepted:
                 self.lanes.ready[reserved.lane].append(reserved)
-            self.owned.update((r.delivery.stream, r.delivery.entry_id) for r in accepted)
+            self.owned.update([(r.delivery.stream, r.delivery.entry_id) for r in accepted])
             self.cond.notify_all()
 
     def release(self, count: int) -> None:
@@ -68,7 +68,7 @@ class Ledger:
     def disown(self, deliveries: Iterable[Delivery]) -> None:
         """Forget entries that are acked or returned: they are no longer this worker's."""
         with self.cond:
-            self.owned.difference_update((d.stream, d.entry_id) for d in deliveries)
+            self.owned.difference_update([(d.stream, d.entry_id) for d in deliveries])
 
     def orphans(self, pending: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """The entries of ``pending`` this worker does not hold (a fetch reply that was lost)."""
