@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Instructions per task of a gevent worker, under callgrind: an A/B that host noise cannot move.
 
-    python scripts/worker_instructions.py [--body fetch_fast|incr] [CHECKOUT ...]
+    python scripts/worker_instructions.py [--body fetch_fast|incr|noop] [CHECKOUT ...]
 
 For each checkout (default: this one), a worker of that checkout's greenq drains N1 and then N2
 pre-filled tasks of a ``scripts/bench_tasks.py`` body at ``-c 500`` under ``valgrind
 --tool=callgrind``, the two runs side by side; (I(N2) - I(N1)) / (N2 - N1) is what one more task
 costs, start-up and shutdown cancelling out. Beside it, the same body called with no queue
-(``bench_tasks.py ceiling``) the same way. Block detection is off (``worker_block_warning=0``):
+(``bench_tasks.py ceiling``) the same way; ``noop`` (results off) has none: it counts what the
+queue's own bookkeeping costs per message. Block detection is off (``worker_block_warning=0``):
 its watchdog samples by the clock, and under callgrind a run lasts ~50 times longer. Each
 checkout is byte-compiled first. Needs valgrind; one redis-server (the bundled binary) and one
 HTTP target per run, on free ports, stopped by PID.
@@ -91,7 +92,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkouts", nargs="*", default=[str(ROOT)])
-    parser.add_argument("--body", choices=("fetch_fast", "incr"), default="fetch_fast")
+    parser.add_argument("--body", choices=("fetch_fast", "incr", "noop"), default="fetch_fast")
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=1500)
     args = parser.parse_args()
@@ -103,7 +104,8 @@ def main() -> None:
     assert target.stdout is not None and b"listening" in target.stdout.readline()
     url = f"http://127.0.0.1:{port}/delay/100"
     try:
-        runs = [(str(ROOT), True)] + [(str(Path(c).resolve()), False) for c in args.checkouts]
+        runs = [(str(ROOT), True)] if args.body != "noop" else []
+        runs += [(str(Path(c).resolve()), False) for c in args.checkouts]
         for root, _ in runs:
             compileall.compile_dir(os.path.join(root, "greenq"), quiet=1)
         for root, ceiling in runs:
