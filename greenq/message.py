@@ -312,6 +312,8 @@ def _numbers(raw: dict[str, Any]) -> tuple[int, int, float, float | None, float 
         raise DecodeError("envelope fields priority/retries/created are not numbers") from None
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise DecodeError(f"envelope field priority {priority} is not in {PRIORITY_MIN}..{PRIORITY_MAX}")
+    if not -(2**63) <= retries < 2**63:  # e.g. 1e300: its result record could not be written
+        raise DecodeError(f"envelope field retries {raw.get('retries')!r} is out of range")
     return priority, retries, created, _seconds(eta), _seconds(expires)
 
 

@@ -154,6 +154,7 @@ def test_edge_inputs_are_dead_lettered_with_a_reason(harness: Harness) -> None:
         json.dumps({**base, "id": new_id(), "task": "t\u00e2sk.\U0001f525.\u0000"}).encode(),
         json.dumps({**base, "id": new_id(), "task": "x" * 100_000}).encode(),
         json.dumps({**base, "id": new_id(), "v": 10**40}).encode(),
+        json.dumps({**base, "id": new_id(), "retries": 1e300}).encode(),  # no result could record it
         b'{"v":1,"id":"dup","id":"dup2","task":"nope","args":[],"kwargs":{}}',
     ]
     for body in bodies:
