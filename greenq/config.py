@@ -30,7 +30,7 @@ SIGNED_SETTINGS = frozenset({"worker_cpu_nice"})  # the only numbers that may be
 ENV_NON_SETTINGS = frozenset({"GREENQ_HOME", "GREENQ_CEILING_DIRECTORIES", "GREENQ_DASHBOARD_AUTH"})
 
 
-_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KEY_PREFIX = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def check_key_prefix(prefix: str) -> str:

@@ -21,7 +21,7 @@ from greenq.exceptions import ConfigError
 
 SEP = "#"
 MAX_SHARDS = 1024
-_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}$")  # broker.keys.check_queue_name's rule
+_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}\Z")  # broker.keys.check_queue_name's rule
 
 
 def check(value: Mapping[Any, Any], source: str) -> dict[str, int]:

@@ -24,8 +24,8 @@ EVENTS_MAX = 100_000  # the events stream is capped at about this many entries
 # A flush round's marker (Keys.flushed) outlives any reconnection that could still ask for it.
 FLUSH_MARKER_TTL_MS = 3_600_000
 RECOVERED_TTL_MS = 600_000  # how long a recovery marker (see ``Keys.recovered``) is kept
-_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}(#[0-9]{1,4})?$")  # NAME#i: a shard (greenq.shards)
-_STREAM_KEY = re.compile(r"^[^:{}]+:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:@-]{1,200}(#[0-9]{1,4})?\Z")  # NAME#i: a shard (greenq.shards)
+_STREAM_KEY = re.compile(r"^[^:{}]+:\{q:(?P<queue>.+)\}:stream(?::p(?P<priority>\d))?\Z")
 
 
 def check_queue_name(name: str) -> str:

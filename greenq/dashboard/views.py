@@ -18,7 +18,7 @@ from greenq.exceptions import ConfigError
 if TYPE_CHECKING:
     from greenq.dashboard.layout import Context
 
-ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
+ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}\Z")
 PEEK_DEFAULT, PEEK_MAX = 20, 1000
 
 

@@ -42,7 +42,7 @@ def test_every_key_name_is_under_the_apps_prefix() -> None:
     assert Keys.with_prefix("greenq") is Keys and Keys.EVENTS == "greenq:events"  # the default is unchanged
 
 
-@pytest.mark.parametrize("bad", ["", "a:b", "app*", "{app}", "a b", "x" * 65, "tenant?"])
+@pytest.mark.parametrize("bad", ["", "a:b", "app*", "{app}", "a b", "x" * 65, "tenant?", "app\n"])
 def test_key_prefix_is_checked(bad: str) -> None:
     with pytest.raises(ConfigError, match="setting 'key_prefix' got"):
         GreenQ("t", broker="redis://127.0.0.1:1/0", key_prefix=bad)
