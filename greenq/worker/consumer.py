@@ -306,7 +306,7 @@ class Consumer(Lifecycle):
         """A task whose ``expires`` passed before it could start does not run: REVOKED."""
         clock, keep = now(), []
         for reserved in batch:
-            if reserved.message.expires is not None and expired(reserved.message, clock):
+            if expired(reserved.message, clock):
                 self._skip(reserved, "expired", acked=False)
             else:
                 keep.append(reserved)
@@ -370,9 +370,7 @@ class Consumer(Lifecycle):
             policy.soft_time_limit,
             started,
         )
-        flow = self.maintenance.flow
-        on_done = flow.on_done(self._on_done, message.id) if flow.leases else self._on_done
-        self.lanes.pools[reserved.lane].submit(job, on_done)
+        self.lanes.pools[reserved.lane].submit(job, self.maintenance.flow.on_done(self._on_done, message.id))
 
     # ---- completion ------------------------------------------------------------------
 
@@ -428,8 +426,7 @@ class Consumer(Lifecycle):
         payload = outcome.payload
         if self.result_extended and payload is not None:
             payload = extended(payload, message, reserved.started or None)
-        plain = delayed is not None or message.workflow is None  # no follow-up to look up
-        follow = None if plain else self.workflows.after(message, outcome.state, payload)
+        follow = None if delayed is not None else self._follow_up(message, outcome.state, payload)
         if follow is not None:
             payload = follow.payload
         result = (message.id, payload) if payload is not None else None

@@ -29,7 +29,7 @@ from greenq.limits import deadline_of, reset_deadline, set_deadline
 from greenq.message import FAILURE, RETRY, REVOKED, SUCCESS, result_payload
 from greenq.pools.base import Job, Outcome
 from greenq.signals import TASK_RUN, ExceptionInfo
-from greenq.task import Request, _current_request, reset_request, set_request
+from greenq.task import Request, reset_request, set_request
 from greenq.worker.admission import setting
 
 if TYPE_CHECKING:
@@ -104,12 +104,9 @@ def execute(app: GreenQ, job: Job) -> Outcome:
         return _execute_hooked(app, task, job)
     options = task.options
     conf = app.conf
-    ignore = options.ignore_result
-    if ignore is None:  # ``setting``, inlined: this path runs for every task
-        ignore = conf.task_ignore_result
-    request = job.request
-    worker = request.get("worker")
-    token = _current_request.set(request)  # ``set_request``
+    ignore = setting(task, conf, "ignore_result")
+    worker = job.request.get("worker")
+    token = set_request(job.request)
     started = time.perf_counter()
     try:
         try:
@@ -124,7 +121,7 @@ def execute(app: GreenQ, job: Job) -> Outcome:
         else:
             outcome = _success(task, job, value, ignore, worker, conf.result_max_bytes)
     finally:
-        _current_request.reset(token)
+        reset_request(token)
     outcome.runtime_s = time.perf_counter() - started
     return outcome
 
