@@ -159,6 +159,13 @@ class Settings:
             " the CPU when both want it; 0: same priority."
         ),
     )
+    worker_adaptive_concurrency: bool = field(
+        default=True,
+        metadata=_doc(
+            "gevent: while the event loop is CPU-saturated, run fewer than -c tasks at once (the"
+            " same throughput with fewer connections and less memory); False: always up to -c."
+        ),
+    )
     worker_block_warning: float = field(
         default=0.1, metadata=_doc("gevent: log tasks that block the hub longer than this many seconds.")
     )

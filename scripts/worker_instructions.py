@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Instructions per task of a gevent worker, under callgrind: an A/B that host noise cannot move.
 
-    python scripts/worker_instructions.py [--body fetch_fast|incr|noop] [CHECKOUT ...]
+    python scripts/worker_instructions.py [--body fetch|fetch_fast|incr|noop] [CHECKOUT ...]
 
 For each checkout (default: this one), a worker of that checkout's greenq drains N1 and then N2
 pre-filled tasks of a ``scripts/bench_tasks.py`` body at ``-c 500`` under ``valgrind
@@ -92,7 +92,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkouts", nargs="*", default=[str(ROOT)])
-    parser.add_argument("--body", choices=("fetch_fast", "incr", "noop"), default="fetch_fast")
+    parser.add_argument("--body", choices=("fetch", "fetch_fast", "incr", "noop"), default="fetch_fast")
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=1500)
     args = parser.parse_args()

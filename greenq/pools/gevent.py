@@ -9,10 +9,10 @@ Imports: gevent, exceptions, limits, pools.base; never Redis or the broker.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import gevent
@@ -24,7 +24,6 @@ from greenq.limits import deadline_of, reset_deadline, set_deadline
 from greenq.pools.base import Job, OnDone, Outcome, Runner
 
 logger = logging.getLogger(__name__)
-BLOCK_SAMPLES = 5  # looks at the hub thread's stack per worker_block_warning interval
 HARD_LIMIT_GRACE_S = 1.0  # after its hard time_limit, how long a job may keep its slot
 FailureFactory = Callable[[Job, BaseException], Outcome]
 
@@ -117,103 +116,59 @@ class GeventPool:
         self._idle: list[Waiter] = []  # workers waiting for a job; LIFO keeps the warm ones busy
         self._handing_out = False  # a hub callback is due to hand pending jobs to idle workers
         self._free = concurrency
+        self.limit = concurrency  # jobs it may run at once now: HubGovernor lowers it under saturation
+        self.finished = 0  # jobs ended (read by HubGovernor)
+        self.fastest = float("inf")  # the shortest job's seconds since HubGovernor last looked
         self._cold = concurrency  # jobs of the first fill still to hand out in slices
         self._workers: list[gevent.Greenlet] = []
         self._jobs: dict[int, tuple[gevent.Greenlet, Job]] = {}  # running: key -> (its greenlet, job)
         self.hub_blocks = 0
+        self.tick = 0.0  # the hub's last sign of life, for BlockDetector
+        self._detector: Any = None
         # job key -> (longest stall of the hub while it ran, CPU seconds the hub used meanwhile).
         # Written by the native watchdog thread, read by the job's own greenlet.
-        self._blocked: dict[int, tuple[float, float]] = {}
-        self._block_threshold_s = 0.0
+        self.blocked: dict[int, tuple[float, float]] = {}
         self._busy = gevent.event.Event()  # set while jobs run (the ticker ticks then)
         self._busy.set()
 
     def enable_block_detection(self, threshold_s: float) -> None:
-        """Log every task that blocks the event loop longer than ``threshold_s`` (0 disables).
+        """Log every task that blocks the event loop longer than ``threshold_s`` (0 disables);
+        see greenq.pools.gevent_blocks."""
+        if threshold_s > 0:
+            from greenq.pools.gevent_blocks import BlockDetector
 
-        A greenlet ticks every ``threshold_s / 2``; a native watchdog thread samples the main
-        thread's stack (``sys._current_frames``) and blames a job that stayed on it, with the
-        tick stopped, for longer than the threshold — or, when one C call kept the watchdog from
-        sampling at all, the job on the stack right after that gap.
-        NOTE: not gevent's own monitor thread: it traces every greenlet switch, which costs
-        drain throughput several times over (docs/pools.md); this costs one wake-up per tick.
-        The task is logged when it ends, with how long it held the hub.
-        """
-        if threshold_s <= 0:
-            return
-        from gevent import monkey
-
-        self._block_threshold_s = threshold_s
-        self._tick = time.monotonic()
-        self._hub_thread = monkey.get_original("_thread", "get_ident")()  # patched one is per greenlet
-        gevent.spawn(self._ticker, threshold_s / 2)
-        start_thread = monkey.get_original("_thread", "start_new_thread")
-        start_thread(self._watchdog, (threshold_s, monkey.get_original("time", "sleep")))
-
-    def _ticker(self, every_s: float) -> None:
-        """The hub's pulse for the watchdog, while jobs run; an idle pool waits for ``submit``
-        (no wake-ups: an idle worker's hub sleeps)."""
-        while True:
-            self._tick = time.monotonic()
-            if self._free < self.concurrency:
-                gevent.sleep(every_s)
-            else:
-                self._busy.clear()
-                self._busy.wait()
-
-    def _watchdog(self, threshold_s: float, real_sleep: Callable[[float], None]) -> None:
-        """Runs in a native thread: never touches gevent, only reads floats, a CPU clock and a stack.
-
-        Samples the hub thread's stack ``BLOCK_SAMPLES`` times per threshold. A job is blamed
-        only when it was on the stack at every sample for longer than the threshold while the
-        ticker could not run. NOTE: a stalled ticker alone is not enough: under heavy I/O load
-        hundreds of greenlets each run briefly and the ticker waits behind all of them, and
-        blaming whichever job happened to be running filled the log with HTTP tasks. The CPU
-        the hub thread used meanwhile tells a CPU-bound task from a blocking call.
-        """
-        cpu_clock = time.pthread_getcpuclockid(self._hub_thread)
-        held_key, held_at, held_cpu = None, 0.0, 0.0  # the job seen at every sample since held_at
-        last_clock, last_cpu = time.monotonic(), time.clock_gettime(cpu_clock)
-        while True:
-            # While no job runs there is nothing to blame: one look per threshold, not five.
-            real_sleep(threshold_s / BLOCK_SAMPLES if self._free < self.concurrency else threshold_s)
-            clock, cpu = time.monotonic(), time.clock_gettime(cpu_clock)
-            job = self._job_on_hub_stack()
-            key = job.key if job is not None else None
-            since = max(last_clock, self._tick)  # the hub's last sign of life before this sample
-            if key is not None and key != held_key and self._locked_out(since, clock, cpu - last_cpu):
-                # NOTE: one C call (sum(range(10**8))) held the GIL across the whole gap, so this
-                # thread could take no sample during it; the job on the hub's stack the moment the
-                # GIL came back is the one that held it (issue 26 item 4).
-                held_key, held_at, held_cpu = key, since, last_cpu
-            last_clock, last_cpu = clock, cpu
-            if key is None or key != held_key or self._tick > held_at:
-                held_key, held_at, held_cpu = key, clock, cpu  # the hub switched since the last look
-                continue
-            stall = clock - held_at
-            if stall > threshold_s and stall > self._blocked.get(key, (0.0, 0.0))[0]:
-                self._blocked[key] = (stall, cpu - held_cpu)
-
-    def _locked_out(self, since: float, until: float, hub_cpu_s: float) -> bool:
-        """Was this thread kept from sampling by the hub thread itself holding the GIL?
-
-        Neither a sample nor a tick came for longer than the threshold, and the hub thread
-        burnt at least half the threshold of CPU meanwhile. NOTE: the CPU test keeps a process
-        that was merely descheduled (overloaded machine) from blaming whatever job was on the
-        stack; a C call that blocks without CPU while holding the GIL is missed.
-        """
-        threshold_s = self._block_threshold_s
-        return until - since > threshold_s and hub_cpu_s >= threshold_s / 2
-
-    def _job_on_hub_stack(self) -> Job | None:
-        """The job whose greenlet is running on the hub thread now, if any."""
-        frame = sys._current_frames().get(self._hub_thread)
-        while frame is not None and frame.f_code is not GeventPool._run.__code__:
-            frame = frame.f_back
-        return frame.f_locals.get("job") if frame is not None else None
+            self._detector = BlockDetector(self, threshold_s, GeventPool._run.__code__)
+            self._detector.start()
 
     def start(self) -> None:
         self._workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
+
+    def enable_governor(self) -> None:
+        """Run fewer than ``concurrency`` jobs at once while the hub is saturated (HubGovernor):
+        the others wait in ``_pending``, ready, for a greenlet to finish its job."""
+        from greenq.pools.gevent_governor import HubGovernor
+
+        gevent.spawn(HubGovernor(self, self._raised).run)
+
+    def _raised(self) -> None:
+        if self._pending and self._idle and not self._handing_out:
+            self._handing_out = True
+            get_hub().loop.run_callback(self._hand_out)
+
+    def _below_limit(self) -> bool:
+        """Fewer jobs run in greenlets than ``limit`` allows (submitted = running + pending)."""
+        return self.concurrency - self._free - len(self._pending) < self.limit
+
+    def running_longer_than(self, seconds: float) -> int:
+        """Jobs submitted more than ``seconds`` ago and still running."""
+        since = time.time() - seconds
+        return sum(1 for _, job in list(self._jobs.values()) if job.started < since)
+
+    def wait_busy(self) -> None:
+        """Return once a job runs (at once if one does): an idle pool's helpers sleep."""
+        if self._free == self.concurrency:
+            self._busy.clear()
+            self._busy.wait()
 
     def free_slots(self) -> int:
         return self._free
@@ -224,11 +179,11 @@ class GeventPool:
     def submit(self, job: Job, on_done: OnDone) -> None:
         self._free -= 1
         self._pending.append((job, on_done))
-        if self._idle and not self._handing_out:
+        if self._idle and not self._handing_out and self._below_limit():
             self._handing_out = True
             get_hub().loop.run_callback(self._hand_out)
         if not self._busy.is_set():  # wake the idle ticker, after the job: the hub is alive now
-            self._tick = time.monotonic()
+            self.tick = time.monotonic()
             self._busy.set()
 
     def _hand_out(self) -> None:
@@ -242,7 +197,7 @@ class GeventPool:
         pending, idle = self._pending, self._idle
         if self._cold > 0 and self._hand_out_cold():
             return
-        while pending and idle:
+        while pending and idle and self._below_limit():
             idle.pop().switch(pending.popleft())
 
     def _hand_out_cold(self) -> bool:
@@ -251,7 +206,7 @@ class GeventPool:
         opening a connection) before any reply is read. True if it yielded to the hub."""
         pending, idle = self._pending, self._idle
         deadline = time.perf_counter() + 0.001
-        while pending and idle and self._cold > 0:
+        while pending and idle and self._cold > 0 and self._below_limit():
             idle.pop().switch(pending.popleft())
             self._cold -= 1
             if pending and idle and time.perf_counter() > deadline:
@@ -261,7 +216,7 @@ class GeventPool:
         return False
 
     def _next_job(self, waiter: Waiter) -> tuple[Job, OnDone]:
-        if self._pending:  # taken without a trip through the hub
+        if self._pending and self._below_limit():  # taken without a trip through the hub
             return self._pending.popleft()
         self._idle.append(waiter)
         try:
@@ -277,12 +232,17 @@ class GeventPool:
         while True:
             job, on_done = self._next_job(waiter)
             orphaned = False
+            began = perf_counter()
             try:
                 outcome = self._run(job, on_done, me)
             finally:
+                took = perf_counter() - began
+                if took < self.fastest:
+                    self.fastest = took
                 orphaned = bool(self._orphans) and me in self._orphans
                 if not orphaned:
                     self._free += 1  # before on_done, which wakes the dispatcher to use this slot
+                    self.finished += 1
             if orphaned:  # its outcome went out when it was abandoned; another greenlet has its slot
                 self._orphans.discard(me)
                 return
@@ -303,8 +263,8 @@ class GeventPool:
             del self._jobs[job.key]
             if token is not None:
                 reset_deadline(token)
-        if self._blocked:
-            self._report_block(job)
+        if self.blocked:
+            self._detector.report(job)
         return outcome
 
     def running_keys(self) -> dict[int, str]:
@@ -334,29 +294,6 @@ class GeventPool:
         outcome = self.fail(job, error) if self.fail is not None else Outcome("REVOKED", error="terminated")
         outcome.runtime_s = time.time() - job.started if job.started else 0.0
         return outcome
-
-    def _report_block(self, job: Job) -> None:
-        found = self._blocked.pop(job.key, None)
-        if found is None:
-            return
-        stall_s, cpu_s = found
-        self.hub_blocks += 1
-        if cpu_s >= stall_s / 2:
-            advice = "mark it @app.task(cpu=True) to run it in a child process"
-        else:
-            advice = (
-                "it used little CPU meanwhile: a blocking call gevent cannot make cooperative "
-                "(a C extension?), or an overloaded machine"
-            )
-        logger.warning(
-            "task %s[%s] blocked the event loop for %.2fs (%.2fs of CPU; worker_block_warning=%ss): %s",
-            job.task,
-            job.request.get("id"),
-            stall_s,
-            cpu_s,
-            self._block_threshold_s,
-            advice,
-        )
 
     def _run_limited(self, job: Job, on_done: OnDone) -> Outcome:
         me = gevent.getcurrent()
@@ -444,4 +381,4 @@ class GeventPool:
         gevent.killall([*self._workers, *self._orphans], block=False)
 
     def stats(self) -> dict[str, Any]:
-        return {"busy": self.running(), "hub_blocks": self.hub_blocks}
+        return {"busy": self.running(), "hub_blocks": self.hub_blocks, "limit": self.limit}

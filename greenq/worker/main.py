@@ -160,6 +160,8 @@ def run_worker(
         prefetch_multiplier=conf.worker_prefetch_multiplier,
         extra_info=extra_info,
     )
+    if kind == "gevent" and conf.worker_adaptive_concurrency:
+        pool.enable_governor()  # type: ignore[attr-defined]
     signals.worker_init.send(sender=consumer)
     scheduler = make_scheduler(app, consumer.consumer_id) if schedule else None
     stop, force = threading.Event(), threading.Event()

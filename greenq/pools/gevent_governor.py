@@ -1,0 +1,109 @@
+"""HubGovernor: how many short tasks a gevent pool runs at once while its event loop is saturated.
+
+A hub that never idles cannot finish tasks sooner by starting more of them. Each one it adds
+waits longer for the CPU, holds one more connection to whatever it calls (Redis, a database, an
+API), and makes every round of the hub longer, so the worker's own loops (fetch, dispatch, the
+flusher) get their turn less often and move tasks in larger, lumpier waves. While the hub
+thread wants the CPU all the time, the governor sets the pool's ``limit`` by Little's law: the
+tasks finished per second times the shortest task's run time (what a task takes when it does
+not wait for the CPU), doubled for headroom, plus every job that has been running longer than
+two periods (a task waiting on a slow socket keeps its slot and does not count against the
+short ones). When the hub has idle time (its tasks wait on sockets), the limit goes back up
+towards ``-c`` in steps; a pool idle for a second starts over at ``-c``. Figures: docs/pools.md,
+"Adaptive concurrency".
+
+Saturation is read from the kernel's scheduler statistics of the hub thread: time on a CPU plus
+time waiting for one, so a worker on an overloaded machine reads as saturated too (CPU time
+alone would read as idle). Where ``/proc/thread-self/schedstat`` is missing, CPU time alone.
+Imports: gevent only.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import gevent
+
+PERIOD_S = 0.1  # one look at the hub per period while jobs run
+SATURATED = 0.95  # share of a period the hub thread ran or waited to run: at or above, saturated
+IDLE = 0.9  # below: the hub waited for sockets, raise the limit
+HEADROOM = 2.0  # the limit is this many times what Little's law says keeps the hub busy
+IDLE_RESET_S = 1.0  # a pool idle this long starts over at -c
+FLOOR = 16  # the limit never goes below this (or -c, if smaller)
+
+
+class Governed(Protocol):
+    """What the governor reads and sets on a pool (GeventPool)."""
+
+    concurrency: int
+    limit: int
+    finished: int  # jobs ended so far
+    fastest: float  # the shortest job's seconds since the governor last reset it
+
+    def running(self) -> int: ...
+    def running_longer_than(self, seconds: float) -> int: ...
+    def wait_busy(self) -> None: ...
+
+
+class _Demand:
+    """Seconds the calling thread ran or waited to run, from the kernel (or its CPU time)."""
+
+    def __init__(self) -> None:
+        self._file: io.FileIO | None
+        try:
+            self._file = open("/proc/thread-self/schedstat", "rb", buffering=0)  # noqa: SIM115
+        except OSError:
+            self._file = None
+
+    def __call__(self) -> float:
+        if self._file is None:
+            return time.thread_time()
+        self._file.seek(0)
+        ran_ns, waited_ns, _ = self._file.read(100).split()
+        return (int(ran_ns) + int(waited_ns)) / 1e9
+
+
+class HubGovernor:
+    """Sets ``pool.limit`` once per period; ``on_raise`` is called after each raise (the pool
+    hands waiting jobs to idle greenlets). ``run`` is its greenlet's loop."""
+
+    def __init__(self, pool: Governed, on_raise: Callable[[], None]) -> None:
+        self.pool = pool
+        self.on_raise = on_raise
+        self.floor = min(pool.concurrency, FLOOR)
+
+    def run(self) -> None:
+        pool = self.pool
+        demand = _Demand()  # opened here: in the hub's thread, the one it measures
+        while True:
+            if pool.running() == 0:
+                idle_from = time.perf_counter()
+                pool.wait_busy()
+                if time.perf_counter() - idle_from > IDLE_RESET_S:
+                    pool.limit = pool.concurrency  # a new burst may be all waiting on sockets
+            wanted, clock, finished = demand(), time.perf_counter(), pool.finished
+            pool.fastest = math.inf
+            gevent.sleep(PERIOD_S)
+            elapsed = time.perf_counter() - clock
+            self.adjust((demand() - wanted) / elapsed, (pool.finished - finished) / elapsed)
+
+    def adjust(self, share: float, rate: float) -> None:
+        """One period's decision: ``share`` of it the hub thread ran or waited to run, ``rate``
+        jobs finished per second in it (and ``pool.fastest``, the shortest of them)."""
+        pool = self.pool
+        if share >= SATURATED and rate > 0 and pool.fastest < math.inf:
+            short = math.ceil(HEADROOM * rate * pool.fastest)
+            wanted = short + pool.running_longer_than(2 * PERIOD_S)
+            target = max(self.floor, min(pool.concurrency, wanted))
+            if target < pool.limit:
+                pool.limit = max(target, pool.limit // 2)  # at most halved per period
+            elif target > pool.limit:
+                pool.limit = target
+                self.on_raise()
+        elif share < IDLE and pool.limit < pool.concurrency:
+            pool.limit = min(pool.concurrency, pool.limit + pool.limit // 2 + 1)
+            self.on_raise()

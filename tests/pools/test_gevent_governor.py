@@ -1,0 +1,167 @@
+"""HubGovernor on a real GeventPool in this (unpatched) process: a saturated hub runs fewer short
+tasks at once, tasks that wait on sockets keep the full concurrency, long waiters keep their
+slots beside short ones, and an idle pool starts over at -c."""
+
+from __future__ import annotations
+
+import time
+
+import gevent
+import gevent.event
+import pytest
+
+from greenq.pools import gevent_governor
+from greenq.pools.base import Job, Outcome
+from greenq.pools.gevent import GeventPool
+from greenq.pools.gevent_governor import FLOOR, HubGovernor
+
+
+def _burn(seconds: float) -> None:
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
+class _Load:
+    """Submits ``total`` jobs as the dispatcher does (into free slots, in bursts) and counts how
+    many run at once, with the pool's limit at the same moment."""
+
+    def __init__(self, pool: GeventPool, total: int) -> None:
+        self.pool, self.total = pool, total
+        self.running, self.ran = 0, [0] * total
+        self.seen: list[tuple[int, int]] = []  # (running at once, limit) at each job's start
+        self.done = gevent.event.Event()
+        self.finished = 0
+
+    def enter(self) -> None:
+        self.running += 1
+        self.seen.append((self.running, self.pool.limit))
+
+    def leave(self) -> None:
+        self.running -= 1
+
+    def on_done(self, job: Job, outcome: Outcome) -> None:
+        self.ran[job.key] += 1
+        self.finished += 1
+        if self.finished == self.total:
+            self.done.set()
+
+    def feed(self) -> None:
+        submitted = 0
+        while submitted < self.total:
+            for _ in range(min(self.pool.free_slots(), 64, self.total - submitted)):
+                self.pool.submit(Job(submitted, "t", [], {}, started=time.time()), self.on_done)
+                submitted += 1
+            gevent.sleep(0.0005)
+
+
+def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None:
+    """Tasks of ~0.3 ms of CPU, half of them then waiting 1 ms on a timer: the hub never idles.
+    The governor lowers the limit, and from then on no more than the limit run at once."""
+    concurrency, total = 200, 8_000
+    load: _Load
+
+    def runner(job: Job) -> Outcome:
+        load.enter()
+        _burn(0.0003)
+        if job.key % 2:
+            gevent.sleep(0.001)
+        load.leave()
+        return Outcome("SUCCESS")
+
+    pool = GeventPool(runner, concurrency)
+    load = _Load(pool, total)
+    pool.start()
+    pool.enable_governor()
+    feeder = gevent.spawn(load.feed)
+    assert load.done.wait(60)
+    feeder.join()
+    assert load.ran == [1] * total  # every job ran, once
+    lowest = min(limit for _, limit in load.seen)
+    assert lowest < concurrency // 4, f"the limit never went below {lowest}"
+    later = load.seen[len(load.seen) // 2 :]  # once the governor has had its first looks
+    assert max(running for running, _ in later) < concurrency // 2
+    assert all(running <= limit + 1 for running, limit in later)  # +1: the one that just started
+
+
+def test_tasks_waiting_on_sockets_keep_the_full_concurrency() -> None:
+    """Each task waits 200 ms: the hub idles, so all of -c run at once."""
+    concurrency, total = 100, 400
+    load: _Load
+
+    def runner(job: Job) -> Outcome:
+        load.enter()
+        gevent.sleep(0.2)
+        load.leave()
+        return Outcome("SUCCESS")
+
+    pool = GeventPool(runner, concurrency)
+    load = _Load(pool, total)
+    pool.start()
+    pool.enable_governor()
+    gevent.spawn(load.feed)
+    assert load.done.wait(30)
+    assert load.ran == [1] * total
+    assert max(running for running, _ in load.seen) == concurrency
+    assert pool.limit == concurrency
+
+
+def test_jobs_running_long_keep_their_slots_beside_the_short_ones() -> None:
+    """Little's law for the short jobs, plus every job running longer than two periods."""
+    concurrency, waiters = 100, 30
+    release = gevent.event.Event()
+
+    def runner(job: Job) -> Outcome:
+        release.wait()
+        return Outcome("SUCCESS")
+
+    pool = GeventPool(runner, concurrency)
+    pool.start()
+    long_ago = time.time() - 10
+    for key in range(waiters):
+        pool.submit(Job(key, "t", [], {}, started=long_ago), lambda job, outcome: None)
+    gevent.sleep(0.01)  # they run, waiting
+    governor = HubGovernor(pool, lambda: None)
+    pool.fastest = 0.0001  # 2 x 20,000/s x 0.1 ms: 4 short ones keep the hub busy
+    governor.adjust(share=1.0, rate=20_000)
+    assert pool.limit == concurrency // 2  # at most halved per look
+    pool.fastest = 0.0001
+    governor.adjust(share=1.0, rate=20_000)
+    assert pool.limit == 4 + waiters  # not FLOOR: the waiters do not count against the short ones
+    pool.fastest = 0.0001
+    release.set()
+    gevent.sleep(0.01)  # the waiters end
+    governor.adjust(share=1.0, rate=20_000)
+    assert pool.limit == (4 + waiters) // 2  # halved, on its way down
+    governor.adjust(share=1.0, rate=20_000)
+    assert pool.limit == FLOOR
+    release.set()
+    pool.kill()
+
+
+@pytest.mark.parametrize("share", [0.5, 0.89])
+def test_an_idle_hub_raises_the_limit_back_towards_the_concurrency(share: float) -> None:
+    pool = GeventPool(lambda job: Outcome("SUCCESS"), 100)
+    raised: list[int] = []
+    governor = HubGovernor(pool, lambda: raised.append(pool.limit))
+    pool.limit = 16
+    governor.adjust(share=share, rate=1_000)
+    assert pool.limit == 16 + 8 + 1 and raised == [25]
+    for _ in range(10):
+        governor.adjust(share=share, rate=1_000)
+    assert pool.limit == 100  # never above -c
+
+
+def test_a_pool_idle_for_a_second_starts_over_at_the_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gevent_governor, "IDLE_RESET_S", 0.05)
+    done = gevent.event.Event()
+    pool = GeventPool(lambda job: Outcome("SUCCESS"), 50)
+    pool.start()
+    pool.enable_governor()
+    pool.limit = 16  # as a saturated burst left it
+    gevent.sleep(0.2)  # idle, longer than IDLE_RESET_S
+    pool.submit(Job(1, "t", [], {}), lambda job, outcome: done.set())
+    assert done.wait(5)
+    gevent.sleep(0.01)  # the governor wakes with the pool
+    assert pool.limit == 50
+    pool.kill()
