@@ -9,8 +9,9 @@ tasks finished per second times the shortest task's run time (what a task takes 
 not wait for the CPU), doubled for headroom, plus every job that has been running longer than
 two periods (a task waiting on a slow socket keeps its slot and does not count against the
 short ones). When the hub has idle time (its tasks wait on sockets), the limit goes back up
-towards ``-c`` in steps; a pool idle for a second starts over at ``-c``. Figures: docs/pools.md,
-"Adaptive concurrency".
+towards ``-c`` in steps, as it does when even the shortest task takes 10 ms or more (then the
+hub's rounds are not what bounds the throughput); a pool idle for a second starts over at
+``-c``. Figures: docs/pools.md, "Adaptive concurrency".
 
 Saturation is read from the kernel's scheduler statistics of the hub thread: time on a CPU plus
 time waiting for one, so a worker on an overloaded machine reads as saturated too (CPU time
@@ -23,7 +24,6 @@ from __future__ import annotations
 import io
 import math
 import time
-from collections.abc import Callable
 from typing import Protocol
 
 import gevent
@@ -34,6 +34,7 @@ IDLE = 0.9  # below: the hub waited for sockets, raise the limit
 HEADROOM = 2.0  # the limit is this many times what Little's law says keeps the hub busy
 IDLE_RESET_S = 1.0  # a pool idle this long starts over at -c
 FLOOR = 16  # the limit never goes below this (or -c, if smaller)
+SHORT_S = 0.01  # the cap is for short tasks: when even the shortest takes longer, it stays at -c
 
 
 class Governed(Protocol):
@@ -42,8 +43,9 @@ class Governed(Protocol):
     concurrency: int
     limit: int
     finished: int  # jobs ended so far
-    fastest: float  # the shortest job's seconds since the governor last reset it
+    fastest: float  # the shortest timed job's seconds since the governor last reset it
 
+    def set_limit(self, limit: int) -> None: ...
     def running(self) -> int: ...
     def running_longer_than(self, seconds: float) -> int: ...
     def wait_busy(self) -> None: ...
@@ -68,12 +70,10 @@ class _Demand:
 
 
 class HubGovernor:
-    """Sets ``pool.limit`` once per period; ``on_raise`` is called after each raise (the pool
-    hands waiting jobs to idle greenlets). ``run`` is its greenlet's loop."""
+    """Sets the pool's limit once per period; ``run`` is its greenlet's loop."""
 
-    def __init__(self, pool: Governed, on_raise: Callable[[], None]) -> None:
+    def __init__(self, pool: Governed) -> None:
         self.pool = pool
-        self.on_raise = on_raise
         self.floor = min(pool.concurrency, FLOOR)
 
     def run(self) -> None:
@@ -84,7 +84,7 @@ class HubGovernor:
                 idle_from = time.perf_counter()
                 pool.wait_busy()
                 if time.perf_counter() - idle_from > IDLE_RESET_S:
-                    pool.limit = pool.concurrency  # a new burst may be all waiting on sockets
+                    pool.set_limit(pool.concurrency)  # a new burst may be all waiting on sockets
             wanted, clock, finished = demand(), time.perf_counter(), pool.finished
             pool.fastest = math.inf
             gevent.sleep(PERIOD_S)
@@ -95,15 +95,12 @@ class HubGovernor:
         """One period's decision: ``share`` of it the hub thread ran or waited to run, ``rate``
         jobs finished per second in it (and ``pool.fastest``, the shortest of them)."""
         pool = self.pool
-        if share >= SATURATED and rate > 0 and pool.fastest < math.inf:
-            short = math.ceil(HEADROOM * rate * pool.fastest)
-            wanted = short + pool.running_longer_than(2 * PERIOD_S)
+        short = pool.fastest < SHORT_S
+        long = not short and pool.fastest < math.inf  # tasks finished, none of them short
+        if share >= SATURATED and rate > 0 and short:
+            wanted = math.ceil(HEADROOM * rate * pool.fastest) + pool.running_longer_than(2 * PERIOD_S)
             target = max(self.floor, min(pool.concurrency, wanted))
-            if target < pool.limit:
-                pool.limit = max(target, pool.limit // 2)  # at most halved per period
-            elif target > pool.limit:
-                pool.limit = target
-                self.on_raise()
-        elif share < IDLE and pool.limit < pool.concurrency:
-            pool.limit = min(pool.concurrency, pool.limit + pool.limit // 2 + 1)
-            self.on_raise()
+            if target != pool.limit:
+                pool.set_limit(max(target, pool.limit // 2))  # at most halved per period
+        elif (share < IDLE or long) and pool.limit < pool.concurrency:
+            pool.set_limit(min(pool.concurrency, pool.limit + pool.limit // 2 + 1))
