@@ -5,6 +5,7 @@ slots beside short ones, and an idle pool starts over at -c."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import gevent
 import gevent.event
@@ -55,17 +56,13 @@ class _Load:
             gevent.sleep(0.0005)
 
 
-def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None:
-    """Tasks of ~0.3 ms of CPU, half of them then waiting 1 ms on a timer: the hub never idles.
-    The governor lowers the limit, and from then on no more than the limit run at once."""
-    concurrency, total = 200, 8_000
+def _governed_run(concurrency: int, total: int, body: Callable[[Job], None]) -> tuple[GeventPool, _Load]:
+    """``total`` jobs of ``body`` through a governed pool of ``concurrency``; each ran once."""
     load: _Load
 
     def runner(job: Job) -> Outcome:
         load.enter()
-        _burn(0.0003)
-        if job.key % 2:
-            gevent.sleep(0.001)
+        body(job)
         load.leave()
         return Outcome("SUCCESS")
 
@@ -77,6 +74,20 @@ def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None
     assert load.done.wait(60)
     feeder.join()
     assert load.ran == [1] * total  # every job ran, once
+    return pool, load
+
+
+def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None:
+    """Tasks of ~0.3 ms of CPU, half of them then waiting 1 ms on a timer: the hub never idles.
+    The governor lowers the limit, and from then on no more than the limit run at once."""
+    concurrency = 200
+
+    def body(job: Job) -> None:
+        _burn(0.0003)
+        if job.key % 2:
+            gevent.sleep(0.001)
+
+    _, load = _governed_run(concurrency, 8_000, body)
     lowest = min(limit for _, limit in load.seen)
     assert lowest < concurrency // 4, f"the limit never went below {lowest}"
     later = load.seen[len(load.seen) // 2 :]  # once the governor has had its first looks
@@ -86,22 +97,8 @@ def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None
 
 def test_tasks_waiting_on_sockets_keep_the_full_concurrency() -> None:
     """Each task waits 200 ms: the hub idles, so all of -c run at once."""
-    concurrency, total = 100, 400
-    load: _Load
-
-    def runner(job: Job) -> Outcome:
-        load.enter()
-        gevent.sleep(0.2)
-        load.leave()
-        return Outcome("SUCCESS")
-
-    pool = GeventPool(runner, concurrency)
-    load = _Load(pool, total)
-    pool.start()
-    pool.enable_governor()
-    gevent.spawn(load.feed)
-    assert load.done.wait(30)
-    assert load.ran == [1] * total
+    concurrency = 100
+    pool, load = _governed_run(concurrency, 400, lambda job: gevent.sleep(0.2))
     assert max(running for running, _ in load.seen) == concurrency
     assert pool.limit == concurrency
 
