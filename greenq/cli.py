@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         from greenq.pools.gevent import patch
 
         patch()
-    parser = build_parser()
+    parser = build_parser(only_worker=args_list[:1] == ["worker"])
     args = parser.parse_args(args_list)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -332,11 +332,15 @@ def _add_worker(subs: Any) -> None:
     worker.set_defaults(handler=cmd_worker)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only_worker: bool = False) -> argparse.ArgumentParser:
+    """The command line; ``only_worker``: the worker command alone, which is all ``greenq
+    worker ...`` parses (the other commands' parsers and modules are start-up it need not pay)."""
     parser = Parser(prog="greenq", description="greenq task queue")
     parser.add_argument("--version", action="version", version=f"greenq {version()}")
     subs = parser.add_subparsers(metavar="COMMAND", parser_class=Parser)
     _add_worker(subs)
+    if only_worker:
+        return parser
 
     cfg = subs.add_parser("config", help="print every effective setting and where it came from")
     _add_app_flags(cfg)
