@@ -258,6 +258,9 @@ def ceiling(body: str, arg: str, n: int, concurrency: int) -> dict[str, float]:
 
         http.configure(concurrency)
     tune_gc()
+    from greenq.broker.stack import cache_redis_lib_version  # as every greenq process does
+
+    cache_redis_lib_version()
     call, calls = CEILING_BODIES[body], iter(range(n))
 
     def loop() -> None:

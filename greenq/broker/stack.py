@@ -26,6 +26,24 @@ from greenq.broker.sentinel import connection_pool
 from greenq.config import mask_url
 from greenq.exceptions import BrokerError, BrokerUnavailable
 
+
+def cache_redis_lib_version() -> None:
+    """Make redis-py look its own version up once per process instead of at every connect.
+
+    NOTE: redis-py 8 reads its version from the installed package's metadata (``importlib.
+    metadata``, which parses the METADATA file) for each new connection's ``CLIENT SETINFO``:
+    about half the CPU a connect costs (docs/benchmarks.md). A worker's task bodies open one
+    connection per task running at once; the version cannot change while the process runs.
+    """
+    import redis.utils
+
+    lookup = getattr(redis.utils, "get_lib_version", None)
+    if lookup is not None and not hasattr(lookup, "cache_info"):
+        redis.utils.get_lib_version = cache(lookup)
+
+
+cache_redis_lib_version()  # every greenq process imports this module before its first connect
+
 _pack_one: Callable[[tuple[Any, ...]], bytes] | None
 try:  # hiredis packs a command several times faster than redis-py's own packer
     from hiredis import pack_command as _pack_one
