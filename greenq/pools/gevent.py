@@ -171,6 +171,10 @@ class GeventPool:
         """Fewer jobs run in greenlets than ``limit`` allows (submitted = running + pending)."""
         return self.concurrency - self._free - len(self._pending) < self.limit
 
+    def in_greenlets(self) -> int:
+        """Jobs running in greenlets now; the other submitted ones wait in ``_pending``."""
+        return self.concurrency - self._free - len(self._pending)
+
     def running_longer_than(self, seconds: float) -> int:
         """Jobs submitted more than ``seconds`` ago and still running."""
         since = time.time() - seconds

@@ -11,7 +11,10 @@ two periods (a task waiting on a slow socket keeps its slot and does not count a
 short ones). When the hub has idle time (its tasks wait on sockets), the limit goes back up
 towards ``-c`` in steps, as it does when even the shortest task takes 10 ms or more (then the
 hub's rounds are not what bounds the throughput); a pool idle for a second starts over at
-``-c``. Figures: docs/pools.md, "Adaptive concurrency".
+``-c``. A look lowers the limit by at most half of the jobs running then. The first look at a
+burst comes after 5 ms, not a period: until then every short task started opens a connection of
+its own for its body (a redis-py connect costs CPU worth several round trips), hundreds at -c 500.
+Figures: docs/pools.md, "Adaptive concurrency".
 
 Saturation is read from the kernel's scheduler statistics of the hub thread: time on a CPU plus
 time waiting for one, so a worker on an overloaded machine reads as saturated too (CPU time
@@ -29,6 +32,7 @@ from typing import Protocol
 import gevent
 
 PERIOD_S = 0.1  # one look at the hub per period while jobs run
+FIRST_LOOK_S = 0.005  # the first look at a burst: its first tasks each open their own connections
 SATURATED = 0.95  # share of a period the hub thread ran or waited to run: at or above, saturated
 IDLE = 0.9  # below: the hub waited for sockets, raise the limit
 HEADROOM = 2.0  # the limit is this many times what Little's law says keeps the hub busy
@@ -47,6 +51,7 @@ class Governed(Protocol):
 
     def set_limit(self, limit: int) -> None: ...
     def running(self) -> int: ...
+    def in_greenlets(self) -> int: ...
     def running_longer_than(self, seconds: float) -> int: ...
     def wait_busy(self) -> None: ...
 
@@ -80,14 +85,16 @@ class HubGovernor:
         pool = self.pool
         demand = _Demand()  # opened here: in the hub's thread, the one it measures
         while True:
+            period = PERIOD_S
             if pool.running() == 0:
                 idle_from = time.perf_counter()
                 pool.wait_busy()
                 if time.perf_counter() - idle_from > IDLE_RESET_S:
                     pool.set_limit(pool.concurrency)  # a new burst may be all waiting on sockets
+                period = FIRST_LOOK_S
             wanted, clock, finished = demand(), time.perf_counter(), pool.finished
             pool.fastest = math.inf
-            gevent.sleep(PERIOD_S)
+            gevent.sleep(period)
             elapsed = time.perf_counter() - clock
             self.adjust((demand() - wanted) / elapsed, (pool.finished - finished) / elapsed)
 
@@ -101,6 +108,9 @@ class HubGovernor:
             wanted = math.ceil(HEADROOM * rate * pool.fastest) + pool.running_longer_than(2 * PERIOD_S)
             target = max(self.floor, min(pool.concurrency, wanted))
             if target != pool.limit:
-                pool.set_limit(max(target, pool.limit // 2))  # at most halved per period
+                # At most halved per period, from what runs now: the first fill runs far fewer
+                # than -c, and halving -c would take periods to reach it (each new task body's
+                # connection opened meanwhile costs CPU).
+                pool.set_limit(max(target, min(pool.limit, pool.in_greenlets()) // 2))
         elif (share < IDLE or long) and pool.limit < pool.concurrency:
             pool.set_limit(min(pool.concurrency, pool.limit + pool.limit // 2 + 1))

@@ -95,6 +95,15 @@ def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None
     assert all(running <= limit + 1 for running, limit in later)  # +1: the one that just started
 
 
+def test_a_burst_is_looked_at_within_milliseconds_not_a_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With periods of a minute, only the burst's first look can cap it before it ends: each
+    short task started before then would, in a worker, open a connection of its own."""
+    monkeypatch.setattr(gevent_governor, "PERIOD_S", 60.0)
+    concurrency = 200
+    _, load = _governed_run(concurrency, 4_000, lambda job: _burn(0.0003))
+    assert min(limit for _, limit in load.seen) < concurrency // 2
+
+
 def test_tasks_waiting_on_sockets_keep_the_full_concurrency() -> None:
     """Each task waits 200 ms: the hub idles, so all of -c run at once."""
     concurrency = 100
@@ -121,17 +130,39 @@ def test_jobs_running_long_keep_their_slots_beside_the_short_ones() -> None:
     governor = HubGovernor(pool)
     pool.fastest = 0.0001  # 2 x 20,000/s x 0.1 ms: 4 short ones keep the hub busy
     governor.adjust(share=1.0, rate=20_000)
-    assert pool.limit == concurrency // 2  # at most halved per look
-    pool.fastest = 0.0001
-    governor.adjust(share=1.0, rate=20_000)
     assert pool.limit == 4 + waiters  # not FLOOR: the waiters do not count against the short ones
     pool.fastest = 0.0001
+    governor.adjust(share=1.0, rate=20_000)
+    assert pool.limit == 4 + waiters
     release.set()
     gevent.sleep(0.01)  # the waiters end
-    governor.adjust(share=1.0, rate=20_000)
-    assert pool.limit == (4 + waiters) // 2  # halved, on its way down
+    pool.fastest = 0.0001
     governor.adjust(share=1.0, rate=20_000)
     assert pool.limit == FLOOR
+    pool.kill()
+
+
+def test_the_limit_falls_at_most_by_half_of_what_runs_per_look() -> None:
+    """One saturated look cannot cut the running jobs by more than half; a pool running far
+    fewer jobs than -c (its first fill) is capped from what runs, not from -c."""
+    concurrency, running = 500, 80
+    release = gevent.event.Event()
+
+    def runner(job: Job) -> Outcome:
+        release.wait()
+        return Outcome("SUCCESS")
+
+    pool = GeventPool(runner, concurrency)
+    pool.start()
+    for key in range(running):  # short ones, just started
+        pool.submit(Job(key, "t", [], {}, started=time.time()), lambda job, outcome: None)
+    gevent.sleep(0.01)
+    assert pool.in_greenlets() == running
+    governor = HubGovernor(pool)
+    for expected in (running // 2, running // 4, FLOOR):
+        pool.fastest = 0.0001  # Little's law says 4: the floor
+        governor.adjust(share=1.0, rate=20_000)
+        assert pool.limit == expected
     release.set()
     pool.kill()
 
