@@ -158,7 +158,8 @@ last one done (polled every 10 ms); "worker start-up" is the spawn to that first
 the first task done (the counter moves, or a result exists; polled every 2 ms), and the \
 "incl. start-up" rows count from the spawn. Worker CPU per task counts from the first task too. \
 Ceilings run the same task function with no queue, next to the worker runs of each repeat, in a \
-gevent-patched process with the worker's GC setting: "from the first call" is timed inside it \
+gevent-patched process with the worker's GC setting and redis-py version lookup cached once, as \
+in every greenq process: "from the first call" is timed inside it \
 (two processes: over their common span), "from the spawn" from its spawn to its last reply. Each \
 share pairs a worker run with the ceiling run of the same repeat (median of the pairs): from the \
 first task against from the first call, and from the spawn against from the spawn. The producer \

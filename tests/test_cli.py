@@ -162,6 +162,33 @@ def test_parsed_flags_reach_the_settings() -> None:
     )
 
 
+def test_the_worker_command_line_is_parsed_alone_without_the_other_commands() -> None:
+    """``greenq worker`` builds the worker's parser only: the same flags, and none of the other
+    commands' modules imported (start-up a worker need not pay)."""
+    probe = """
+import sys
+from greenq.cli import build_parser, cmd_worker
+OTHERS = ("greenq.ops_cli", "greenq.schedule_cli", "greenq.dashboard.server")
+flags = ["worker", "-c", "7", "-Q", "a,b", "-l", "debug"]
+args = build_parser(only_worker=True).parse_args(flags)
+assert (args.concurrency, args.queues, args.loglevel) == (7, ["a", "b"], "DEBUG")
+assert args.handler is cmd_worker
+print(sorted(m for m in OTHERS if m in sys.modules))
+import contextlib, io
+from greenq.cli import main
+with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):
+    main(["worker", "--help"])  # the command line's own path
+print(sorted(m for m in OTHERS if m in sys.modules))
+build_parser()
+print(sorted(m for m in OTHERS if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    alone, through_main, full = proc.stdout.splitlines()
+    assert alone == through_main == "[]"
+    assert full == "['greenq.dashboard.server', 'greenq.ops_cli', 'greenq.schedule_cli']"
+
+
 def test_version_is_the_package_version() -> None:
     import greenq
 

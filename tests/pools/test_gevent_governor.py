@@ -112,9 +112,9 @@ def test_tasks_waiting_on_sockets_keep_the_full_concurrency() -> None:
     assert pool.limit == concurrency
 
 
-def test_jobs_running_long_keep_their_slots_beside_the_short_ones() -> None:
-    """Little's law for the short jobs, plus every job running longer than two periods."""
-    concurrency, waiters = 100, 30
+def _waiting_jobs(concurrency: int, jobs: int, started: float) -> tuple[GeventPool, gevent.event.Event]:
+    """A pool of ``concurrency`` running ``jobs`` jobs (started at ``started``) that each wait
+    for the returned event."""
     release = gevent.event.Event()
 
     def runner(job: Job) -> Outcome:
@@ -123,10 +123,16 @@ def test_jobs_running_long_keep_their_slots_beside_the_short_ones() -> None:
 
     pool = GeventPool(runner, concurrency)
     pool.start()
-    long_ago = time.time() - 10
-    for key in range(waiters):
-        pool.submit(Job(key, "t", [], {}, started=long_ago), lambda job, outcome: None)
+    for key in range(jobs):
+        pool.submit(Job(key, "t", [], {}, started=started), lambda job, outcome: None)
     gevent.sleep(0.01)  # they run, waiting
+    return pool, release
+
+
+def test_jobs_running_long_keep_their_slots_beside_the_short_ones() -> None:
+    """Little's law for the short jobs, plus every job running longer than two periods."""
+    waiters = 30
+    pool, release = _waiting_jobs(100, waiters, started=time.time() - 10)
     governor = HubGovernor(pool)
     pool.fastest = 0.0001  # 2 x 20,000/s x 0.1 ms: 4 short ones keep the hub busy
     governor.adjust(share=1.0, rate=20_000)
@@ -145,18 +151,8 @@ def test_jobs_running_long_keep_their_slots_beside_the_short_ones() -> None:
 def test_the_limit_falls_at_most_by_half_of_what_runs_per_look() -> None:
     """One saturated look cannot cut the running jobs by more than half; a pool running far
     fewer jobs than -c (its first fill) is capped from what runs, not from -c."""
-    concurrency, running = 500, 80
-    release = gevent.event.Event()
-
-    def runner(job: Job) -> Outcome:
-        release.wait()
-        return Outcome("SUCCESS")
-
-    pool = GeventPool(runner, concurrency)
-    pool.start()
-    for key in range(running):  # short ones, just started
-        pool.submit(Job(key, "t", [], {}, started=time.time()), lambda job, outcome: None)
-    gevent.sleep(0.01)
+    running = 80
+    pool, release = _waiting_jobs(500, running, started=time.time())  # short ones, just started
     assert pool.in_greenlets() == running
     governor = HubGovernor(pool)
     for expected in (running // 2, running // 4, FLOOR):
