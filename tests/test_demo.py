@@ -35,6 +35,9 @@ class Demo:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # As in a terminal, whatever this suite inherited: a shell ignores SIGINT in what it
+            # starts with `&`, and an ignored SIGINT is ignored by the demo's Python too.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         self.output = ""
         self._cond = threading.Condition()
