@@ -42,16 +42,17 @@ class Parser(argparse.ArgumentParser):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``greenq`` console script and ``python -m greenq``."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    if args_list[:1] == ["worker"]:
+    worker = args_list[:1] == ["worker"]
+    if worker:
         import gc
 
         gc.disable()  # the imports allocate much and free little; worker.main.tune_gc turns it on
-    worker = args_list[:1] == ["worker"] and _pool_from_argv(args_list) == "gevent"
-    if worker or args_list[:1] == ["dashboard"]:  # the dashboard is served by gevent.pywsgi
+    gevent_worker = worker and _pool_from_argv(args_list) == "gevent"
+    if gevent_worker or args_list[:1] == ["dashboard"]:  # the dashboard is served by gevent.pywsgi
         from greenq.pools.gevent import patch
 
         patch()
-    parser = build_parser(only_worker=args_list[:1] == ["worker"])
+    parser = build_parser(only_worker=worker)
     args = parser.parse_args(args_list)
     if not getattr(args, "handler", None):
         parser.print_help()

@@ -169,7 +169,7 @@ class GeventPool:
 
     def _below_limit(self) -> bool:
         """Fewer jobs run in greenlets than ``limit`` allows (submitted = running + pending)."""
-        return self.concurrency - self._free - len(self._pending) < self.limit
+        return self.in_greenlets() < self.limit
 
     def in_greenlets(self) -> int:
         """Jobs running in greenlets now; the other submitted ones wait in ``_pending``."""
