@@ -96,12 +96,29 @@ def test_a_saturated_hub_runs_fewer_short_tasks_at_once_and_loses_none() -> None
 
 
 def test_a_burst_is_looked_at_within_milliseconds_not_a_period(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With periods of a minute, only the burst's first look can cap it before it ends: each
-    short task started before then would, in a worker, open a connection of its own."""
+    """With periods of a minute, the governor still decides on a new burst at once: its first
+    look comes milliseconds after the pool gets busy (each short task started before then would,
+    in a worker, open a connection of its own)."""
     monkeypatch.setattr(gevent_governor, "PERIOD_S", 60.0)
-    concurrency = 200
-    _, load = _governed_run(concurrency, 4_000, lambda job: _burn(0.0003))
-    assert min(limit for _, limit in load.seen) < concurrency // 2
+    looked = gevent.event.Event()
+
+    class Watched(HubGovernor):
+        def adjust(self, share: float, rate: float) -> None:
+            looked.set()
+            super().adjust(share, rate)
+
+    monkeypatch.setattr(gevent_governor, "HubGovernor", Watched)  # what enable_governor() starts
+    done = gevent.event.Event()
+    pool = GeventPool(lambda job: (_burn(0.0003), Outcome("SUCCESS"))[1], 50)
+    pool.start()
+    pool.enable_governor()
+    gevent.sleep(0.01)  # the governor waits for work
+    assert not looked.is_set()
+    for key in range(200):
+        pool.submit(Job(key, "t", [], {}), lambda job, outcome: done.set() if job.key == 199 else None)
+    assert looked.wait(10), "no look within 10 s of the burst: it waited for a 60 s period"
+    assert done.wait(30)
+    pool.kill()
 
 
 def test_tasks_waiting_on_sockets_keep_the_full_concurrency() -> None:
