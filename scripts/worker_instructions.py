@@ -8,7 +8,7 @@ pre-filled tasks of a ``scripts/bench_tasks.py`` body at ``-c 500`` under ``valg
 --tool=callgrind``, the two runs side by side; (I(N2) - I(N1)) / (N2 - N1) is what one more task
 costs, start-up and shutdown cancelling out. Beside it, the same body called with no queue
 (``bench_tasks.py ceiling``) the same way; ``noop`` (results off) has none: it counts what the
-queue's own bookkeeping costs per message. Block detection is off (``worker_block_warning=0``):
+queue's own bookkeeping costs per message; ``echo`` (no work, a result) adds the result record. Block detection is off (``worker_block_warning=0``):
 its watchdog samples by the clock, and under callgrind a run lasts ~50 times longer. Each
 checkout is byte-compiled first. Needs valgrind; one redis-server (the bundled binary) and one
 HTTP target per run, on free ports, stopped by PID.
@@ -92,7 +92,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkouts", nargs="*", default=[str(ROOT)])
-    parser.add_argument("--body", choices=("fetch", "fetch_fast", "incr", "noop"), default="fetch_fast")
+    parser.add_argument("--body", choices=("fetch", "fetch_fast", "incr", "noop", "echo"), default="fetch_fast")
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=1500)
     args = parser.parse_args()
@@ -104,7 +104,7 @@ def main() -> None:
     assert target.stdout is not None and b"listening" in target.stdout.readline()
     url = f"http://127.0.0.1:{port}/delay/100"
     try:
-        runs = [(str(ROOT), True)] if args.body != "noop" else []
+        runs = [(str(ROOT), True)] if args.body not in ("noop", "echo") else []
         runs += [(str(Path(c).resolve()), False) for c in args.checkouts]
         for root, _ in runs:
             compileall.compile_dir(os.path.join(root, "greenq"), quiet=1)
