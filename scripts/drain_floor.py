@@ -43,6 +43,7 @@ GROUP = "greenq"
 CONCURRENCY = 500
 TIMEOUT_S = 600
 KINDS = ("ceiling", "bare loop", "greenq")
+MIN_TASKS = 2_000
 
 
 class BareLoop:
@@ -230,15 +231,32 @@ def one_run(kind: str, n: int) -> tuple[float, float]:
     server = RedisServer(bundled_binary(), port=free_port(), data_dir=tempfile.mkdtemp()).start()
     try:
         if kind == "ceiling":
-            return _timed_child(
-                ["bench_tasks.py", "ceiling", "incr", "-", str(n), str(CONCURRENCY)], server.url
-            )
-        _fill(server.url, n)
-        if kind == "bare loop":
-            return _timed_child([str(Path(__file__).resolve()), "--loop", server.url, str(n)], server.url)
-        return _timed_worker(server.url, n)
+            argv = ["bench_tasks.py", "ceiling", "incr", "-", str(n), str(CONCURRENCY)]
+            timings = _timed_child(argv, server.url)
+        else:
+            _fill(server.url, n)
+            if kind == "bare loop":
+                argv = [str(Path(__file__).resolve()), "--loop", server.url, str(n)]
+                timings = _timed_child(argv, server.url)
+            else:
+                timings = _timed_worker(server.url, n)
+        _check(kind, server.url, n)
+        return timings
     finally:
         server.stop()
+
+
+def _check(kind: str, url: str, n: int) -> None:
+    """Every call ran once, and each queue wrote one result record per task: a loop that lost or
+    skipped work would look faster than it is."""
+    import redis
+    from bench_tasks import COUNTER
+
+    client = redis.Redis.from_url(url)
+    calls = int(client.get(COUNTER) or 0)
+    results = sum(1 for _ in client.scan_iter("greenq:result:*", count=10_000))
+    if calls != n or results != (0 if kind == "ceiling" else n):
+        raise RuntimeError(f"{kind}: {calls:,} calls and {results:,} results for {n:,} tasks")
 
 
 def main() -> int:
@@ -247,6 +265,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop", nargs=2, metavar=("URL", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not args.loop and args.tasks < MIN_TASKS:  # the worker is timed by polling its queue
+        parser.error(f"--tasks must be at least {MIN_TASKS:,}: fewer drain within a few polls")
     sys.path[:0] = [str(ROOT), str(SCRIPTS)]
     if args.loop:
         from greenq.pools.gevent import patch
