@@ -60,23 +60,10 @@ def patch() -> None:
     from gevent import monkey
 
     if not monkey.is_module_patched("socket"):
-        import importlib.metadata as metadata
+        from greenq.pools.gevent_plugins import plugin_lookup
 
-        # NOTE: gevent looks up plugin entry points once per module it patches, rescanning every
-        # installed package each time; one scan, selected from for each group, for the duration.
-        original = metadata.entry_points
-        found: dict[str, Any] = {}
-
-        def cached(**params: Any) -> Any:
-            if "all" not in found:
-                found["all"] = original()
-            return found["all"].select(**params) if params else found["all"]
-
-        metadata.entry_points = cached
-        try:
+        with plugin_lookup():
             monkey.patch_all()
-        finally:
-            metadata.entry_points = original
     from greenq.pools import gevent_poll
 
     gevent_poll.install()
