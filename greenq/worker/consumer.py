@@ -426,9 +426,11 @@ class Consumer(Lifecycle):
         payload = outcome.payload
         if self.result_extended and payload is not None:
             payload = extended(payload, message, reserved.started or None)
-        follow = None if delayed is not None else self._follow_up(message, outcome.state, payload)
-        if follow is not None:
-            payload = follow.payload
+        follow = None
+        if message.workflow is not None and delayed is None:  # _follow_up, inline: every task passes
+            follow = self.workflows.after(message, outcome.state, payload)
+            if follow is not None:
+                payload = follow.payload
         result = (message.id, payload) if payload is not None else None
         if reserved.acks_late:  # a late-acked message is held until its ack is flushed
             self.flusher.put(result=result, ack=reserved.delivery, delayed=delayed, follow=follow)

@@ -104,7 +104,9 @@ def execute(app: GreenQ, job: Job) -> Outcome:
         return _execute_hooked(app, task, job)
     options = task.options
     conf = app.conf
-    ignore = setting(task, conf, "ignore_result")
+    ignore = options.ignore_result  # setting(), inline: every task passes here
+    if ignore is None:
+        ignore = conf.task_ignore_result
     worker = job.request.get("worker")
     token = set_request(job.request)
     started = time.perf_counter()
