@@ -1,16 +1,17 @@
 #!/usr/bin/env python
 """Instructions per task of a gevent worker, under callgrind: an A/B that host noise cannot move.
 
-    python scripts/worker_instructions.py [--body fetch|fetch_fast|incr|noop] [CHECKOUT ...]
+    python scripts/worker_instructions.py [--body fetch|fetch_fast|incr|noop|echo] [CHECKOUT ...]
 
 For each checkout (default: this one), a worker of that checkout's greenq drains N1 and then N2
 pre-filled tasks of a ``scripts/bench_tasks.py`` body at ``-c 500`` under ``valgrind
 --tool=callgrind``, the two runs side by side; (I(N2) - I(N1)) / (N2 - N1) is what one more task
 costs, start-up and shutdown cancelling out. Beside it, the same body called with no queue
-(``bench_tasks.py ceiling``) the same way; ``noop`` (results off) has none: it counts what the
-queue's own bookkeeping costs per message; ``echo`` (no work, a result) adds the result record. Block detection is off (``worker_block_warning=0``):
-its watchdog samples by the clock, and under callgrind a run lasts ~50 times longer. Each
-checkout is byte-compiled first. Needs valgrind; one redis-server (the bundled binary) and one
+(``bench_tasks.py ceiling``) the same way. ``noop`` (results off) and ``echo`` (no work, one
+result record) have no ceiling: they count what the queue's own bookkeeping costs per message,
+without and with the result. Block detection is off (``worker_block_warning=0``): its watchdog
+samples by the clock, and under callgrind a run lasts ~50 times longer. Each checkout is
+byte-compiled first. Needs valgrind; one redis-server (the bundled binary) and one
 HTTP target per run, on free ports, stopped by PID.
 """
 
@@ -92,7 +93,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("checkouts", nargs="*", default=[str(ROOT)])
-    parser.add_argument("--body", choices=("fetch", "fetch_fast", "incr", "noop", "echo"), default="fetch_fast")
+    bodies = ("fetch", "fetch_fast", "incr", "noop", "echo")
+    parser.add_argument("--body", choices=bodies, default="fetch_fast")
     parser.add_argument("--n1", type=int, default=500)
     parser.add_argument("--n2", type=int, default=1500)
     args = parser.parse_args()

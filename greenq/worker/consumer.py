@@ -426,11 +426,11 @@ class Consumer(Lifecycle):
         payload = outcome.payload
         if self.result_extended and payload is not None:
             payload = extended(payload, message, reserved.started or None)
-        follow = None
-        if message.workflow is not None and delayed is None:  # _follow_up, inline: every task passes
-            follow = self.workflows.after(message, outcome.state, payload)
-            if follow is not None:
-                payload = follow.payload
+        # _follow_up, inline (every task passes here): a plain message has no workflow to follow
+        plain = delayed is not None or message.workflow is None
+        follow = None if plain else self.workflows.after(message, outcome.state, payload)
+        if follow is not None:
+            payload = follow.payload
         result = (message.id, payload) if payload is not None else None
         if reserved.acks_late:  # a late-acked message is held until its ack is flushed
             self.flusher.put(result=result, ack=reserved.delivery, delayed=delayed, follow=follow)
