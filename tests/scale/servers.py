@@ -8,6 +8,7 @@ is awaited on its log (no sleeping) and stopped by PID.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -117,6 +118,20 @@ class Process:
                 self.kill()
 
 
+def on_a_free_port(start: Callable[[int], Process], port: int, attempts: int = 3) -> tuple[int, Process]:
+    """``start(port)``; again on another free port if that one was taken meanwhile: ``free_port``
+    only saw it free, and a client's outgoing connection may get it from the same ephemeral
+    range before the server binds it. Returns the port it runs on, and the process."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return port, start(port)
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == attempts:
+                raise
+            port = free_port()
+    raise AssertionError("unreachable")
+
+
 def data_node(port: int, folder: str, *extra: str) -> Process:
     args = [binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--protected-mode", "no", "--dir", folder, *extra]
@@ -180,29 +195,36 @@ class SentinelGroup:
         return found
 
     def start(self) -> SentinelGroup:
-        master, replica = self.ports["master"], self.ports["replica"]
-        self.node(master)
-        self.node(replica, "--replicaof", "127.0.0.1", str(master))
+        self.ports["master"], _ = on_a_free_port(self.node, self.ports["master"])
+        master = self.ports["master"]
+        replica = functools.partial(self._replica_node, master)
+        self.ports["replica"], _ = on_a_free_port(replica, self.ports["replica"])
         client = self.client(master)
         client.set("greenq-test:sync", 1)
         assert client.execute_command("WAIT", 1, 15000) == 1, "the replica did not sync"
-        for port in self.sentinel_ports:
-            conf = Path(self.folder) / f"sentinel-{port}.conf"
-            listen = f"port {port}\n"
-            if self.tls is not None:
-                directives = "".join(f"{k} {v}\n" for k, v in self._tls_directives())
-                listen = f"port 0\ntls-port {port}\n{directives}"
-            conf.write_text(
-                f"{listen}bind 127.0.0.1\ndir {self.folder}\n"
-                f"sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n"
-                f"sentinel down-after-milliseconds {SERVICE} 1000\n"
-                f"sentinel failover-timeout {SERVICE} 10000\n"
-            )
-            self.processes.append(
-                Process([self._binary(), str(conf), "--sentinel"], b"+monitor master", self.folder)
-            )
+        for index, port in enumerate(self.sentinel_ports):
+            sentinel = functools.partial(self._sentinel, master)
+            self.sentinel_ports[index], started = on_a_free_port(sentinel, port)
+            self.processes.append(started)
         until(self._sees_replica, what="the sentinels to see the replica")
         return self
+
+    def _replica_node(self, master: int, port: int) -> Process:
+        return self.node(port, "--replicaof", "127.0.0.1", str(master))
+
+    def _sentinel(self, master: int, port: int) -> Process:
+        conf = Path(self.folder) / f"sentinel-{port}.conf"
+        listen = f"port {port}\n"
+        if self.tls is not None:
+            directives = "".join(f"{k} {v}\n" for k, v in self._tls_directives())
+            listen = f"port 0\ntls-port {port}\n{directives}"
+        conf.write_text(
+            f"{listen}bind 127.0.0.1\ndir {self.folder}\n"
+            f"sentinel monitor {SERVICE} 127.0.0.1 {master} 2\n"
+            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel failover-timeout {SERVICE} 10000\n"
+        )
+        return Process([self._binary(), str(conf), "--sentinel"], b"+monitor master", self.folder)
 
     def _sees_replica(self) -> bool:
         for port in self.sentinel_ports:
