@@ -83,7 +83,7 @@ def leftovers(client: Any) -> dict[str, int]:
 def drain(cluster: Cluster, load: Load, timeout_s: float) -> dict[str, int]:
     """Wait until Redis holds no message and every late-ack task sent has a final result."""
     client = cluster.client()
-    late_kinds = ("late", "late_eta", "late_retry", "crunch", "unique")
+    late_kinds = ("late", "late_eta", "late_retry", "crunch", "unique", "chain")
     late = [r.id for r in load.records if r.kind in late_kinds and r.status == "ok" and r.added]
     deadline = time.monotonic() + timeout_s
     while True:
@@ -251,6 +251,7 @@ def render(figures: dict[str, Any], violations: list[str]) -> str:
         ("late-ack runs of a recovered delivery", str(figures["stale_runs"])),
         ("runs after the final result (explained)", str(figures["runs_after_final_explained"])),
         ("ETA runs early (worst)", f"{figures['eta_early_max_ms']} ms"),
+        ("chains (steps), each step after the one before", f"{figures['chains']} ({figures['chain_steps']})"),
         ("dead letters (dropped)", f"{figures['dead_letters']} ({figures['dead_dropped']})"),
         ("stuck workers", str(figures["stuck_workers"])),
         ("lapsed heartbeats logged", str(figures["lapsed_heartbeats"])),

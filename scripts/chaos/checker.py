@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-LATE = {"late", "late_eta", "late_retry", "crunch", "unique"}
+LATE = {"late", "late_eta", "late_retry", "crunch", "unique", "chain"}
 EARLY = {"early", "early_eta", "early_retry", "doomed"}
 DEAD_REASONS = ("malformed message", "unknown task", "failed: ValueError", "killed its worker")
 LOG_LINE = re.compile(r"^\[\S+ \S+ (?P<level>\w+)/(?P<pid>\d+)\]")
@@ -87,11 +87,22 @@ class Checker:
         self.long_stalls = [f for f in faults if f["kind"] == "stall" and f["detail"].get("for_s", 0) > lost]
         self.blackouts = [f for f in faults if f["kind"] in ("stall", "pause", "fill", "redis_restart")]
         self.explained_ids: set[str] = set()  # tasks with a late-ack attempt run twice, explained
+        # chain step id -> the step before it: a step that ran twice writes its result, and so
+        # sends the next step, twice (at least once, docs/workflows.md)
+        self.before: dict[str, str] = {}
+        chains: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for record in data["records"]:
+            if record.get("chain"):
+                chains[record["chain"]].append(record)
+        self.chains = [sorted(steps, key=lambda r: r["step"]) for steps in chains.values()]
+        for steps in self.chains:
+            self.before.update((after["id"], before["id"]) for before, after in itertools.pairwise(steps))
 
     def run(self) -> Verdict:
         self.check_runs()
         self.check_results()
         self.check_eta()
+        self.check_chains()
         self.check_unique()
         self.check_dead_letters()
         self.check_end_state()
@@ -104,7 +115,10 @@ class Checker:
         """A repeated late-ack attempt is explained if an earlier run's worker was presumed dead
         (killed, stopped, or it logged its lapsed heartbeat), or that run overlapped a fault that
         keeps every worker from its heartbeat (a stall, pause, fill or Redis restart: a worker
-        that has not finished a task yet does not log the lapse)."""
+        that has not finished a task yet does not log the lapse), or it is a chain step whose
+        step before ran twice, explained (steps are checked in order)."""
+        if self.before.get(runs[0]["id"]) in self.explained_ids:
+            return True
         lost = self.d["lost_timeout_s"]
         for run in runs[:-1]:
             if consumer_pid(run["w"]) in self.presumed:
@@ -201,6 +215,35 @@ class Checker:
         if result and result["state"] in ("SUCCESS", "FAILURE", "REVOKED"):
             return dict(result)
         return None
+
+    def check_chains(self) -> None:
+        """A step starts only once the step before has its final result (the next step is sent in
+        the round trip that writes it), and no step after a successful one is lost."""
+        early, lost = [], []
+        for steps in self.chains:
+            for before, after in itertools.pairwise(steps):
+                final_at = self._first_final_at(before["id"])
+                starts = [run["t"] for run in self.runs.get(after["id"], [])]
+                if starts and (final_at is None or min(starts) < final_at):
+                    early.append(f"{after['id']} (step {after['step']})")
+                before_state = (self.d["results"].get(before["id"]) or {}).get("state")
+                after_state = (self.d["results"].get(after["id"]) or {}).get("state")
+                if before_state == "SUCCESS" and after_state not in ("SUCCESS", "FAILURE", "REVOKED"):
+                    lost.append(f"{after['id']} (step {after['step']})")
+        if early:
+            self.v.fail("chain steps that started before the step before had its result", early)
+        if lost:
+            self.v.fail("chain steps lost after the step before succeeded", lost)
+        self.v.figures.update(chains=len(self.chains), chain_steps=sum(len(s) for s in self.chains))
+
+    def _first_final_at(self, task_id: str) -> float | None:
+        """When the task's first final result was written (the listener's first sighting, or
+        the stored record's ``date_done`` if the listener missed it)."""
+        times = [t for _, t, _ in self.d["finals"].get(task_id, [])]
+        stored = self.d["results"].get(task_id)
+        if stored and stored.get("date_done") is not None:
+            times.append(float(stored["date_done"]))
+        return min(times, default=None)
 
     def check_eta(self) -> None:
         early_runs = []

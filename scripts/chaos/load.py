@@ -35,6 +35,7 @@ MIX = {
     "doomed": 3,
     "unique": 10,
     "poison": 3,
+    "chain": 6,  # 2-4 late-ack steps (si), each a record of its own
 }
 UNIQUE_KEYS = 12  # unique enqueues pick one of these keys: many collide
 RESULT_PREFIX = "greenq:result:"
@@ -50,6 +51,8 @@ class Enqueue:
     added: bool = True  # unique: this call added the message (False: another task held the key)
     key: int | None = None  # unique key number
     t1: float = 0.0  # when the enqueue call returned
+    chain: str | None = None  # chain: the id of its first step (the chain's name in the checker)
+    step: int = 0  # chain: this step's place in it, from 0
 
 
 @dataclass
@@ -99,18 +102,22 @@ class Load:
             kind = rng.choices(kinds, weights)[0]
             serial += 1
             record = Enqueue(new_id(), kind, time.time())
+            records = self._chain_steps(rng, record) if kind == "chain" else [record]
             try:
                 if kind == "poison":
                     self._poison(raw, rng, record, serial)
+                elif kind == "chain":
+                    self._send_chain(chaos_app, rng, records)
                 else:
                     self._send(chaos_app, rng, record)
             except (BrokerUnavailable, redis.ConnectionError, redis.TimeoutError):
                 record.status = "maybe"
             except (BrokerError, redis.ResponseError):
                 record.status = "failed"
-            record.t1 = time.time()
+            for step in records:
+                step.status, step.t1 = record.status, time.time()
             with self._lock:
-                self.records.append(record)
+                self.records.extend(records)
         raw.close()
 
     def _send(self, chaos_app: Any, rng: random.Random, record: Enqueue) -> None:
@@ -136,6 +143,24 @@ class Load:
             record.key = rng.randrange(UNIQUE_KEYS)
             holder = chaos_app.unique_late.apply_async((record.key, 0.1 * (record.key % 4)), **options)
             record.added = holder.id == record.id
+
+    @staticmethod
+    def _chain_steps(rng: random.Random, first: Enqueue) -> list[Enqueue]:
+        """A chain's steps, ids assigned before it is sent: a step whose enqueue reply was lost
+        is still a task somebody enqueued."""
+        first.chain = first.id
+        later = [
+            Enqueue(new_id(), "chain", first.t, chain=first.id, step=i) for i in range(1, rng.randint(2, 4))
+        ]
+        return [first, *later]
+
+    def _send_chain(self, chaos_app: Any, rng: random.Random, steps: list[Enqueue]) -> None:
+        from greenq import chain
+
+        signatures = [
+            chaos_app.late.si(rng.choice((0.0, 0.01, 0.05, 0.2))).set(task_id=step.id) for step in steps
+        ]
+        chain(*signatures).apply_async(priority=rng.choice((0, 0, 5, 9)))
 
     def _poison(self, raw: redis.Redis, rng: random.Random, record: Enqueue, serial: int) -> None:
         """A message no worker can run, XADDed by another client: each must be dead-lettered."""
