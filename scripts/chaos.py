@@ -38,6 +38,7 @@ from chaos.faults import Injector  # noqa: E402
 from chaos.load import Load  # noqa: E402
 
 from greenq.broker.keys import GROUP, Keys  # noqa: E402
+from greenq.message import READY_STATES  # noqa: E402
 
 # "*" marks an anchor: never SIGKILLed, its memory is watched for the whole run.
 DEFAULT_FLEET = "gevent*,gevent,prefork,hybrid*,multi"
@@ -126,10 +127,15 @@ def read_results(cluster: Cluster, ids: list[str]) -> dict[str, dict[str, Any]]:
         chunk = ids[start : start + 500]
         pipe = client.pipeline(transaction=False)
         for task_id in chunk:
-            pipe.xrevrange(Keys.result(task_id), "+", "-", count=1)
+            pipe.xrange(Keys.result(task_id))  # a task's records, oldest first (a few at most)
         for task_id, entries in zip(chunk, pipe.execute(), strict=True):
             if entries:
-                results[task_id] = orjson.loads(entries[0][1][b"r"])
+                records = [orjson.loads(fields[b"r"]) for _, fields in entries]
+                results[task_id] = records[-1]
+                # a task run twice has two final records; the listener may have seen only the
+                # second (it reads the newest when notified): the chain check needs the first
+                finals = [float(r["date_done"]) for r in records if r.get("state") in READY_STATES]
+                results[task_id]["first_final_at"] = min(finals, default=None)
     client.close()
     return results
 

@@ -37,7 +37,11 @@ def _run(task_id: str, t: float, delivery: int = 1, pid: int = ALIVE) -> dict[st
 
 
 def _checker(
-    tmp_path: Path, runs: list[dict[str, Any]], done: dict[str, float], killed: bool = False
+    tmp_path: Path,
+    runs: list[dict[str, Any]],
+    done: dict[str, float],
+    killed: bool = False,
+    seen: bool = True,  # the listener noted each final
 ) -> Checker:
     ledger = tmp_path / "ledger"
     ledger.mkdir(parents=True)
@@ -47,8 +51,11 @@ def _checker(
     ]
     data = {
         "records": [_step("a", 0), _step("b", 1), _step("c", 2)],
-        "finals": {task_id: [["SUCCESS", at, None]] for task_id, at in done.items()},
-        "results": {task_id: {"state": "SUCCESS", "date_done": at} for task_id, at in done.items()},
+        "finals": {task_id: [["SUCCESS", at, None]] for task_id, at in done.items()} if seen else {},
+        "results": {
+            task_id: {"state": "SUCCESS", "date_done": at, "first_final_at": at}
+            for task_id, at in done.items()
+        },
         "faults": faults if killed else [],
         "lost_timeout_s": 3.0,
         "capacities": {"w": 8},
@@ -92,3 +99,14 @@ def test_a_step_run_twice_because_the_step_before_ran_twice_is_explained(tmp_pat
     assert checker.explained_ids == {"a", "b", "c"}
     unexplained = _checker(tmp_path / "no-fault", runs, {"a": 2.0, "b": 4.0, "c": 6.0})
     assert unexplained.v.violations[0].startswith("late-ack duplicates no fault explains: 3")
+
+
+def test_the_first_final_record_counts_when_the_listener_missed_it(tmp_path: Path) -> None:
+    # a ran twice: its result stream holds two finals; the listener saw neither (it reads the
+    # newest record when notified), and the stored newest one is later than b's start
+    runs = [_run("a", 1.0, pid=KILLED), _run("a", 1.1, 2), _run("b", 2.05), _run("c", 5.0)]
+    checker = _checker(tmp_path, runs, {"a": 2.0, "b": 4.0, "c": 6.0}, killed=True, seen=False)
+    checker.d["results"]["a"]["date_done"] = 2.1  # the second run's record
+    checker.v.violations.clear()
+    checker.check_chains()
+    assert checker.v.violations == []

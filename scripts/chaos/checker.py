@@ -237,12 +237,12 @@ class Checker:
         self.v.figures.update(chains=len(self.chains), chain_steps=sum(len(s) for s in self.chains))
 
     def _first_final_at(self, task_id: str) -> float | None:
-        """When the task's first final result was written (the listener's first sighting, or
-        the stored record's ``date_done`` if the listener missed it)."""
+        """When the task's first final result was written: the oldest final record of its result
+        stream (``read_results``), or the listener's first sighting."""
         times = [t for _, t, _ in self.d["finals"].get(task_id, [])]
         stored = self.d["results"].get(task_id)
-        if stored and stored.get("date_done") is not None:
-            times.append(float(stored["date_done"]))
+        if stored and stored.get("first_final_at") is not None:
+            times.append(float(stored["first_final_at"]))
         return min(times, default=None)
 
     def check_eta(self) -> None:
