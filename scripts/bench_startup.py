@@ -168,13 +168,6 @@ def worker_argv(framework: str, python: list[str]) -> list[str]:
     return [*python, os.path.abspath(__file__), *args, *common]
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process (10 ms ticks), from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 class Bench:
     def __init__(self, url: str, body: str, n: int, delay_url: str) -> None:
         import redis
@@ -217,6 +210,8 @@ class Bench:
         worker's CPU seconds then (``step (cpu)``)."""
         import subprocess
         import tempfile
+
+        from bench_tasks import process_cpu_s
 
         handle, marks = tempfile.mkstemp(prefix="greenq-startup-", suffix=".tsv")
         os.close(handle)

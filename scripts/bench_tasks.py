@@ -234,6 +234,12 @@ CEILING_BODIES: dict[str, Any] = {
 }
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process, its threads included (10 ms ticks), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def tune_gc() -> None:
     """What a worker does before its first task (``greenq.worker.main.tune_gc``, with the default
     ``worker_gc_threshold``): the ceiling differs from the worker by the queue alone."""

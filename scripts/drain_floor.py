@@ -184,14 +184,10 @@ def _timed_child(argv: list[str], url: str) -> tuple[float, float]:
     return report["elapsed_s"], report["cpu_s"]
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _timed_worker(url: str, n: int) -> tuple[float, float]:
     """A greenq worker on the filled queue, from its first task taken to the last acked."""
     import redis
+    from bench_tasks import process_cpu_s
 
     argv = [
         "-m",
@@ -214,12 +210,12 @@ def _timed_worker(url: str, n: int) -> tuple[float, float]:
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the worker took no task")
             time.sleep(0.002)
-        started, cpu = time.perf_counter(), _cpu_s(worker.pid)
+        started, cpu = time.perf_counter(), process_cpu_s(worker.pid)
         while client.xlen(STREAM) or client.xpending(STREAM, GROUP)["pending"]:
             if worker.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not drain {n:,} tasks")
             time.sleep(0.002)
-        return time.perf_counter() - started, _cpu_s(worker.pid) - cpu
+        return time.perf_counter() - started, process_cpu_s(worker.pid) - cpu
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)

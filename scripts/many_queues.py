@@ -31,6 +31,8 @@ import redis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_tasks import process_cpu_s  # noqa: E402
+
 from greenq import GreenQ  # noqa: E402
 from greenq.embedded import RedisServer, bundled_binary  # noqa: E402
 
@@ -38,12 +40,6 @@ from greenq.embedded import RedisServer, bundled_binary  # noqa: E402
 def redis_cpu_s(r: redis.Redis) -> float:
     info = r.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (and of its threads), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def command_calls(r: redis.Redis) -> dict[str, int]:
