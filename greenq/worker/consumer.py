@@ -426,9 +426,7 @@ class Consumer(Lifecycle):
         payload = outcome.payload
         if self.result_extended and payload is not None:
             payload = extended(payload, message, reserved.started or None)
-        # _follow_up, inline (every task passes here): a plain message has no workflow to follow
-        plain = delayed is not None or message.workflow is None
-        follow = None if plain else self.workflows.after(message, outcome.state, payload)
+        follow = None if delayed is not None else self._follow_up(message, outcome.state, payload)
         if follow is not None:
             payload = follow.payload
         result = (message.id, payload) if payload is not None else None

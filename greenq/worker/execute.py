@@ -104,9 +104,7 @@ def execute(app: GreenQ, job: Job) -> Outcome:
         return _execute_hooked(app, task, job)
     options = task.options
     conf = app.conf
-    ignore = options.ignore_result  # setting(), inline: every task passes here
-    if ignore is None:
-        ignore = conf.task_ignore_result
+    ignore = setting(task, conf, "ignore_result")
     worker = job.request.get("worker")
     token = set_request(job.request)
     started = time.perf_counter()
