@@ -52,7 +52,7 @@ def total(values: list[int]) -> int:
     return sum(values)
 
 
-@app.task(unique_for=60)
+@app.task(unique_for=60, queue="held")  # no worker takes it: its unique key stays held for the test
 def once(x: int) -> int:
     return x
 
